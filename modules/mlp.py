@@ -1,0 +1,92 @@
+"""Deep feedforward network (ch. 5).
+
+Layers ℓ = 1, …, L: a⁽ℓ⁾ = W⁽ℓ⁾h⁽ℓ⁻¹⁾ + b⁽ℓ⁾, h⁽ℓ⁾ = S(a⁽ℓ⁾), with h⁽⁰⁾ = x and a scalar activation
+S applied elementwise; the output layer is affine (scores for the task's loss). Optional batch
+normalization between the affine map and S, and dropout after S (ch. 5's regularization).
+
+Initialization (ch. 5) draws W⁽ℓ⁾ with variance matched to the layer widths n_in, n_out:
+Xavier (Glorot) uniform, Var = 2 / (n_in + n_out), for tanh/sigmoid; He (Kaiming) normal,
+Var = 2 / n_in, for ReLU-like S. Biases start at zero.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import nn
+
+from pipeline.data import DataSpec
+from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.supervised import SupervisedModule
+
+Activation = Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
+Init = Literal["xavier", "he"]
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "relu": nn.ReLU,
+    "tanh": nn.Tanh,
+    "sigmoid": nn.Sigmoid,
+    "gelu": nn.GELU,
+    "leaky_relu": nn.LeakyReLU,
+}
+
+
+def init_std(init: Init, fan_in: int, fan_out: int) -> float:
+    """Standard deviation of W⁽ℓ⁾'s entries: √(2 / (n_in + n_out)) (Xavier) or √(2 / n_in) (He)."""
+    return math.sqrt(2 / (fan_in + fan_out)) if init == "xavier" else math.sqrt(2 / fan_in)
+
+
+def initialize(linear: nn.Linear, init: Init) -> None:
+    fan_out, fan_in = linear.weight.shape
+    if init == "xavier":
+        nn.init.xavier_uniform_(linear.weight)
+    else:
+        nn.init.kaiming_normal_(linear.weight, nonlinearity="relu")
+    nn.init.zeros_(linear.bias)
+
+
+class FeedforwardNetwork(SupervisedModule):
+    """x (B, ...) -> flatten -> [affine -> (batch norm) -> S -> (dropout)] x L -> affine -> (B, K)."""
+
+    TASKS = ("regression", "binary", "multiclass")
+    CHAPTER = 5
+
+    def __init__(
+        self,
+        *,
+        data: DataSpec,
+        optimizer: OptimizerConfig,
+        scheduler: SchedulerConfig,
+        hidden_sizes: list[int],  # widths of the hidden layers; its length is the depth L
+        activation: Activation,  # the scalar activation S
+        init: Init,  # weight initialization scheme
+        batch_norm: bool,  # batch normalization before each activation
+        dropout: float,  # dropout probability after each activation, in [0, 1)
+    ):
+        super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
+        widths = [int(torch.tensor(data.input_shape).prod()), *hidden_sizes]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
+            linear = nn.Linear(fan_in, fan_out)
+            initialize(linear, init)
+            layers += [linear, *([nn.BatchNorm1d(fan_out)] if batch_norm else []), ACTIVATIONS[activation]()]
+            if dropout:
+                layers.append(nn.Dropout(dropout))
+        head = nn.Linear(widths[-1], data.num_outputs)
+        initialize(head, "xavier")
+        self.net = nn.Sequential(*layers, head)
+
+    @staticmethod
+    def check_config(model: dict) -> None:
+        if not 0 <= model["dropout"] < 1:
+            raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
+        if any(width < 1 for width in model["hidden_sizes"]):
+            raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)  # (B, K)
+
+
+MODEL = FeedforwardNetwork

@@ -1,0 +1,208 @@
+"""Dataset registry: embedded loaders -> seeded, stratified splits -> standardized tensors -> DataModule.
+
+Prepared data is plain tensors in `data/prepared/<dataset>/{train,val,test}.pt` plus `meta.json`,
+read back with `torch.load(weights_only=True)`. Preprocessing is fitted on the training split only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.params import ROOT, ConfigError, DataConfig
+
+PREPARED = ROOT / "data" / "prepared"
+SPLITS = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What a family needs to know about its data: task, input shape, number of classes."""
+
+    task: str  # regression | binary | multiclass
+    input_shape: tuple[int, ...]  # one sample, e.g. (10,) or (1, 8, 8)
+    num_classes: int  # 0 for regression
+
+    @property
+    def primary_metric(self) -> str:
+        return "mse" if self.task == "regression" else "accuracy"
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes if self.task == "multiclass" else 1
+
+
+@dataclass(frozen=True)
+class Dataset:
+    spec: DataSpec
+    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    description: str
+
+
+def _diabetes():
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes()
+    return bunch.data, bunch.target
+
+
+def _breast_cancer():
+    from sklearn.datasets import load_breast_cancer
+
+    bunch = load_breast_cancer()
+    return bunch.data, bunch.target
+
+
+def _digits():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images[:, None, :, :], bunch.target  # (N, 1, 8, 8)
+
+
+DATASETS: dict[str, Dataset] = {
+    "diabetes": Dataset(DataSpec("regression", (10,), 0), _diabetes, "scikit-learn diabetes, 442 x 10"),
+    "breast_cancer": Dataset(
+        DataSpec("binary", (30,), 2), _breast_cancer, "scikit-learn breast cancer Wisconsin, 569 x 30"
+    ),
+    "digits": Dataset(DataSpec("multiclass", (1, 8, 8), 10), _digits, "scikit-learn digits, 1797 x 1x8x8"),
+}
+
+
+# ---------------------------------------------------------------------------------------------
+# Prepare
+
+
+def split(dataset: str, config: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Seeded train/val/test split of the raw data, stratified by class for classification."""
+    from sklearn.model_selection import train_test_split
+
+    entry = DATASETS[dataset]
+    x, y = entry.load()
+    stratify = y if entry.spec.task != "regression" else None
+    x_rest, x_test, y_rest, y_test = train_test_split(
+        x, y, test_size=config.test_fraction, random_state=config.split_seed, stratify=stratify
+    )
+    val_share = config.val_fraction / (1 - config.test_fraction)
+    x_train, x_val, y_train, y_val = train_test_split(
+        x_rest,
+        y_rest,
+        test_size=val_share,
+        random_state=config.split_seed,
+        stratify=y_rest if stratify is not None else None,
+    )
+    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+
+
+def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
+    """Split, standardize with training statistics, write tensors and meta.json into out_dir."""
+    import torch
+
+    spec = DATASETS[dataset].spec
+    parts = split(dataset, config)
+    x_train = parts["train"][0].reshape(len(parts["train"][0]), -1)
+    if len(spec.input_shape) == 3:  # images: one mean and scale for all pixels keeps the background uniform
+        mean, std = x_train.mean(), x_train.std()
+    else:  # tabular: per feature
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0)
+        std[std == 0] = 1.0
+    meta = {"dataset": dataset, **asdict(spec), "sizes": {}}
+    if spec.task == "regression":
+        meta["target_mean"] = float(parts["train"][1].mean())
+        meta["target_std"] = float(parts["train"][1].std())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, (x, y) in parts.items():
+        x = ((x.reshape(len(x), -1) - mean) / std).reshape(len(x), *spec.input_shape)
+        if spec.task == "regression":
+            y_t = torch.tensor((y - meta["target_mean"]) / meta["target_std"], dtype=torch.float32)
+        elif spec.task == "binary":
+            y_t = torch.tensor(y, dtype=torch.float32)
+        else:
+            y_t = torch.tensor(y, dtype=torch.long)
+        torch.save({"x": torch.tensor(x, dtype=torch.float32), "y": y_t}, out_dir / f"{name}.pt")
+        meta["sizes"][name] = len(x)
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+# ---------------------------------------------------------------------------------------------
+# Load
+
+
+def prepared_dir(dataset: str) -> Path:
+    return PREPARED / dataset
+
+
+def load_meta(dataset: str) -> dict:
+    path = prepared_dir(dataset) / "meta.json"
+    if not path.exists():
+        raise ConfigError(f"{path.relative_to(ROOT)}: prepared dataset missing; run `dvc repro prepare` to build it")
+    return json.loads(path.read_text())
+
+
+def load_split(dataset: str, name: str):
+    """One split as (x, y) tensors; a clear error naming the file if it is missing or unreadable."""
+    import torch
+
+    path = prepared_dir(dataset) / f"{name}.pt"
+    rel = path.relative_to(ROOT)
+    if not path.exists():
+        raise ConfigError(f"{rel}: prepared dataset missing; run `dvc repro prepare` to build it")
+    try:
+        blob = torch.load(path, weights_only=True)
+        return blob["x"], blob["y"]
+    except Exception as error:  # truncated zip, wrong pickle, missing keys
+        raise ConfigError(f"{rel}: unreadable ({type(error).__name__}); run `dvc repro -f prepare` to rebuild it") from None
+
+
+class BatchIndexDataset:
+    """Indexes whole batches at once: `dataset[indices]` -> (x[indices], y[indices]).
+
+    Fed by a BatchSampler as the DataLoader's sampler with `batch_size=None`, this skips the
+    per-sample `__getitem__` and collate that dominate small in-memory datasets.
+    """
+
+    def __init__(self, x, y):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, indices):
+        return self.x[indices], self.y[indices]
+
+
+def make_datamodule(dataset: str, batch_size: int, seed: int):
+    import lightning as L
+    import torch
+    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+
+    class InMemoryDataModule(L.LightningDataModule):
+        """Train in shuffled batches (seeded); validate and test on each whole split in one batch."""
+
+        def setup(self, stage: str) -> None:
+            self.splits = {name: BatchIndexDataset(*load_split(dataset, name)) for name in SPLITS}
+
+        def _loader(self, name: str, shuffle: bool) -> DataLoader:
+            data = self.splits[name]
+            if shuffle:
+                generator = torch.Generator().manual_seed(seed)
+                sampler = BatchSampler(RandomSampler(data, generator=generator), batch_size, drop_last=False)
+            else:
+                sampler = BatchSampler(SequentialSampler(data), len(data), drop_last=False)
+            return DataLoader(data, sampler=sampler, batch_size=None)
+
+        def train_dataloader(self) -> DataLoader:
+            return self._loader("train", shuffle=True)
+
+        def val_dataloader(self) -> DataLoader:
+            return self._loader("val", shuffle=False)
+
+        def test_dataloader(self) -> DataLoader:
+            return self._loader("test", shuffle=False)
+
+    return InMemoryDataModule()

@@ -1,0 +1,69 @@
+"""PNG figures for MLflow, the DVC plots and the report (matplotlib, no display needed)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _save(figure, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
+def learning_curve(csv_path: Path, png_path: Path, title: str) -> None:
+    """Train and validation loss per epoch, and the validation metric on a second axis."""
+    with csv_path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    figure, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
+    epochs = [int(row["epoch"]) for row in rows]
+    for key in ("train/loss", "val/loss"):
+        if rows and key in rows[0]:
+            loss_ax.plot(epochs, [float(row[key]) for row in rows], label=key)
+    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss", yscale="log")
+    loss_ax.legend()
+    for key in (rows[0] if rows else {}):
+        if key.startswith("val/") and key != "val/loss":
+            metric_ax.plot(epochs, [float(row[key]) for row in rows], label=key, color="tab:green")
+            metric_ax.set(xlabel="epoch", ylabel=key, title=f"{title}: {key}")
+    _save(figure, png_path)
+
+
+def confusion(matrix, png_path: Path, title: str) -> None:
+    figure, ax = plt.subplots(figsize=(4.5, 4))
+    image = ax.imshow(matrix.numpy(), cmap="Blues")
+    for (i, j), count in zip(((i, j) for i in range(len(matrix)) for j in range(len(matrix))), matrix.flatten().tolist()):
+        ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
+    ax.set(xlabel="predicted", ylabel="actual", title=f"{title}: test confusion matrix")
+    figure.colorbar(image)
+    _save(figure, png_path)
+
+
+def predicted_vs_actual(prediction, target, png_path: Path, title: str) -> None:
+    figure, ax = plt.subplots(figsize=(4.5, 4))
+    ax.scatter(target.numpy(), prediction.numpy(), s=10)
+    low, high = float(min(target.min(), prediction.min())), float(max(target.max(), prediction.max()))
+    ax.plot([low, high], [low, high], color="gray", linestyle="--")
+    ax.set(xlabel="actual", ylabel="predicted", title=f"{title}: test predictions")
+    _save(figure, png_path)
+
+
+def comparison(rows: list[dict], metric: str, png_path: Path) -> None:
+    """Horizontal bars of one test metric for every model and baseline that has it."""
+    rows = [row for row in rows if row.get(metric) is not None]
+    figure, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
+    labels = [f"{row['name']} ({row['dataset']})" for row in rows]
+    colors = ["tab:blue" if row["kind"] == "model" else "tab:gray" for row in rows]
+    ax.barh(labels, [row[metric] for row in rows], color=colors)
+    ax.set(xlabel=metric, title=f"{metric}: models (blue) and baselines (gray)")
+    ax.invert_yaxis()
+    if metric == "test/accuracy":
+        ax.set_xlim(0.9, 1.0)
+    _save(figure, png_path)

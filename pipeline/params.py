@@ -1,0 +1,393 @@
+"""Read params.yaml, merge each experiment over `defaults`, validate strictly, return typed config.
+
+Every error a user can make in params.yaml raises `ConfigError` with one line that names the
+offending key and what is allowed. Validation runs before any stage writes a file or creates an
+MLflow run.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import importlib
+import inspect
+import pkgutil
+import re
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+PARAMS_FILE = ROOT / "params.yaml"
+
+OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
+SchedulerName = Literal["none", "step", "cosine", "onecycle"]
+Precision = Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true"]
+Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
+
+# Keys a family's constructor receives from the pipeline rather than from params.yaml.
+INJECTED = ("data", "optimizer", "scheduler")
+
+
+class ConfigError(ValueError):
+    """A user error in params.yaml or on the command line, described in one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Typed config
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Chapter 4's optimizers."""
+
+    name: OptimizerName
+    lr: float
+    weight_decay: float
+    momentum: float
+    nesterov: bool
+
+    def check(self, path: str) -> None:
+        _positive(self.lr, f"{path}.lr")
+        _non_negative(self.weight_decay, f"{path}.weight_decay")
+        _non_negative(self.momentum, f"{path}.momentum")
+        if self.momentum and self.name not in ("sgd", "rmsprop"):
+            raise ConfigError(f"{path}.momentum applies to sgd and rmsprop only, not {self.name!r}; set it to 0")
+        if self.nesterov and not (self.name == "sgd" and self.momentum > 0):
+            raise ConfigError(f"{path}.nesterov needs name: sgd with momentum > 0")
+        if self.weight_decay and self.name == "lbfgs":
+            raise ConfigError(f"{path}.weight_decay is not supported by lbfgs; set it to 0")
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    """Learning-rate schedule per epoch (step, cosine) or per step (onecycle), after an optional linear warmup."""
+
+    name: SchedulerName
+    step_size: int
+    gamma: float
+    warmup_epochs: int
+
+    def check(self, path: str) -> None:
+        _positive(self.step_size, f"{path}.step_size")
+        _positive(self.gamma, f"{path}.gamma")
+        _non_negative(self.warmup_epochs, f"{path}.warmup_epochs")
+        if self.warmup_epochs and self.name == "onecycle":
+            raise ConfigError(f"{path}.warmup_epochs must be 0 with onecycle, which has its own warmup")
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    """Stop when `monitor` has not improved for `patience` epochs (0: never stop early)."""
+
+    monitor: str
+    mode: Literal["min", "max"]
+    patience: int
+
+    def check(self, path: str) -> None:
+        _non_negative(self.patience, f"{path}.patience")
+
+
+@dataclass(frozen=True)
+class TrainerConfig:
+    """Lightning Trainer settings."""
+
+    accelerator: Accelerator
+    devices: int
+    precision: Precision
+    gradient_clip_val: float
+    accumulate_grad_batches: int
+    deterministic: bool
+
+    def check(self, path: str) -> None:
+        _positive(self.devices, f"{path}.devices")
+        _non_negative(self.gradient_clip_val, f"{path}.gradient_clip_val")
+        _positive(self.accumulate_grad_batches, f"{path}.accumulate_grad_batches")
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str
+    family: str
+    dataset: str
+    seed: int
+    batch_size: int
+    max_epochs: int
+    optimizer: OptimizerConfig
+    scheduler: SchedulerConfig
+    early_stopping: EarlyStoppingConfig
+    trainer: TrainerConfig
+    checkpoint: Literal["best", "last"]
+    model: dict[str, Any] = field(default_factory=dict)
+
+    def check(self, path: str) -> None:
+        _positive(self.batch_size, f"{path}.batch_size")
+        _positive(self.max_epochs, f"{path}.max_epochs")
+        for name in ("optimizer", "scheduler", "early_stopping", "trainer"):
+            getattr(self, name).check(f"{path}.{name}")
+
+    def flat(self) -> dict[str, Any]:
+        """The resolved config as flat `a.b.c` keys, for MLflow params."""
+        return _flatten(dataclasses.asdict(self))
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How prepare splits every embedded dataset: seeded, stratified for classification."""
+
+    split_seed: int
+    val_fraction: float
+    test_fraction: float
+
+    def check(self, path: str) -> None:
+        for key in ("val_fraction", "test_fraction"):
+            value = getattr(self, key)
+            if not 0 < value < 1:
+                raise ConfigError(f"{path}.{key} must be between 0 and 1, got {value!r}")
+        if self.val_fraction + self.test_fraction >= 0.9:
+            raise ConfigError(f"{path}: val_fraction + test_fraction must stay below 0.9")
+
+
+@dataclass(frozen=True)
+class Config:
+    tracking_experiment: str
+    data: DataConfig
+    experiments: dict[str, ExperimentConfig]
+    targets: dict[str, list[dict[str, Any]]]
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading
+
+
+def load(path: Path | str = PARAMS_FILE) -> Config:
+    """Load and validate the whole params file (every experiment), raising ConfigError."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: file not found")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
+    _only_keys(raw, {"tracking", "data", "defaults", "experiments", "targets"}, "")
+    for key in ("tracking", "data", "defaults", "experiments"):
+        if not isinstance(raw.get(key), dict):
+            raise ConfigError(f"{key}: missing or not a mapping")
+    _only_keys(raw["tracking"], {"experiment_name"}, "tracking")
+    tracking_experiment = _coerce(raw["tracking"].get("experiment_name"), str, "tracking.experiment_name")
+    data = _build(DataConfig, raw["data"], "data")
+    data.check("data")
+    experiments = {
+        name: experiment(name, raw["defaults"], spec) for name, spec in raw["experiments"].items()
+    }
+    if not experiments:
+        raise ConfigError("experiments: at least one experiment is needed")
+    targets = raw.get("targets") or {}
+    for name, entries in targets.items():
+        if name not in experiments:
+            raise ConfigError(f"targets.{name}: no such experiment; known: {', '.join(experiments)}")
+        for index, target in enumerate(entries if isinstance(entries, list) else [None]):
+            _check_target(target, f"targets.{name}[{index}]")
+    return Config(tracking_experiment, data, experiments, targets)
+
+
+def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, ExperimentConfig]:
+    config = load(path)
+    if name not in config.experiments:
+        raise ConfigError(f"unknown experiment {name!r}; params.yaml defines: {', '.join(config.experiments)}")
+    return config, config.experiments[name]
+
+
+def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
+    """Merge one experiment over the defaults and validate it, its family and its dataset."""
+    from pipeline import data as datasets
+
+    path = f"experiments.{name}"
+    if not isinstance(spec, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    merged = _merge(copy.deepcopy(defaults), spec)
+    for key in ("family", "dataset"):
+        if key not in merged:
+            raise ConfigError(f"{path}.{key}: missing")
+    families = available_families()
+    if merged["family"] not in families:
+        raise ConfigError(f"{path}.family: unknown family {merged['family']!r}; allowed: {', '.join(families)}")
+    if merged["dataset"] not in datasets.DATASETS:
+        raise ConfigError(
+            f"{path}.dataset: unknown dataset {merged['dataset']!r}; allowed: {', '.join(datasets.DATASETS)}"
+        )
+    config = _build(ExperimentConfig, {"name": name, **merged}, path)
+    config.check(path)
+    model_cls = family_class(config.family)
+    spec_ = datasets.DATASETS[config.dataset].spec
+    if spec_.task not in model_cls.TASKS:
+        raise ConfigError(
+            f"{path}: family {config.family!r} handles {'/'.join(model_cls.TASKS)} data, "
+            f"but dataset {config.dataset!r} is {spec_.task}"
+        )
+    if model_cls.IMAGE_INPUT and len(spec_.input_shape) != 3:
+        raise ConfigError(
+            f"{path}.dataset: family {config.family!r} needs image data (C, H, W), "
+            f"but dataset {config.dataset!r} has samples of shape {spec_.input_shape}"
+        )
+    monitors = ("val/loss", f"val/{spec_.primary_metric}")
+    if config.early_stopping.monitor not in monitors:
+        raise ConfigError(
+            f"{path}.early_stopping.monitor: unknown metric {config.early_stopping.monitor!r}; allowed: {', '.join(monitors)}"
+        )
+    model = model_kwargs(model_cls, config.model, f"{path}.model")
+    return dataclasses.replace(config, model=model)
+
+
+_TARGET_FORMS = ({"metric", "at_least"}, {"metric", "at_most"},
+                 {"metric", "baseline", "at_least_delta"}, {"metric", "baseline", "at_most_ratio"})
+
+
+def _check_target(target: Any, path: str) -> None:
+    if not isinstance(target, dict) or set(target) not in _TARGET_FORMS:
+        forms = "; ".join("{" + ", ".join(sorted(form)) + "}" for form in _TARGET_FORMS)
+        raise ConfigError(f"{path}: a target is one of {forms}")
+    for key, value in target.items():
+        if key not in ("metric", "baseline"):
+            target[key] = _coerce(value, float, f"{path}.{key}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Families: one file in modules/ each, its class in MODEL, its constructor's keyword-only
+# arguments are its config.
+
+
+def available_families() -> list[str]:
+    import modules
+
+    return sorted(m.name for m in pkgutil.iter_modules(modules.__path__) if not m.name.startswith("_"))
+
+
+def family_class(family: str) -> type:
+    return importlib.import_module(f"modules.{family}").MODEL
+
+
+def model_kwargs(model_cls: type, given: Any, path: str) -> dict[str, Any]:
+    """Check `given` against the family constructor's keyword-only, typed signature."""
+    if not isinstance(given, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    hints = typing.get_type_hints(model_cls.__init__)
+    parameters = [
+        p.name
+        for p in inspect.signature(model_cls.__init__).parameters.values()
+        if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in INJECTED
+    ]
+    _only_keys(given, set(parameters), path)
+    missing = [name for name in parameters if name not in given]
+    if missing:
+        raise ConfigError(f"{path}.{missing[0]}: missing (family needs: {', '.join(parameters)})")
+    kwargs = {name: _coerce(given[name], hints[name], f"{path}.{name}") for name in parameters}
+    try:
+        model_cls.check_config(kwargs)
+    except ValueError as error:
+        raise ConfigError(f"{path}.{error}") from None
+    return kwargs
+
+
+# ---------------------------------------------------------------------------------------------
+# Helpers
+
+_NUMBER = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+def _build(cls: type, mapping: Any, path: str):
+    if not isinstance(mapping, dict):
+        raise ConfigError(f"{path}: must be a mapping")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    _only_keys(mapping, set(fields), path)
+    values = {}
+    for name, f in fields.items():
+        key = f"{path}.{name}" if path else name
+        if name not in mapping:
+            if f.default_factory is not dataclasses.MISSING:
+                values[name] = f.default_factory()
+                continue
+            raise ConfigError(f"{key}: missing")
+        if dataclasses.is_dataclass(hints[name]):
+            values[name] = _build(hints[name], mapping[name], key)
+        elif name == "model":
+            values[name] = mapping[name]
+        else:
+            values[name] = _coerce(mapping[name], hints[name], key)
+    return cls(**values)
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Return `value` as `annotation` (int, float, bool, str, Literal, list[...]) or raise ConfigError."""
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        allowed = typing.get_args(annotation)
+        if value not in allowed:
+            raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}")
+        return value
+    if origin in (list, tuple):
+        (item,) = typing.get_args(annotation)[:1]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: must be a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+        return value
+    if annotation is float:
+        # PyYAML (YAML 1.1) reads 1e-3 as a string; DVC's ruamel reads it as a float.
+        if isinstance(value, str) and _NUMBER.match(value.strip()):
+            value = float(value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: must be a number, got {value!r}")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+        return value
+    raise TypeError(f"{key}: unsupported annotation {annotation!r}")
+
+
+def _only_keys(mapping: dict, allowed: set[str], path: str) -> None:
+    for key in mapping:
+        if key not in allowed:
+            where = f"{path}.{key}" if path else str(key)
+            raise ConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _merge(base: dict, override: dict) -> dict:
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            _merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def _positive(value: float, key: str) -> None:
+    if not value > 0:
+        raise ConfigError(f"{key}: must be positive, got {value!r}")
+
+
+def _non_negative(value: float, key: str) -> None:
+    if value < 0:
+        raise ConfigError(f"{key}: must be zero or positive, got {value!r}")
+
+
+def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in mapping.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,35 @@
+"""Stage prepare: split and standardize every embedded dataset the experiments use.
+
+    python -m pipeline.prepare
+
+Writes data/prepared/<dataset>/{train,val,test}.pt and meta.json, each dataset into a staging
+folder first, moved into place when complete.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+
+from pipeline import cli
+from pipeline.data import DATASETS, PREPARED, prepare
+from pipeline.params import load
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.splitlines()[0]).parse_args(argv)
+    config = load()  # the whole file, so a typo anywhere stops the pipeline before it writes anything
+    datasets = sorted(DATASETS)
+    for index, dataset in enumerate(datasets, 1):
+        staging = PREPARED / f".{dataset}.partial"
+        shutil.rmtree(staging, ignore_errors=True)
+        meta = prepare(dataset, config.data, staging)
+        shutil.rmtree(PREPARED / dataset, ignore_errors=True)
+        staging.rename(PREPARED / dataset)
+        print(f"[{index}/{len(datasets)}] {dataset}: " + ", ".join(f"{k} {v}" for k, v in meta["sizes"].items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

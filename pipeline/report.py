@@ -1,0 +1,166 @@
+"""Stage report: every experiment's test metrics beside scikit-learn baselines on the same splits.
+
+    python -m pipeline.report
+
+Writes reports/comparison.md (one row per experiment and per baseline, then the targets of
+params.yaml with pass/fail) and reports/comparison.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import warnings
+
+from pipeline import cli, data
+from pipeline.params import ROOT, ConfigError, load
+
+REPORTS = ROOT / "reports"
+COLUMNS = ["test/accuracy", "test/f1", "test/auroc", "test/ece", "test/mse", "test/mae", "test/r2"]
+
+
+def baselines(dataset: str) -> dict[str, object]:
+    """scikit-learn models fitted on the training split, by name; the task decides which."""
+    from sklearn.linear_model import LinearRegression, LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.svm import SVC
+
+    warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) is deprecated, still exact Platt scaling
+    if data.DATASETS[dataset].spec.task == "regression":
+        return {"least_squares": LinearRegression()}
+    return {
+        "logistic_regression": LogisticRegression(max_iter=5000),
+        "svc": SVC(probability=True, random_state=0),
+        "mlp_classifier": MLPClassifier(max_iter=2000, random_state=0),
+    }
+
+
+def baseline_rows(dataset: str) -> list[dict]:
+    import torch
+
+    from pipeline import metrics
+
+    spec = data.DATASETS[dataset].spec
+    meta = data.load_meta(dataset)
+    x_train, y_train = (t.flatten(1).numpy() if t.dim() > 1 else t.numpy() for t in data.load_split(dataset, "train"))
+    x_test, y_test = data.load_split(dataset, "test")
+    rows = []
+    for name, model in baselines(dataset).items():
+        model.fit(x_train, y_train)
+        if spec.task == "regression":
+            prediction = torch.tensor(model.predict(x_test.flatten(1).numpy()), dtype=torch.float64)
+            prediction = prediction * meta["target_std"] + meta["target_mean"]
+            target = y_test.double() * meta["target_std"] + meta["target_mean"]
+        else:
+            probabilities = torch.tensor(model.predict_proba(x_test.flatten(1).numpy()), dtype=torch.float32)
+            prediction = probabilities[:, 1] if spec.task == "binary" else probabilities
+            target = y_test
+        row = metrics.test_metrics(spec.task, prediction, target, spec.num_classes)
+        rows.append({"name": name, "kind": "baseline", "family": "scikit-learn", "dataset": dataset, **row})
+    return rows
+
+
+def check_target(target: dict, value: float | None, baseline_values: dict[str, float]) -> tuple[str, bool | None]:
+    """A target of params.yaml -> (its statement, whether it holds; None if it could not be checked)."""
+    metric = target["metric"]
+    if "at_least" in target:
+        threshold, statement = target["at_least"], f"{metric} >= {target['at_least']}"
+        ok = value is not None and value >= threshold
+    elif "at_most" in target:
+        threshold, statement = target["at_most"], f"{metric} <= {target['at_most']}"
+        ok = value is not None and value <= threshold
+    else:
+        reference = baseline_values.get(target["baseline"])
+        if reference is None:
+            return f"{metric} vs missing baseline {target['baseline']}", None
+        if "at_least_delta" in target:
+            threshold = reference + target["at_least_delta"]
+            statement = f"{metric} >= {target['baseline']} {target['at_least_delta']:+g} = {threshold:.4f}"
+            ok = value is not None and value >= threshold
+        else:
+            threshold = reference * target["at_most_ratio"]
+            statement = f"{metric} <= {target['at_most_ratio']:g} x {target['baseline']} = {threshold:.4f}"
+            ok = value is not None and value <= threshold
+    return statement, ok
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0]).parse_args(argv)
+    config = load()
+    rows = []
+    for name, experiment in config.experiments.items():
+        metrics_file, run_file = ROOT / "metrics" / f"{name}.json", ROOT / "models" / name / "run.json"
+        for path, stage in ((metrics_file, "evaluate"), (run_file, "train")):
+            if not path.exists():
+                raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro {stage}@{name}` to build it")
+        run = json.loads(run_file.read_text())
+        rows.append(
+            {
+                "name": name,
+                "kind": "model",
+                "family": experiment.family,
+                "dataset": experiment.dataset,
+                "parameters": run["parameters"],
+                "train seconds": run["train_seconds"],
+                **json.loads(metrics_file.read_text()),
+            }
+        )
+    datasets = sorted({row["dataset"] for row in rows})
+    for index, dataset in enumerate(datasets, 1):
+        print(f"[{index}/{len(datasets)}] fitting scikit-learn baselines on {dataset}")
+        rows.extend(baseline_rows(dataset))
+
+    columns = [c for c in COLUMNS if any(c in row for row in rows)]
+    header = ["name", "kind", "family", "dataset", *columns, "parameters", "train seconds"]
+    lines = [
+        "# Comparison",
+        "",
+        "Test split of each dataset; baselines are scikit-learn models fitted on the same training split.",
+        "Regression errors are in the target's own units.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "model", r["name"])):
+        lines.append("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |")
+
+    lines += ["", "## Targets", "", "| experiment | target | value | holds |", "|---|---|---|---|"]
+    failures = 0
+    for name, targets in config.targets.items():
+        model_row = next(row for row in rows if row["name"] == name and row["kind"] == "model")
+        for target in targets:
+            reference = {
+                row["name"]: row.get(target["metric"])
+                for row in rows
+                if row["kind"] == "baseline" and row["dataset"] == model_row["dataset"]
+            }
+            statement, ok = check_target(target, model_row.get(target["metric"]), reference)
+            failures += ok is False
+            verdict = {True: "yes", False: "**no**", None: "unchecked"}[ok]
+            lines.append(f"| {name} | {statement} | {_fmt(model_row.get(target['metric']))} | {verdict} |")
+    lines += ["", "![comparison](comparison.png)", ""]
+
+    from pipeline import figures
+
+    REPORTS.mkdir(exist_ok=True)
+    figures.comparison(rows, "test/accuracy", REPORTS / "comparison.png")
+    tmp = REPORTS / "comparison.md.tmp"
+    tmp.write_text("\n".join(lines))
+    tmp.replace(REPORTS / "comparison.md")
+    print("\n".join(lines))
+    if failures:
+        print(f"warning: {failures} target(s) not met; see reports/comparison.md", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -1,0 +1,139 @@
+"""The plumbing every supervised family shares: task losses, the shared step, epoch metrics,
+chapter 4's optimizers and schedules. A family subclasses `SupervisedModule` and writes only its
+model (`forward` returning scores of shape (B, K), K = `data.num_outputs`).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torchmetrics import MeanMetric, MeanSquaredError
+from torchmetrics.classification import Accuracy
+
+from pipeline.data import DataSpec
+from pipeline.params import OptimizerConfig, SchedulerConfig
+
+
+def task_loss(task: str, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The empirical risk each task trains on (ch. 2-3): squared error, binary or categorical cross-entropy."""
+    if task == "multiclass":
+        return F.cross_entropy(scores, y)  # scores (B, K), y (B,) int
+    scores = scores.squeeze(-1)  # (B,)
+    if task == "binary":
+        return F.binary_cross_entropy_with_logits(scores, y)
+    return F.mse_loss(scores, y)
+
+
+def task_prediction(task: str, scores: torch.Tensor) -> torch.Tensor:
+    """Scores -> what metrics consume: values (B,), P(y=1) (B,), or class probabilities (B, K)."""
+    if task == "multiclass":
+        return scores.softmax(dim=-1)
+    scores = scores.squeeze(-1)
+    return torch.sigmoid(scores) if task == "binary" else scores
+
+
+def build_optimizer(parameters, config: OptimizerConfig) -> torch.optim.Optimizer:
+    """Chapter 4: SGD (momentum, Nesterov), Adam, AdamW, RMSprop, Adagrad, L-BFGS."""
+    common = {"lr": config.lr}
+    if config.name == "sgd":
+        return torch.optim.SGD(
+            parameters, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay, **common
+        )
+    if config.name == "rmsprop":
+        return torch.optim.RMSprop(parameters, momentum=config.momentum, weight_decay=config.weight_decay, **common)
+    if config.name == "lbfgs":
+        return torch.optim.LBFGS(parameters, line_search_fn="strong_wolfe", **common)
+    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}[config.name]
+    return optimizer(parameters, weight_decay=config.weight_decay, **common)
+
+
+def build_scheduler(optimizer, config: SchedulerConfig, max_epochs: int, total_steps: int) -> dict | None:
+    """Step and cosine decay per epoch after an optional linear warmup; one-cycle per optimizer step."""
+    from torch.optim import lr_scheduler as S
+
+    if config.name == "onecycle":
+        lr = optimizer.param_groups[0]["lr"]
+        return {"scheduler": S.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps), "interval": "step"}
+    main = None
+    if config.name == "step":
+        main = S.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
+    elif config.name == "cosine":
+        main = S.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs - config.warmup_epochs))
+    if config.warmup_epochs:
+        warmup = S.LinearLR(optimizer, start_factor=1 / (config.warmup_epochs + 1), total_iters=config.warmup_epochs)
+        main = warmup if main is None else S.SequentialLR(optimizer, [warmup, main], [config.warmup_epochs])
+    return None if main is None else {"scheduler": main, "interval": "epoch"}
+
+
+class SupervisedModule(L.LightningModule):
+    """Shared step for train/val/test; epoch-level metrics only (no per-step logging)."""
+
+    TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
+    IMAGE_INPUT = False  # True if samples must be (C, H, W) images
+    CHAPTER = 0  # the book's chapter, a tag in MLflow
+
+    @staticmethod
+    def check_config(model: dict) -> None:
+        """Raise ValueError("key: what is allowed") for values the types alone don't rule out."""
+
+    def __init__(self, *, data: DataSpec, optimizer: OptimizerConfig, scheduler: SchedulerConfig):
+        super().__init__()
+        self.data_spec = data
+        self.optimizer_config = optimizer
+        self.scheduler_config = scheduler
+        self.val_loss = MeanMetric()
+        if data.task == "regression":
+            self.val_metric = MeanSquaredError()
+        elif data.task == "binary":
+            self.val_metric = Accuracy(task="binary")
+        else:
+            self.val_metric = Accuracy(task="multiclass", num_classes=data.num_classes)
+        self._train_loss_sum = torch.zeros(())
+        self._train_batches = 0
+
+    def loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return task_loss(self.data_spec.task, scores, y)
+
+    def penalty(self) -> torch.Tensor | float:
+        """A regularization term added to the training loss only (none by default)."""
+        return 0.0
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return task_prediction(self.data_spec.task, self(x))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = self.loss(self(x), y) + self.penalty()
+        # A running sum, logged once an epoch: per-step self.log costs more than a tiny model's step.
+        self._train_loss_sum = self._train_loss_sum + loss.detach()
+        self._train_batches += 1
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        scores = self(x)
+        self.val_loss.update(self.loss(scores, y), weight=len(y))
+        self.val_metric.update(task_prediction(self.data_spec.task, scores), y)
+
+    def on_train_epoch_start(self) -> None:
+        self._train_loss_sum = torch.zeros((), device=self.device)
+        self._train_batches = 0
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = {"val/loss": self.val_loss.compute(), f"val/{self.data_spec.primary_metric}": self.val_metric.compute()}
+        if self._train_batches:
+            metrics["train/loss"] = self._train_loss_sum / self._train_batches
+        self.log_dict(metrics, prog_bar=True)
+        self.val_loss.reset()
+        self.val_metric.reset()
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.parameters(), self.optimizer_config)
+        scheduler = build_scheduler(
+            optimizer, self.scheduler_config, self.trainer.max_epochs, int(self.trainer.estimated_stepping_batches)
+        )
+        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())

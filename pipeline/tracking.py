@@ -1,0 +1,82 @@
+"""MLflow: where the store is, one run per training of an experiment, its tags and params.
+
+The default store is the SQLite file mlflow.db at the repository root, as an absolute path.
+`dvc exp run --temp` and `--queue` execute in copies under <repo>/.dvc/tmp/exps/; their runs go to
+the store of the repository they were started from. MLFLOW_TRACKING_URI overrides the default.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+from pipeline.params import ROOT
+
+RUN_FILE = "run.json"
+
+
+def store_root(root: Path = ROOT) -> Path:
+    """The repository whose mlflow.db this checkout logs to (the outer one inside a DVC exp copy)."""
+    parts = root.parts
+    for i in range(len(parts) - 2):
+        if parts[i : i + 3] == (".dvc", "tmp", "exps"):
+            return Path(*parts[:i])
+    return root
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
+
+
+def client():
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri())
+
+
+def experiment_id(mlflow_client, name: str) -> str:
+    """Get or create the MLflow experiment; a concurrent creator winning the race is fine."""
+    from mlflow.exceptions import MlflowException
+
+    found = mlflow_client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return mlflow_client.create_experiment(name)
+    except MlflowException:
+        found = mlflow_client.get_experiment_by_name(name)
+        if found is None:
+            raise
+        return found.experiment_id
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def start_run(experiment_name: str, experiment, chapter: int) -> str:
+    """Create the run for one training of `experiment` (an ExperimentConfig) and log its params."""
+    from mlflow.entities import Param
+
+    mlflow_client = client()
+    tags = {
+        "mlflow.source.git.commit": git_commit(),
+        "mlflow.runName": experiment.name,
+        "experiment": experiment.name,
+        "dvc.stage": f"train@{experiment.name}",
+        "family": experiment.family,
+        "dataset": experiment.dataset,
+        "book.chapter": str(chapter),
+    }
+    if os.environ.get("DVC_EXP_NAME"):
+        tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)
+    params = [Param(key, json.dumps(value) if isinstance(value, list) else str(value)) for key, value in experiment.flat().items()]
+    mlflow_client.log_batch(run.info.run_id, params=params)
+    return run.info.run_id

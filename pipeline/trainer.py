@@ -1,0 +1,84 @@
+"""The Lightning Trainer of one experiment, from its params: callbacks, logger, devices, precision."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback, EarlyStopping, LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.loggers import MLFlowLogger
+
+from pipeline.params import ExperimentConfig
+
+
+# Lightning's advice on loggers and tiny epochs is noise in a stage log.
+warnings.filterwarnings("ignore", message=".*(smaller than the logging interval|LeafSpec|litlogger).*")
+
+
+class EpochProgressBar(TQDMProgressBar):
+    """The training bar only: a one-batch validation bar per epoch would flood non-terminal logs."""
+
+    def init_validation_tqdm(self):
+        bar = super().init_validation_tqdm()
+        bar.disable = True
+        return bar
+
+
+class LearningCurve(Callback):
+    """Collects the epoch metrics (train/loss, val/loss, val/<metric>) into rows for a DVC plot."""
+
+    def __init__(self):
+        self.rows: list[dict[str, float]] = []
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("train/", "val/"))}
+        if metrics:
+            self.rows.append({"epoch": trainer.current_epoch, **dict(sorted(metrics.items()))})
+
+    def write(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".csv.tmp")
+        with tmp.open("w", newline="") as handle:
+            fields = list(self.rows[0]) if self.rows else ["epoch"]
+            writer = csv.DictWriter(handle, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        tmp.replace(path)
+
+
+def build_trainer(
+    experiment: ExperimentConfig, checkpoint_dir: Path, tracking_uri: str, run_id: str, curve: LearningCurve
+) -> L.Trainer:
+    stopping = experiment.early_stopping
+    best = experiment.checkpoint == "best"
+    checkpoint = ModelCheckpoint(  # monitor=None keeps the last epoch
+        dirpath=checkpoint_dir,
+        filename="best",
+        monitor=stopping.monitor if best else None,
+        mode=stopping.mode,
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+    callbacks = [checkpoint, curve, LearningRateMonitor(logging_interval="epoch"), EpochProgressBar(refresh_rate=10)]
+    if stopping.patience:
+        callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
+    t = experiment.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=t.devices,
+        precision=t.precision,
+        max_epochs=experiment.max_epochs,
+        gradient_clip_val=t.gradient_clip_val or None,
+        accumulate_grad_batches=t.accumulate_grad_batches,
+        deterministic=t.deterministic,
+        logger=MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id),
+        callbacks=callbacks,
+        default_root_dir=checkpoint_dir,
+        num_sanity_val_steps=0,
+        enable_model_summary=False,
+        log_every_n_steps=50,
+    )
+    return trainer

@@ -27,6 +27,18 @@ def conv_output_size(n: int, kernel_size: int, padding: int, stride: int) -> int
     return (n + 2 * padding - kernel_size) // stride + 1
 
 
+def block_sides(side: int, channels: list[int], kernel_size: int, padding: int, stride: int, pool: str) -> list[int]:
+    """The side after each convolution and each pooling, in order, by the formula above."""
+    sides = []
+    for _ in channels:
+        side = conv_output_size(side, kernel_size, padding, stride)
+        sides.append(side)
+        if pool != "none" and side >= 2:
+            side = conv_output_size(side, 2, 0, 2)
+            sides.append(side)
+    return sides
+
+
 def conv_bn(c_in: int, c_out: int, kernel_size: int, padding: int, stride: int, batch_norm: bool) -> list[nn.Module]:
     conv = nn.Conv2d(c_in, c_out, kernel_size, stride=stride, padding=padding, bias=not batch_norm)
     return [conv, *([nn.BatchNorm2d(c_out)] if batch_norm else [])]
@@ -90,7 +102,7 @@ class ConvolutionalNetwork(SupervisedModule):
         self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(c * side * side, data.num_outputs))
 
     @staticmethod
-    def check_config(model: dict) -> None:
+    def check_config(model: dict, data: DataSpec | None = None) -> None:
         if not 0 <= model["dropout"] < 1:
             raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
         for key in ("kernel_size", "stride"):
@@ -100,6 +112,17 @@ class ConvolutionalNetwork(SupervisedModule):
             raise ValueError(f"padding: must be zero or positive, got {model['padding']}")
         if not model["channels"] or any(c < 1 for c in model["channels"]):
             raise ValueError(f"channels: must be a non-empty list of positive integers, got {model['channels']}")
+        k, p = model["kernel_size"], model["padding"]
+        if model["residual"] and (k % 2 == 0 or p != k // 2):
+            raise ValueError(f"padding: residual blocks need an odd kernel_size and padding = kernel_size // 2, got {k} and {p}")
+        if data is not None:
+            side = data.input_shape[-1]
+            sides = block_sides(side, model["channels"], k, p, model["stride"], model["pool"])
+            if min(sides) < 1:
+                raise ValueError(
+                    f"channels: {len(model['channels'])} blocks with kernel_size {k}, padding {p}, stride "
+                    f"{model['stride']} shrink the {side}x{side} input below one pixel ({sides})"
+                )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, H, W) -> (B, K)

@@ -40,13 +40,13 @@ def ridge_penalty(w: torch.Tensor, l2: float) -> torch.Tensor:
     return 0.5 * l2 * (w**2).sum()
 
 
-def check_l2(model: dict) -> None:
+def check_l2(model: dict, data: DataSpec | None = None) -> None:
     if model["l2"] < 0:
         raise ValueError(f"l2: must be zero or positive, got {model['l2']}")
 
 
 class LinearRegression(SupervisedModule):
-    """ŷ = b + wᵀx on flattened inputs; one output."""
+    """ŷ = b + wᵀx on flattened inputs, one output per target (the logistic and softmax families reuse it)."""
 
     TASKS = ("regression",)
     CHAPTER = 2
@@ -62,7 +62,7 @@ class LinearRegression(SupervisedModule):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.l2 = l2
         in_features = int(torch.tensor(data.input_shape).prod())
-        self.linear = nn.Linear(in_features, 1)  # weight (1, p) = wᵀ, bias (1,) = b
+        self.linear = nn.Linear(in_features, data.num_outputs)  # weight (K, p) = wᵀ, bias (K,) = b; K = 1 here
 
     check_config = staticmethod(check_l2)
 
@@ -70,7 +70,7 @@ class LinearRegression(SupervisedModule):
         return ridge_penalty(self.linear.weight, self.l2) if self.l2 else 0.0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1))  # (B, 1)
+        return self.linear(x.flatten(1))  # (B, K)
 
 
 MODEL = LinearRegression

@@ -39,7 +39,6 @@ def init_std(init: Init, fan_in: int, fan_out: int) -> float:
 
 
 def initialize(linear: nn.Linear, init: Init) -> None:
-    fan_out, fan_in = linear.weight.shape
     if init == "xavier":
         nn.init.xavier_uniform_(linear.weight)
     else:
@@ -79,7 +78,7 @@ class FeedforwardNetwork(SupervisedModule):
         self.net = nn.Sequential(*layers, head)
 
     @staticmethod
-    def check_config(model: dict) -> None:
+    def check_config(model: dict, data: DataSpec | None = None) -> None:
         if not 0 <= model["dropout"] < 1:
             raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
         if any(width < 1 for width in model["hidden_sizes"]):

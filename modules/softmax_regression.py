@@ -13,10 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.linear_regression import check_l2, ridge_penalty
-from pipeline.data import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule
+from modules.linear_regression import LinearRegression
 
 
 def softmax(z: torch.Tensor) -> torch.Tensor:
@@ -37,32 +34,11 @@ def softmax_gradient(x: torch.Tensor, y: torch.Tensor, b: torch.Tensor, w: torch
     return residual.mean(dim=0), residual.T @ x / len(x)
 
 
-class SoftmaxRegression(SupervisedModule):
-    """z = b + Wx on flattened inputs; K logits."""
+class SoftmaxRegression(LinearRegression):
+    """z = b + Wx on flattened inputs, K logits. The affine map and ridge penalty are linear regression's."""
 
     TASKS = ("multiclass",)
     CHAPTER = 3
-
-    def __init__(
-        self,
-        *,
-        data: DataSpec,
-        optimizer: OptimizerConfig,
-        scheduler: SchedulerConfig,
-        l2: float,  # λ of the ridge penalty (λ/2)‖w‖² added to the training loss; 0 for none
-    ):
-        super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
-        self.l2 = l2
-        in_features = int(torch.tensor(data.input_shape).prod())
-        self.linear = nn.Linear(in_features, data.num_classes)
-
-    check_config = staticmethod(check_l2)
-
-    def penalty(self) -> torch.Tensor | float:
-        return ridge_penalty(self.linear.weight, self.l2) if self.l2 else 0.0
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear(x.flatten(1))  # (B, K) logits z
 
 
 MODEL = SoftmaxRegression

@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import sys
+import time
 from pathlib import Path
 
 from pipeline import cli, data
@@ -66,18 +67,22 @@ def main(argv: list[str] | None = None) -> int:
     _write_csv(plots / "predictions" / f"{experiment.name}.csv", ["actual", "predicted"], zip(actual, predicted))
     from pipeline import figures as fig
 
-    fig.learning_curve(plots / "learning_curves" / f"{experiment.name}.csv", figures / "learning_curve.png", experiment.name)
+    fig.learning_curve(
+        plots / "learning_curves" / f"{experiment.name}.csv",
+        plots / "validation" / f"{experiment.name}.csv",
+        figures / "learning_curve.png",
+        experiment.name,
+    )
     if spec.task == "regression":
         fig.predicted_vs_actual(prediction, y, figures / "predicted_vs_actual.png", experiment.name)
     else:
         matrix = metrics.confusion_matrix(spec.task, prediction, y, spec.num_classes)
         fig.confusion(matrix, figures / "confusion_matrix.png", experiment.name)
 
+    from mlflow.entities import Metric
+
     run = json.loads(run_file.read_text())
     mlflow_client = tracking.client()
-    from mlflow.entities import Metric
-    import time
-
     now = int(time.time() * 1000)
     mlflow_client.log_batch(run["mlflow_run_id"], metrics=[Metric(k, v, now, 0) for k, v in results.items()])
     mlflow_client.log_artifacts(run["mlflow_run_id"], str(figures), "figures")

@@ -18,21 +18,21 @@ def _save(figure, path: Path) -> None:
     plt.close(figure)
 
 
-def learning_curve(csv_path: Path, png_path: Path, title: str) -> None:
-    """Train and validation loss per epoch, and the validation metric on a second axis."""
+def _read(csv_path: Path) -> list[dict]:
     with csv_path.open() as handle:
-        rows = list(csv.DictReader(handle))
+        return list(csv.DictReader(handle))
+
+
+def learning_curve(loss_csv: Path, metric_csv: Path, png_path: Path, title: str) -> None:
+    """Train and validation loss per epoch (log scale), and the validation metric beside them."""
     figure, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    epochs = [int(row["epoch"]) for row in rows]
-    for key in ("train/loss", "val/loss"):
-        if rows and key in rows[0]:
-            loss_ax.plot(epochs, [float(row[key]) for row in rows], label=key)
-    loss_ax.set(xlabel="epoch", ylabel="loss", title=f"{title}: loss", yscale="log")
-    loss_ax.legend()
-    for key in (rows[0] if rows else {}):
-        if key.startswith("val/") and key != "val/loss":
-            metric_ax.plot(epochs, [float(row[key]) for row in rows], label=key, color="tab:green")
-            metric_ax.set(xlabel="epoch", ylabel=key, title=f"{title}: {key}")
+    for ax, rows in ((loss_ax, _read(loss_csv)), (metric_ax, _read(metric_csv))):
+        epochs = [int(row["epoch"]) for row in rows]
+        for key in (k for k in (rows[0] if rows else {}) if k != "epoch"):
+            ax.plot(epochs, [float(row[key]) for row in rows], label=key)
+        ax.set(xlabel="epoch", title=title)
+        ax.legend()
+    loss_ax.set(ylabel="loss", yscale="log")
     _save(figure, png_path)
 
 

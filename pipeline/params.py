@@ -55,11 +55,11 @@ class OptimizerConfig:
         _non_negative(self.weight_decay, f"{path}.weight_decay")
         _non_negative(self.momentum, f"{path}.momentum")
         if self.momentum and self.name not in ("sgd", "rmsprop"):
-            raise ConfigError(f"{path}.momentum applies to sgd and rmsprop only, not {self.name!r}; set it to 0")
+            raise ConfigError(f"{path}.momentum: applies to sgd and rmsprop only, not {self.name!r}; set it to 0")
         if self.nesterov and not (self.name == "sgd" and self.momentum > 0):
-            raise ConfigError(f"{path}.nesterov needs name: sgd with momentum > 0")
+            raise ConfigError(f"{path}.nesterov: needs name: sgd with momentum > 0")
         if self.weight_decay and self.name == "lbfgs":
-            raise ConfigError(f"{path}.weight_decay is not supported by lbfgs; set it to 0")
+            raise ConfigError(f"{path}.weight_decay: not supported by lbfgs; set it to 0")
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ class SchedulerConfig:
         _positive(self.gamma, f"{path}.gamma")
         _non_negative(self.warmup_epochs, f"{path}.warmup_epochs")
         if self.warmup_epochs and self.name == "onecycle":
-            raise ConfigError(f"{path}.warmup_epochs must be 0 with onecycle, which has its own warmup")
+            raise ConfigError(f"{path}.warmup_epochs: must be 0 with onecycle, which has its own warmup")
 
 
 @dataclass(frozen=True)
@@ -146,9 +146,9 @@ class DataConfig:
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0 < value < 1:
-                raise ConfigError(f"{path}.{key} must be between 0 and 1, got {value!r}")
+                raise ConfigError(f"{path}.{key}: must be between 0 and 1, got {value!r}")
         if self.val_fraction + self.test_fraction >= 0.9:
-            raise ConfigError(f"{path}: val_fraction + test_fraction must stay below 0.9")
+            raise ConfigError(f"{path}.test_fraction: val_fraction + test_fraction must stay below 0.9")
 
 
 @dataclass(frozen=True)
@@ -238,7 +238,7 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
         raise ConfigError(
             f"{path}.early_stopping.monitor: unknown metric {config.early_stopping.monitor!r}; allowed: {', '.join(monitors)}"
         )
-    model = model_kwargs(model_cls, config.model, f"{path}.model")
+    model = model_kwargs(model_cls, config.model, f"{path}.model", spec_)
     return dataclasses.replace(config, model=model)
 
 
@@ -270,7 +270,7 @@ def family_class(family: str) -> type:
     return importlib.import_module(f"modules.{family}").MODEL
 
 
-def model_kwargs(model_cls: type, given: Any, path: str) -> dict[str, Any]:
+def model_kwargs(model_cls: type, given: Any, path: str, data=None) -> dict[str, Any]:
     """Check `given` against the family constructor's keyword-only, typed signature."""
     if not isinstance(given, dict):
         raise ConfigError(f"{path}: must be a mapping")
@@ -286,7 +286,7 @@ def model_kwargs(model_cls: type, given: Any, path: str) -> dict[str, Any]:
         raise ConfigError(f"{path}.{missing[0]}: missing (family needs: {', '.join(parameters)})")
     kwargs = {name: _coerce(given[name], hints[name], f"{path}.{name}") for name in parameters}
     try:
-        model_cls.check_config(kwargs)
+        model_cls.check_config(kwargs, data)
     except ValueError as error:
         raise ConfigError(f"{path}.{error}") from None
     return kwargs

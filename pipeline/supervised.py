@@ -74,7 +74,7 @@ class SupervisedModule(L.LightningModule):
     CHAPTER = 0  # the book's chapter, a tag in MLflow
 
     @staticmethod
-    def check_config(model: dict) -> None:
+    def check_config(model: dict, data: DataSpec | None = None) -> None:
         """Raise ValueError("key: what is allowed") for values the types alone don't rule out."""
 
     def __init__(self, *, data: DataSpec, optimizer: OptimizerConfig, scheduler: SchedulerConfig):
@@ -104,11 +104,13 @@ class SupervisedModule(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(self(x), y) + self.penalty()
+        return self.loss(self(x), y) + self.penalty()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # A running sum, logged once an epoch: per-step self.log costs more than a tiny model's step.
-        self._train_loss_sum = self._train_loss_sum + loss.detach()
+        # Here, not in training_step, which L-BFGS calls once per function evaluation.
+        self._train_loss_sum = self._train_loss_sum + outputs["loss"].detach()
         self._train_batches += 1
-        return loss
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

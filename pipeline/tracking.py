@@ -43,8 +43,10 @@ def experiment_id(mlflow_client, name: str) -> str:
     found = mlflow_client.get_experiment_by_name(name)
     if found is not None:
         return found.experiment_id
+    # With the default store, artifacts live beside mlflow.db (not in a DVC exp copy that is deleted).
+    location = None if os.environ.get("MLFLOW_TRACKING_URI") else (store_root() / "mlruns").as_uri()
     try:
-        return mlflow_client.create_experiment(name)
+        return mlflow_client.create_experiment(name, artifact_location=location)
     except MlflowException:
         found = mlflow_client.get_experiment_by_name(name)
         if found is None:

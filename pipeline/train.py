@@ -2,7 +2,7 @@
 
     python -m pipeline.train EXPERIMENT
 
-Writes models/EXPERIMENT/{best.ckpt, run.json, config.json} and plots/learning_curves/EXPERIMENT.csv. All
+Writes models/EXPERIMENT/{best.ckpt, run.json, config.json} and plots/{learning_curves,validation}/EXPERIMENT.csv. All
 of it is written to a staging folder first and moved into place only when training succeeded.
 """
 
@@ -78,10 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_client.log_metric(run_id, "train/seconds", seconds)
     mlflow_client.set_tag(run_id, "checkpoint", str(out_dir / "best.ckpt"))
 
-    curve.write(staging / "learning_curve.csv")
-    curve_file = ROOT / "plots" / "learning_curves" / f"{experiment.name}.csv"
-    curve_file.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(staging / "learning_curve.csv", curve_file)
+    curve.write(ROOT / "plots" / "learning_curves" / f"{experiment.name}.csv", ROOT / "plots" / "validation" / f"{experiment.name}.csv")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     print(f"{experiment.name}: {trainer.current_epoch} epochs in {seconds:.1f} s, kept epoch {summary['checkpoint_epoch']} "

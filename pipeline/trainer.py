@@ -37,15 +37,18 @@ class LearningCurve(Callback):
         if metrics:
             self.rows.append({"epoch": trainer.current_epoch, **dict(sorted(metrics.items()))})
 
-    def write(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".csv.tmp")
-        with tmp.open("w", newline="") as handle:
-            fields = list(self.rows[0]) if self.rows else ["epoch"]
-            writer = csv.DictWriter(handle, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        tmp.replace(path)
+    def write(self, loss_path: Path, metric_path: Path) -> None:
+        """Two CSVs for DVC plots: epoch, train/loss, val/loss; and epoch, val/<metric> (its only y)."""
+        losses = ("epoch", "train/loss", "val/loss")
+        metrics = ["epoch", *(k for k in (self.rows[0] if self.rows else {}) if k.startswith("val/") and k != "val/loss")]
+        for path, fields in ((loss_path, losses), (metric_path, metrics)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".csv.tmp")
+            with tmp.open("w", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+                writer.writeheader()
+                writer.writerows(self.rows)
+            tmp.replace(path)
 
 
 def build_trainer(

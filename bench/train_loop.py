@@ -1,0 +1,394 @@
+"""Benchmark: our LightningModule + Trainer against a plain PyTorch loop, in one process.
+
+    python bench/train_loop.py [--experiment mlp_digits] [--out bench/results/train_loop.md]
+
+Both paths train the same model class (same init seed) on the same tensors, with the same batch
+size, optimizer (pipeline.supervised.build_optimizer) and shuffled batch indexing (a seeded
+BatchSampler over a RandomSampler, whole batches indexed at once).
+
+* Time per training step: the training split replicated --replicate times so one epoch has a few
+  hundred steps; one epoch per measurement; the first --warmup steps of it are not timed. Our path
+  is timed by a callback from the end of step `warmup` to the end of the last step (so every timed
+  step includes its batch fetch, hooks, progress bar and callbacks); the plain loop the same way.
+  Measurements alternate between the two paths and the median of --repeats is reported.
+* Time per epoch with validation, on the real (unreplicated) split: our path from one
+  on_train_epoch_start to the next (so training, validation, checkpoint, logging, scheduler); the
+  plain loop trains an epoch, runs a validation forward on the val split (loss and accuracy) and
+  steps the scheduler. The first epoch of each fit is not counted.
+
+Our path is `pipeline.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
+bar, checkpoint, learning-curve and LR-monitor callbacks, deterministic flag, MLflow logger) with
+`pipeline.data.make_datamodule`, logging to a throwaway SQLite MLflow store in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+from pipeline import data as datasets  # noqa: E402
+from pipeline.params import family_class, load_experiment  # noqa: E402
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared set-up
+
+
+def build_model(experiment):
+    """The module `pipeline.train` builds, after the same seeding."""
+    import lightning as L
+
+    L.seed_everything(experiment.seed, workers=True, verbose=False)
+    model_cls = family_class(experiment.family)
+    return model_cls(
+        data=datasets.DATASETS[experiment.dataset].spec,
+        optimizer=experiment.optimizer,
+        scheduler=experiment.scheduler,
+        **experiment.model,
+    )
+
+
+def replicate(x: torch.Tensor, y: torch.Tensor, times: int):
+    return (x.repeat(times, *[1] * (x.dim() - 1)), y.repeat(times)) if times > 1 else (x, y)
+
+
+def set_threads(threads: int, deterministic: bool) -> None:
+    """The same global torch state for both paths (the Trainer sets the deterministic flag globally)."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def clocks() -> tuple[float, float]:
+    """Wall time, and this process's CPU time (less disturbed by other load on a shared machine)."""
+    return time.perf_counter(), time.process_time()
+
+
+def per_step(start: tuple[float, float], end: tuple[float, float], steps: int) -> tuple[float, float]:
+    return (end[0] - start[0]) / steps, (end[1] - start[1]) / steps
+
+
+# ---------------------------------------------------------------------------------------------
+# Our path: pipeline.trainer.build_trainer + pipeline.data.make_datamodule
+
+
+def _timer_callback(warmup: int):
+    from lightning.pytorch.callbacks import Callback
+
+    class Timer(Callback):
+        """Wall and CPU clocks at the end of step `warmup` and of the last step (first epoch); at each
+        epoch start and at train end."""
+
+        def __init__(self):
+            self.step_start = self.step_end = None
+            self.steps = 0
+            self.epoch_starts: list[tuple[float, float]] = []
+            self.train_end = None
+
+        def on_train_epoch_start(self, trainer, pl_module):
+            self.epoch_starts.append(clocks())
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            now = clocks()
+            if trainer.current_epoch == 0:
+                if batch_idx == warmup - 1:
+                    self.step_start = now
+                elif batch_idx >= warmup:
+                    self.step_end, self.steps = now, batch_idx - warmup + 1
+
+        def on_train_end(self, trainer, pl_module):
+            self.train_end = clocks()
+
+        def step_seconds(self) -> tuple[float, float]:
+            """(wall, CPU) seconds per step."""
+            return per_step(self.step_start, self.step_end, self.steps)
+
+        def epoch_seconds(self) -> list[tuple[float, float]]:
+            marks = [*self.epoch_starts, self.train_end]
+            return [per_step(a, b, 1) for a, b in zip(marks[:-1], marks[1:])]
+
+    return Timer()
+
+
+def make_trainer(experiment, checkpoint_dir: Path, uri: str, run_id: str):
+    """The pipeline's Trainer construction; a benchmark variant may replace this function."""
+    from pipeline.trainer import LearningCurve, build_trainer
+
+    return build_trainer(experiment, checkpoint_dir, uri, run_id, LearningCurve())
+
+
+def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, threads: int, trainer_factory=None):
+    """One fit of our path; returns the timer callback."""
+    model = build_model(experiment)
+    datamodule = datasets.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    if times > 1:  # the pipeline's DataModule, its training split replicated
+        setup = datamodule.setup
+
+        def setup_replicated(stage: str) -> None:
+            setup(stage)
+            train = datamodule.splits["train"]
+            datamodule.splits["train"] = datasets.BatchIndexDataset(*replicate(train.x, train.y, times))
+
+        datamodule.setup = setup_replicated
+    env["fits"] += 1
+    checkpoint_dir = Path(env["tmp"]) / f"ckpt{env['fits']}"
+    trainer = (trainer_factory or make_trainer)(
+        dataclasses.replace(experiment, max_epochs=epochs), checkpoint_dir, env["uri"], env["run_id"]
+    )
+    timer = _timer_callback(warmup)
+    trainer.callbacks.append(timer)
+    set_threads(threads, experiment.trainer.deterministic)
+    # The progress bar writes to stdout as under `dvc repro` (a pipe); here to a file, off the table.
+    with open(Path(env["tmp"]) / "fit.log", "a") as log, contextlib.redirect_stdout(log):
+        trainer.fit(model, datamodule=datamodule)
+    env["deterministic_after_fit"] = torch.are_deterministic_algorithms_enabled()
+    return timer
+
+
+# ---------------------------------------------------------------------------------------------
+# The plain PyTorch loop
+
+
+def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int, validate: bool):
+    """Forward + loss + backward + step over seeded shuffled batches; per epoch optionally a
+    validation forward on the val split and the scheduler step. Returns (step seconds, epoch seconds)."""
+    from torch.utils.data import BatchSampler, RandomSampler
+
+    from pipeline.supervised import build_optimizer, build_scheduler, task_prediction
+
+    model = build_model(experiment)
+    x, y = replicate(*datasets.load_split(experiment.dataset, "train"), times)
+    x_val, y_val = datasets.load_split(experiment.dataset, "val")
+    train = datasets.BatchIndexDataset(x, y)
+    generator = torch.Generator().manual_seed(experiment.seed)
+    sampler = BatchSampler(RandomSampler(train, generator=generator), experiment.batch_size, drop_last=False)
+    optimizer = build_optimizer(model.parameters(), experiment.optimizer)
+    scheduler = None
+    if validate:
+        steps = len(sampler) * epochs
+        scheduler = build_scheduler(optimizer, experiment.scheduler, epochs, steps)
+    task = datasets.DATASETS[experiment.dataset].spec.task
+    set_threads(threads, experiment.trainer.deterministic)
+
+    step_seconds, epoch_marks = None, [clocks()]
+    model.train()
+    for epoch in range(epochs):
+        start = None
+        for i, indices in enumerate(sampler):
+            xb, yb = train[indices]
+            loss = model.loss(model(xb), yb) + model.penalty()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and scheduler["interval"] == "step":
+                scheduler["scheduler"].step()
+            if epoch == 0:
+                if i == warmup - 1:
+                    start = clocks()
+                elif i >= warmup:
+                    step_seconds = per_step(start, clocks(), i - warmup + 1)
+        if validate:
+            model.eval()
+            with torch.no_grad():
+                scores = model(x_val)
+                val_loss = float(model.loss(scores, y_val))
+                prediction = task_prediction(task, scores)
+                if task == "multiclass":
+                    val_metric = float((prediction.argmax(-1) == y_val).float().mean())
+                elif task == "binary":
+                    val_metric = float(((prediction > 0.5).float() == y_val).float().mean())
+                else:
+                    val_metric = float(((prediction - y_val) ** 2).mean())
+            del val_loss, val_metric
+            model.train()
+            if scheduler is not None and scheduler["interval"] == "epoch":
+                scheduler["scheduler"].step()
+        epoch_marks.append(clocks())
+    epoch_seconds = [per_step(a, b, 1) for a, b in zip(epoch_marks[:-1], epoch_marks[1:])]
+    return step_seconds, epoch_seconds
+
+
+# ---------------------------------------------------------------------------------------------
+# Measurement
+
+
+def measure(experiment, args, env, trainer_factory=None) -> dict:
+    """Alternating repeats of both paths. Each entry a list of (wall, CPU) seconds."""
+    runs = {"ours_step": [], "plain_step": [], "ours_epoch": [], "plain_epoch": []}
+    common = dict(warmup=args.warmup, threads=args.threads)
+
+    def ours(times, epochs):
+        return fit_ours(experiment, times=times, epochs=epochs, env=env, trainer_factory=trainer_factory, **common)
+
+    # Untimed warm-up of both paths (first-call costs: lazy imports, allocator, MLflow connection).
+    ours(1, 1)
+    fit_plain(experiment, times=1, epochs=1, validate=True, **common)
+    for r in range(args.repeats):
+        pair = [
+            lambda: runs["ours_step"].append(ours(args.replicate, 1).step_seconds()),
+            lambda: runs["plain_step"].append(
+                fit_plain(experiment, times=args.replicate, epochs=1, validate=False, **common)[0]
+            ),
+        ]
+        for run in pair if r % 2 == 0 else pair[::-1]:
+            run()
+    for r in range(args.epoch_repeats):
+        pair = [
+            lambda: runs["ours_epoch"].extend(ours(1, args.epochs).epoch_seconds()[1:]),
+            lambda: runs["plain_epoch"].extend(
+                fit_plain(experiment, times=1, epochs=args.epochs, validate=True, **common)[1][1:]
+            ),
+        ]
+        for run in pair if r % 2 == 0 else pair[::-1]:
+            run()
+    return runs
+
+
+def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
+
+
+def summary(runs: dict) -> dict:
+    """Medians (wall, CPU) of each path and the ratios ours / plain."""
+    out = {key: medians(value) for key, value in runs.items()}
+    for kind in ("step", "epoch"):
+        ours, plain = out[f"ours_{kind}"], out[f"plain_{kind}"]
+        out[f"{kind}_ratio"] = (ours[0] / plain[0], ours[1] / plain[1])
+    return out
+
+
+def machine() -> str:
+    import lightning
+
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (
+        f"CPU {cpu}, {os.cpu_count()} cores; Python {platform.python_version()}, torch {torch.__version__}, "
+        f"lightning {lightning.__version__}"
+    )
+
+
+def table(experiment, args, runs: dict, env: dict) -> str:
+    result = summary(runs)
+    train_size = env["train_size"]
+    steps_rep = -(-train_size * args.replicate // experiment.batch_size)
+    steps_real = -(-train_size // experiment.batch_size)
+
+    def ms(key, i):
+        return f"{result[key][i] * 1e3:.3f}"
+
+    def spread(key):
+        walls = [s[0] for s in runs[key]]
+        return f"{min(walls) * 1e3:.2f}-{max(walls) * 1e3:.2f}"
+
+    def ratio(kind, i):
+        return f"{result[f'{kind}_ratio'][i]:.3f}"
+
+    lines = [
+        f"## Training loop: `{experiment.name}` ({experiment.family} on {experiment.dataset}, batch "
+        f"{experiment.batch_size}, {experiment.optimizer.name})",
+        "",
+        f"Machine: {machine()}; load average before the run {env['load']}; torch threads {args.threads} in both "
+        f"paths; deterministic {experiment.trainer.deterministic} in both.",
+        "",
+        f"- Per training step: training split {train_size} x {args.replicate} = {steps_rep} steps in one epoch, the "
+        f"first {args.warmup} untimed; median of {args.repeats} alternating runs of each path.",
+        f"- Per epoch with validation: the real split ({steps_real} steps, then validation on {env['val_size']} "
+        f"samples); epochs 2-{args.epochs} of {args.epoch_repeats} alternating fits of each path, median.",
+        "- wall = perf_counter; CPU = this process's CPU time (process_time), which other load on the machine "
+        "disturbs far less.",
+        "",
+        "| path | ms / step, wall | wall range | ms / step, CPU | ms / epoch with val, wall | ms / epoch with val, CPU |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| ours: Lightning Trainer (pipeline.trainer.build_trainer) + DataModule | {ms('ours_step', 0)} | "
+        f"{spread('ours_step')} | {ms('ours_step', 1)} | {ms('ours_epoch', 0)} | {ms('ours_epoch', 1)} |",
+        f"| plain PyTorch loop | {ms('plain_step', 0)} | {spread('plain_step')} | {ms('plain_step', 1)} | "
+        f"{ms('plain_epoch', 0)} | {ms('plain_epoch', 1)} |",
+        f"| **ratio ours / plain** (target per step <= 1.15) | **{ratio('step', 0)}** | | **{ratio('step', 1)}** | "
+        f"{ratio('epoch', 0)} | {ratio('epoch', 1)} |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--experiment", default="mlp_digits", help="an experiment name from params.yaml")
+    parser.add_argument("--replicate", type=int, default=16, help="copies of the training split for the per-step timing")
+    parser.add_argument("--warmup", type=int, default=10, help="untimed steps at the start of each per-step epoch")
+    parser.add_argument("--repeats", type=int, default=7, help="alternating per-step measurements of each path")
+    parser.add_argument("--epochs", type=int, default=6, help="epochs of each fit for the per-epoch timing (first not counted)")
+    parser.add_argument("--epoch-repeats", type=int, default=3, help="alternating per-epoch fits of each path")
+    parser.add_argument(
+        "--threads", type=int, default=1,
+        help="torch.set_num_threads for both paths (default 1: on a shared 2-core machine two intra-op threads "
+        "per process turn other load into 10-30x slower steps)",
+    )
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_loop.md")
+    return parser.parse_args(argv)
+
+
+def quiet() -> None:
+    warnings.filterwarnings("ignore", message=".*(does not have many workers|smaller than the logging interval).*")
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def setup_env(experiment, tmp: str) -> dict:
+    """A throwaway SQLite MLflow store and one run for all fits, as `pipeline.train` creates it."""
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
+    from pipeline import tracking
+
+    config_name = "bench-train-loop"
+    run_id = tracking.start_run(config_name, experiment, family_class(experiment.family).CHAPTER)
+    x, _ = datasets.load_split(experiment.dataset, "train")
+    x_val, _ = datasets.load_split(experiment.dataset, "val")
+    load = ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    return {"tmp": tmp, "uri": tracking.tracking_uri(), "run_id": run_id, "fits": 0,
+            "train_size": len(x), "val_size": len(x_val), "load": load}
+
+
+def main(argv=None, trainer_factory=None) -> dict:
+    args = parse_args(argv)
+    quiet()
+    _, experiment = load_experiment(args.experiment)
+    for split in datasets.SPLITS:
+        datasets.load_split(experiment.dataset, split)  # a clear error if prepared data is missing
+    set_threads(args.threads, experiment.trainer.deterministic)
+    with tempfile.TemporaryDirectory(prefix="bench-train-loop-") as tmp:
+        env = setup_env(experiment, tmp)
+        start = time.perf_counter()
+        runs = measure(experiment, args, env, trainer_factory)
+        text = table(experiment, args, runs, env)
+        if env.get("deterministic_after_fit") != experiment.trainer.deterministic:
+            text += "\nNote: the Trainer left torch's deterministic flag different from the config.\n"
+        text += f"\n(measured in {time.perf_counter() - start:.0f} s)\n"
+    print(text)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(text)
+    return summary(runs)
+
+
+if __name__ == "__main__":
+    main()

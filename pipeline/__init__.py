@@ -1,0 +1,1 @@
+"""Stage entry points and their plumbing: no model math here."""

@@ -1,0 +1,94 @@
+"""Shared test helpers: a throw-away copy of the project (code, params, DVC files, no outputs)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+OUTPUTS = ("data", "models", "metrics", "plots", "reports", "dvc.lock", "mlflow.db", "dvc_plots")
+
+
+def project_files() -> list[str]:
+    """The files git would commit (tracked or new, not ignored), minus pipeline outputs."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split()
+    return [f for f in listed if f.split("/")[0] not in OUTPUTS and (ROOT / f).is_file()]
+
+
+def copy_project(dest: Path) -> Path:
+    for name in project_files():
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / name, target)
+    return dest
+
+
+def env() -> dict[str, str]:
+    """The stage commands' `python` must be this interpreter; the store is the copy's own default."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environ.get('PATH', '')}"
+    environ["PYTHONWARNINGS"] = "ignore"
+    return environ
+
+
+def run(args: list[str], cwd: Path, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{' '.join(args)} exited {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
+
+
+def python(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, *args], cwd=cwd, check=check)
+
+
+def dvc(*args: str, cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check)
+
+
+def shrink_params(path: Path, epochs: int = 2) -> dict:
+    """The real params.yaml with every experiment cut to a few epochs and small widths."""
+    params = yaml.safe_load(path.read_text())
+    for experiment in params["experiments"].values():
+        experiment["max_epochs"] = min(epochs, experiment.get("max_epochs", epochs))
+        model = experiment.get("model", {})
+        if "hidden_sizes" in model:
+            model["hidden_sizes"] = [32]
+        if "channels" in model:
+            model["channels"] = [8, 8]
+    params["targets"] = {}  # toy epochs do not meet the quality targets
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return params
+
+
+def git_init(path: Path) -> None:
+    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+        run(["git", *args], cwd=path)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from intra-op threads, and a busy 2-core runner stalls on them."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A fresh copy of the project with shrunk params, not yet a git repository."""
+    copy = copy_project(tmp_path / "project")
+    shrink_params(copy / "params.yaml")
+    return copy

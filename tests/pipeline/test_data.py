@@ -1,0 +1,194 @@
+"""Data: seeded stratified splits, train-only standardization, whole-batch loading, seeded order."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+from pipeline import data
+from pipeline.data import BatchIndexDataset, Dataset, DataSpec, make_datamodule, prepare, split
+from pipeline.params import ConfigError, DataConfig
+
+CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
+
+
+def toy_load():
+    """200 samples, classes 0/1/2 in proportion 60/30/10, a constant column, features far from 0."""
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [120, 60, 20])
+    x = rng.normal(loc=[5.0, -3.0, 0.0], scale=[2.0, 0.5, 1.0], size=(200, 3)) + y[:, None]
+    x[:, 2] = 7.0
+    return x, y
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """A registered toy multiclass dataset, so tests need no download and no data/prepared."""
+    monkeypatch.setitem(data.DATASETS, "toy", Dataset(DataSpec("multiclass", (3,), 3), toy_load, "toy"))
+    return "toy"
+
+
+def rows(x: np.ndarray) -> Counter:
+    return Counter(map(tuple, x.reshape(len(x), -1).tolist()))
+
+
+@pytest.mark.parametrize("dataset", ["breast_cancer", "digits", "toy"])
+def test_split_is_stratified_by_class(dataset, toy):
+    parts = split(dataset, CONFIG)
+    y = np.concatenate([part[1] for part in parts.values()])
+    classes, counts = np.unique(y, return_counts=True)
+    for name, (_, y_part) in parts.items():
+        for k, count in zip(classes, counts):
+            expected = len(y_part) * count / len(y)
+            assert abs((y_part == k).sum() - expected) <= 1, (name, k)
+
+
+@pytest.mark.parametrize("dataset", ["diabetes", "breast_cancer", "toy"])
+def test_split_is_a_partition_of_the_raw_samples(dataset, toy):
+    x, y = data.DATASETS[dataset].load()
+    parts = split(dataset, CONFIG)
+    joined = np.concatenate([np.column_stack([p[0].reshape(len(p[0]), -1), p[1]]) for p in parts.values()])
+    assert rows(joined) == rows(np.column_stack([x.reshape(len(x), -1), y]))  # disjoint and complete
+    assert len(parts["test"][1]) == pytest.approx(0.2 * len(y), abs=1)
+    assert len(parts["val"][1]) == pytest.approx(0.1 * len(y), abs=1)
+
+
+def test_split_is_reproducible_for_a_seed_and_changes_with_it(toy):
+    first, again = split(toy, CONFIG), split(toy, CONFIG)
+    other = split(toy, DataConfig(split_seed=1, val_fraction=0.1, test_fraction=0.2))
+    for name in data.SPLITS:
+        np.testing.assert_array_equal(first[name][0], again[name][0])
+        np.testing.assert_array_equal(first[name][1], again[name][1])
+    assert not np.array_equal(first["test"][0], other["test"][0])
+
+
+def load(path):
+    blob = torch.load(path, weights_only=True)
+    return blob["x"], blob["y"]
+
+
+def test_prepare_standardizes_every_split_with_training_statistics(tmp_path):
+    meta = prepare("breast_cancer", CONFIG, tmp_path)
+    raw = split("breast_cancer", CONFIG)
+    mean, std = raw["train"][0].mean(axis=0), raw["train"][0].std(axis=0)
+
+    x_train, _ = load(tmp_path / "train.pt")
+    torch.testing.assert_close(x_train.mean(dim=0), torch.zeros(30), atol=1e-5, rtol=0)
+    torch.testing.assert_close(x_train.std(dim=0, unbiased=False), torch.ones(30), atol=1e-4, rtol=0)
+    for name in ("val", "test"):
+        x, y = load(tmp_path / f"{name}.pt")
+        np.testing.assert_allclose(x.numpy(), (raw[name][0] - mean) / std, rtol=1e-5, atol=1e-5)
+        np.testing.assert_array_equal(y.numpy(), raw[name][1])
+    x_test, _ = load(tmp_path / "test.pt")
+    assert x_test.mean(dim=0).abs().max() > 1e-3  # not re-centred on its own statistics
+    assert meta["sizes"] == {name: len(raw[name][1]) for name in data.SPLITS}
+
+
+def test_prepare_scales_images_with_one_mean_and_std_for_all_pixels(tmp_path):
+    prepare("digits", CONFIG, tmp_path)
+    raw = split("digits", CONFIG)
+    x_train, _ = load(tmp_path / "train.pt")
+    x_test, _ = load(tmp_path / "test.pt")
+    assert abs(x_train.mean().item()) < 1e-5
+    assert x_train.std(unbiased=False).item() == pytest.approx(1.0, abs=1e-4)
+    expected = (raw["test"][0] - raw["train"][0].mean()) / raw["train"][0].std()
+    np.testing.assert_allclose(x_test.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_standardizes_regression_targets_with_training_statistics(tmp_path):
+    meta = prepare("diabetes", CONFIG, tmp_path)
+    raw = split("diabetes", CONFIG)
+    assert meta["target_mean"] == pytest.approx(raw["train"][1].mean())
+    assert meta["target_std"] == pytest.approx(raw["train"][1].std())
+    _, y_train = load(tmp_path / "train.pt")
+    _, y_test = load(tmp_path / "test.pt")
+    assert abs(y_train.mean().item()) < 1e-5
+    expected = (raw["test"][1] - meta["target_mean"]) / meta["target_std"]
+    np.testing.assert_allclose(y_test.numpy(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_prepare_leaves_a_constant_feature_finite(tmp_path, toy):
+    prepare(toy, CONFIG, tmp_path)
+    x_train, _ = load(tmp_path / "train.pt")
+    assert torch.isfinite(x_train).all()
+    assert torch.count_nonzero(x_train[:, 2]) == 0
+
+
+@pytest.mark.parametrize(
+    ("dataset", "y_dtype"), [("diabetes", torch.float32), ("breast_cancer", torch.float32), ("digits", torch.long)]
+)
+def test_prepared_files_are_plain_tensors_with_the_spec_shape(dataset, y_dtype, tmp_path):
+    spec = data.DATASETS[dataset].spec
+    prepare(dataset, CONFIG, tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    assert meta["task"] == spec.task and tuple(meta["input_shape"]) == spec.input_shape
+    for name in data.SPLITS:
+        x, y = load(tmp_path / f"{name}.pt")  # weights_only=True: tensors only, no pickled code
+        assert x.dtype == torch.float32 and y.dtype == y_dtype
+        assert x.shape == (meta["sizes"][name], *spec.input_shape)
+        assert y.shape == (meta["sizes"][name],)
+
+
+def test_batch_index_dataset_returns_whole_batches():
+    x = torch.arange(20.0).reshape(10, 2)
+    y = torch.arange(10)
+    dataset = BatchIndexDataset(x, y)
+    assert len(dataset) == 10
+    xb, yb = dataset[[7, 0, 3]]
+    assert torch.equal(xb, x[[7, 0, 3]]) and torch.equal(yb, torch.tensor([7, 0, 3]))
+
+    loader = DataLoader(dataset, sampler=BatchSampler(SequentialSampler(dataset), 4, drop_last=False), batch_size=None)
+    assert [yb.tolist() for _, yb in loader] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+
+
+@pytest.fixture
+def prepared_toy(tmp_path, monkeypatch, toy):
+    monkeypatch.setattr(data, "ROOT", tmp_path)
+    monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
+    prepare(toy, CONFIG, tmp_path / "prepared" / toy)
+    return toy
+
+
+def train_batches(dataset: str, batch_size: int, seed: int) -> list[torch.Tensor]:
+    datamodule = make_datamodule(dataset, batch_size, seed)
+    datamodule.setup("fit")
+    return [x for x, _ in datamodule.train_dataloader()]
+
+
+def test_train_loader_order_is_fixed_by_the_seed(prepared_toy):
+    first = train_batches(prepared_toy, 32, seed=0)
+    again = train_batches(prepared_toy, 32, seed=0)
+    other = train_batches(prepared_toy, 32, seed=1)
+    assert len(first) == len(again)
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not torch.equal(first[0], other[0])
+
+
+def test_train_loader_covers_the_training_split_once_per_epoch(prepared_toy):
+    x_train, _ = data.load_split(prepared_toy, "train")
+    batches = train_batches(prepared_toy, 32, seed=0)
+    assert [len(b) for b in batches] == [32] * (len(x_train) // 32) + ([len(x_train) % 32] if len(x_train) % 32 else [])
+    assert rows(torch.cat(batches).numpy()) == rows(x_train.numpy())
+    assert not torch.equal(torch.cat(batches), x_train)  # shuffled
+
+
+def test_val_and_test_loaders_yield_the_whole_split_in_order(prepared_toy):
+    datamodule = make_datamodule(prepared_toy, 8, seed=0)
+    datamodule.setup("fit")
+    for name, loader in (("val", datamodule.val_dataloader()), ("test", datamodule.test_dataloader())):
+        ((x, y),) = list(loader)
+        x_split, y_split = data.load_split(prepared_toy, name)
+        assert torch.equal(x, x_split) and torch.equal(y, y_split)
+
+
+def test_load_split_names_a_missing_or_unreadable_file(prepared_toy):
+    with pytest.raises(ConfigError, match=r"^prepared/nothing/train\.pt: prepared dataset missing"):
+        data.load_split("nothing", "train")
+    (data.PREPARED / prepared_toy / "val.pt").write_bytes(b"truncated")
+    with pytest.raises(ConfigError, match=r"^prepared/toy/val\.pt: unreadable \("):
+        data.load_split(prepared_toy, "val")

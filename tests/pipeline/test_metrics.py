@@ -1,0 +1,92 @@
+"""Test metrics per task against scikit-learn and a hand-written calibration error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from sklearn import metrics as sk
+
+from pipeline import metrics  # the module, so pytest does not collect `metrics.test_metrics` as a test
+
+
+def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:
+    """Σ_b (n_b / n) |mean(correct in b) − mean(confidence in b)| over equal-width bins [i/B, (i+1)/B)."""
+    bins = np.minimum((confidence * n_bins).astype(int), n_bins - 1)
+    error = 0.0
+    for b in range(n_bins):
+        inside = bins == b
+        if inside.any():
+            error += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    return error
+
+
+def test_regression_metrics_match_scikit_learn():
+    torch.manual_seed(0)
+    target = torch.randn(200)
+    prediction = target + 0.5 * torch.randn(200)
+    values = metrics.test_metrics("regression", prediction, target, num_classes=0)
+    t, p = target.numpy(), prediction.numpy()
+    assert set(values) == {"test/mse", "test/mae", "test/r2"}
+    assert values["test/mse"] == pytest.approx(sk.mean_squared_error(t, p), abs=2e-6)
+    assert values["test/mae"] == pytest.approx(sk.mean_absolute_error(t, p), abs=2e-6)
+    assert values["test/r2"] == pytest.approx(sk.r2_score(t, p), abs=2e-6)
+
+
+def test_binary_metrics_match_scikit_learn():
+    torch.manual_seed(0)
+    target = torch.randint(0, 2, (300,)).float()
+    prediction = (0.3 * target + 0.7 * torch.rand(300)).clamp(0, 1)  # informative but imperfect P(y=1)
+    values = metrics.test_metrics("binary", prediction, target, num_classes=2)
+    t, p = target.numpy().astype(int), prediction.numpy().astype(np.float64)
+    labels = (p > 0.5).astype(int)
+    assert set(values) == {"test/accuracy", "test/f1", "test/auroc", "test/ece"}
+    assert values["test/accuracy"] == pytest.approx(sk.accuracy_score(t, labels), abs=2e-6)
+    assert values["test/f1"] == pytest.approx(sk.f1_score(t, labels), abs=2e-6)
+    assert values["test/auroc"] == pytest.approx(sk.roc_auc_score(t, p), abs=2e-6)
+    assert values["test/ece"] == pytest.approx(expected_calibration_error(p, t.astype(np.float64)), abs=2e-6)
+
+
+def test_multiclass_metrics_match_scikit_learn():
+    torch.manual_seed(0)
+    target = torch.randint(0, 4, (400,))
+    logits = torch.randn(400, 4) + 1.5 * torch.nn.functional.one_hot(target, 4)
+    prediction = logits.softmax(dim=1)
+    values = metrics.test_metrics("multiclass", prediction, target, num_classes=4)
+    t, p = target.numpy(), prediction.numpy().astype(np.float64)
+    labels = p.argmax(axis=1)
+    assert set(values) == {"test/accuracy", "test/f1", "test/auroc", "test/ece"}
+    assert values["test/accuracy"] == pytest.approx(sk.accuracy_score(t, labels), abs=2e-6)
+    assert values["test/f1"] == pytest.approx(sk.f1_score(t, labels, average="macro"), abs=2e-6)
+    assert values["test/auroc"] == pytest.approx(
+        sk.roc_auc_score(t, p, multi_class="ovr", average="macro"), abs=2e-6
+    )
+    expected = expected_calibration_error(p.max(axis=1), (labels == t).astype(np.float64))
+    assert values["test/ece"] == pytest.approx(expected, abs=2e-6)
+
+
+def test_metric_values_are_rounded_floats():
+    torch.manual_seed(0)
+    values = metrics.test_metrics("regression", torch.randn(50), torch.randn(50), num_classes=0)
+    assert all(type(v) is float and v == round(v, 6) for v in values.values())
+
+
+def test_confusion_matrices_match_scikit_learn():
+    torch.manual_seed(0)
+    target = torch.randint(0, 2, (100,)).float()
+    probability = torch.rand(100)
+    labels = metrics.predicted_labels("binary", probability)
+    assert torch.equal(labels, (probability > 0.5).long())
+    np.testing.assert_array_equal(
+        metrics.confusion_matrix("binary", probability, target, num_classes=2).numpy(),
+        sk.confusion_matrix(target.numpy(), labels.numpy(), labels=[0, 1]),
+    )
+
+    target = torch.randint(0, 3, (100,))
+    probabilities = torch.randn(100, 3).softmax(dim=1)
+    labels = metrics.predicted_labels("multiclass", probabilities)
+    assert torch.equal(labels, probabilities.argmax(dim=1))
+    np.testing.assert_array_equal(
+        metrics.confusion_matrix("multiclass", probabilities, target, num_classes=3).numpy(),
+        sk.confusion_matrix(target.numpy(), labels.numpy(), labels=[0, 1, 2]),
+    )

@@ -1,0 +1,129 @@
+"""Config validation: every user error is one line naming the key and what is allowed."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline import params
+from pipeline.params import ConfigError
+
+REAL = yaml.safe_load((params.ROOT / "params.yaml").read_text())
+
+
+def load_with(tmp_path: Path, edit) -> params.Config:
+    raw = copy.deepcopy(REAL)
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return params.load(path)
+
+
+def test_default_params_are_valid_and_name_the_five_experiments():
+    config = params.load()
+    assert list(config.experiments) == [
+        "linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
+    ]
+    mlp = config.experiments["mlp_digits"]
+    assert mlp.family == "mlp" and mlp.dataset == "digits"
+    assert mlp.optimizer.name == "adamw" and isinstance(mlp.optimizer.lr, float)
+    assert config.experiments["linear_diabetes"].optimizer.name == "lbfgs"
+
+
+def test_experiment_overrides_merge_over_defaults():
+    softmax = params.load().experiments["softmax_digits"]
+    assert softmax.trainer.precision == REAL["defaults"]["trainer"]["precision"]
+    assert softmax.optimizer.weight_decay == REAL["experiments"]["softmax_digits"]["optimizer"]["weight_decay"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: cnn, linear_regression, .*mlp"),
+        (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits$"),
+        (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
+         r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
+        (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
+         r"^experiments\.mlp_digits\.scheduler\.name: unknown value 'exponential'; allowed: none, step, cosine, onecycle$"),
+        (lambda p: p["experiments"]["mlp_digits"]["model"].update(activation="swish"),
+         r"^experiments\.mlp_digits\.model\.activation: unknown value 'swish'; allowed: relu, tanh, sigmoid, gelu, leaky_relu$"),
+        (lambda p: p["experiments"]["mlp_digits"]["model"].update(init="orthogonal"),
+         r"^experiments\.mlp_digits\.model\.init: unknown value 'orthogonal'; allowed: xavier, he$"),
+        (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(lerning_rate=0.1),
+         r"^experiments\.mlp_digits\.optimizer\.lerning_rate: unknown key; allowed: lr, momentum, name, nesterov, weight_decay$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(lerning_rate=0.1),
+         r"^experiments\.mlp_digits\.lerning_rate: unknown key; allowed: batch_size, checkpoint, "),
+        (lambda p: p["experiments"]["mlp_digits"]["model"].update(widths=[3]),
+         r"^experiments\.mlp_digits\.model\.widths: unknown key; allowed: activation, batch_norm, dropout, hidden_sizes, init$"),
+        (lambda p: p["defaults"].update(epochs=3),
+         r"^experiments\.linear_diabetes\.epochs: unknown key"),
+        (lambda p: p.update(trainig={}), r"^trainig: unknown key; allowed: data, defaults, experiments, targets, tracking$"),
+        (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(lr="fast"),
+         r"^experiments\.mlp_digits\.optimizer\.lr: must be a number, got 'fast'$"),
+        (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(lr=0),
+         r"^experiments\.mlp_digits\.optimizer\.lr: must be positive, got 0\.0$"),
+        (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(lr=-1e-3),
+         r"^experiments\.mlp_digits\.optimizer\.lr: must be positive, got -0\.001$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(max_epochs=0),
+         r"^experiments\.mlp_digits\.max_epochs: must be positive, got 0$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(max_epochs=2.5),
+         r"^experiments\.mlp_digits\.max_epochs: must be an integer, got 2\.5$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(batch_size=-8),
+         r"^experiments\.mlp_digits\.batch_size: must be positive, got -8$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(batch_size="64"),
+         r"^experiments\.mlp_digits\.batch_size: must be an integer, got '64'$"),
+        (lambda p: p["experiments"]["mlp_digits"]["model"].update(dropout=1.0),
+         r"^experiments\.mlp_digits\.model\.dropout: must be in \[0, 1\), got 1\.0$"),
+        (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(momentum=0.9),
+         r"^experiments\.mlp_digits\.optimizer\.momentum: applies to sgd and rmsprop only, not 'adamw'; set it to 0$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(early_stopping={"monitor": "val/mse"}),
+         r"^experiments\.mlp_digits\.early_stopping\.monitor: unknown metric 'val/mse'; allowed: val/loss, val/accuracy$"),
+        (lambda p: p["experiments"]["linear_diabetes"].update(family="softmax_regression"),
+         r"^experiments\.linear_diabetes: family 'softmax_regression' handles multiclass data, but dataset 'diabetes' is regression$"),
+        (lambda p: p["experiments"]["logistic_breast_cancer"].update(
+            family="cnn", model=REAL["experiments"]["cnn_digits"]["model"]),
+         r"^experiments\.logistic_breast_cancer\.dataset: family 'cnn' needs image data \(C, H, W\)"),
+        (lambda p: p["experiments"]["mlp_digits"]["model"].pop("dropout"),
+         r"^experiments\.mlp_digits\.model\.dropout: missing"),
+        (lambda p: p["targets"].update(nope=[]), r"^targets\.nope: no such experiment"),
+        (lambda p: p["data"].update(test_fraction=1.5), r"^data\.test_fraction: must be between 0 and 1, got 1\.5$"),
+    ],
+)
+def test_bad_params_give_one_line_naming_the_key(tmp_path, edit, message):
+    with pytest.raises(ConfigError, match=message) as error:
+        load_with(tmp_path, edit)
+    assert "\n" not in str(error.value)
+
+
+def test_numbers_written_1e_3_are_numbers(tmp_path):
+    raw = copy.deepcopy(REAL)
+    text = yaml.safe_dump(raw, sort_keys=False).replace("lr: 0.002", "lr: 2e-3")
+    assert "lr: 2e-3" in text  # PyYAML (YAML 1.1) reads this as the string '2e-3'
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert params.load(path).experiments["mlp_digits"].optimizer.lr == pytest.approx(2e-3)
+
+
+def test_unknown_experiment_names_the_known_ones():
+    with pytest.raises(ConfigError, match=r"^unknown experiment 'nope'; params.yaml defines: linear_diabetes, "):
+        params.load_experiment("nope")
+
+
+def test_flat_config_holds_every_resolved_value():
+    flat = params.load().experiments["cnn_digits"].flat()
+    assert flat["optimizer.name"] == "adamw"
+    assert flat["model.channels"] == REAL["experiments"]["cnn_digits"]["model"]["channels"]
+    assert flat["trainer.precision"] == "32-true"
+    assert "name" in flat and "family" in flat
+
+
+def test_store_root_inside_a_dvc_experiment_copy_is_the_outer_repository():
+    from pipeline.tracking import store_root
+
+    assert store_root(Path("/home/u/proj/.dvc/tmp/exps/tmpab12/")) == Path("/home/u/proj")
+    assert store_root(Path("/home/u/proj")) == Path("/home/u/proj")

@@ -1,0 +1,130 @@
+"""The real `dvc repro` in a throw-away copy of the project on shrunk params, then DVC's own
+experiment commands, and the MLflow runs it left, read back through the MLflow client."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+from conftest import dvc, git_init
+
+pytestmark = pytest.mark.slow
+
+CLASSIFICATION_KEYS = {"test/accuracy", "test/f1", "test/auroc", "test/ece"}
+REGRESSION_KEYS = {"test/mse", "test/mae", "test/r2"}
+
+
+def stages_run(output: str) -> list[str]:
+    return re.findall(r"Running stage '([^']+)'", output)
+
+
+@pytest.fixture(scope="module")
+def repro(tmp_path_factory):
+    """One full `dvc repro` of the shrunk pipeline, shared by the tests of this file."""
+    from conftest import copy_project, shrink_params
+
+    project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
+    params = shrink_params(project / "params.yaml")
+    git_init(project)
+    result = dvc("repro", cwd=project)
+    return project, params, result
+
+
+def test_repro_runs_every_stage_in_order(repro):
+    project, params, result = repro
+    ran = stages_run(result.stdout)
+    names = list(params["experiments"])
+    assert ran[0] == "prepare" and ran[-1] == "report"
+    assert sorted(ran[1:-1]) == sorted([f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
+    for name in names:
+        assert ran.index(f"train@{name}") < ran.index(f"evaluate@{name}")
+
+
+def test_metrics_files_have_the_task_keys(repro):
+    project, params, _ = repro
+    for name, experiment in params["experiments"].items():
+        metrics = json.loads((project / "metrics" / f"{name}.json").read_text())
+        expected = REGRESSION_KEYS if experiment["dataset"] == "diabetes" else CLASSIFICATION_KEYS
+        assert set(metrics) == expected, name
+        assert all(isinstance(v, float) for v in metrics.values())
+    assert 0 <= json.loads((project / "metrics" / "softmax_digits.json").read_text())["test/accuracy"] <= 1
+
+
+def test_report_has_a_row_per_experiment_and_baselines(repro):
+    project, params, _ = repro
+    report = (project / "reports" / "comparison.md").read_text()
+    for name in params["experiments"]:
+        assert f"| {name} | model |" in report
+    for baseline in ("least_squares", "logistic_regression", "svc", "mlp_classifier"):
+        assert f"| {baseline} | baseline |" in report
+    assert (project / "reports" / "comparison.png").stat().st_size > 1000
+
+
+def test_mlflow_holds_one_complete_run_per_experiment(repro):
+    from mlflow import MlflowClient
+
+    project, params, _ = repro
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(params["tracking"]["experiment_name"])
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.info.run_name for run in runs) == sorted(params["experiments"])
+    for run in runs:
+        name = run.info.run_name
+        assert run.info.status == "FINISHED", name
+        tags = run.data.tags
+        assert tags["family"] == params["experiments"][name]["family"]
+        assert tags["dataset"] == params["experiments"][name]["dataset"]
+        assert tags["dvc.stage"] == f"train@{name}" and tags["dvc.evaluated"] == "true"
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
+        assert int(tags["book.chapter"]) in (2, 3, 5, 6)
+        assert run.data.params["optimizer.name"] == params["experiments"][name]["optimizer"]["name"]
+        assert run.data.params["max_epochs"] == str(params["experiments"][name]["max_epochs"])
+        history = client.get_metric_history(run.info.run_id, "val/loss")
+        assert len(history) == params["experiments"][name]["max_epochs"], name
+        assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(history)
+        test_key = "test/mse" if params["experiments"][name]["dataset"] == "diabetes" else "test/accuracy"
+        assert test_key in run.data.metrics
+        metrics_file = json.loads((project / "metrics" / f"{name}.json").read_text())
+        assert run.data.metrics[test_key] == pytest.approx(metrics_file[test_key])
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+        assert {"checkpoint", "figures", "config.json"} <= artifacts
+        assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")] == ["checkpoint/best.ckpt"]
+        figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+        assert "figures/learning_curve.png" in figures
+
+
+def test_second_repro_does_nothing_and_one_param_reruns_one_experiment(repro):
+    project, params, _ = repro
+    again = dvc("repro", cwd=project)
+    assert stages_run(again.stdout) == []
+
+    edited = yaml.safe_load((project / "params.yaml").read_text())
+    edited["experiments"]["softmax_digits"]["optimizer"]["lr"] = 0.02
+    (project / "params.yaml").write_text(yaml.safe_dump(edited, sort_keys=False))
+    rerun = dvc("repro", cwd=project)
+    assert stages_run(rerun.stdout) == ["train@softmax_digits", "evaluate@softmax_digits", "report"]
+
+    status = dvc("status", "--json", cwd=project)
+    assert json.loads(status.stdout) == {}
+
+
+def test_dvc_experiment_commands_work_on_our_params_metrics_and_plots(repro):
+    project, params, _ = repro
+    dvc("exp", "run", "-S", "experiments.logistic_breast_cancer.max_epochs=3", cwd=project)
+    shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
+    assert "logistic_breast_cancer" in json.dumps(shown)
+    metrics = json.loads(dvc("metrics", "show", "--json", cwd=project).stdout)
+    assert "metrics/cnn_digits.json" in json.dumps(metrics)
+    diff = dvc("metrics", "diff", "HEAD", "--json", cwd=project)
+    assert json.loads(diff.stdout) is not None
+    plots = dvc("plots", "show", "--json", cwd=project)
+    rendered = json.loads(plots.stdout)
+    assert "errors" not in rendered, rendered.get("errors")
+    for name in params["experiments"]:
+        for kind in ("learning_curves", "validation", "predictions"):
+            assert f"plots/{kind}/{name}.csv" in rendered["data"]
+        assert f"plots/figures/{name}/learning_curve.png" in rendered["data"]
+    html = dvc("plots", "show", "-o", "dvc_plots", cwd=project)
+    assert (project / "dvc_plots" / "index.html").exists(), html.stdout

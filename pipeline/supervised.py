@@ -67,7 +67,10 @@ def build_scheduler(optimizer, config: SchedulerConfig, max_epochs: int, total_s
 
 
 class SupervisedModule(L.LightningModule):
-    """Shared step for train/val/test; epoch-level metrics only (no per-step logging)."""
+    """Training and validation steps for every task; epoch-level metrics only (no per-step logging).
+
+    train/loss includes the family's penalty (what the optimizer minimises); val/loss does not.
+    """
 
     TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
     IMAGE_INPUT = False  # True if samples must be (C, H, W) images

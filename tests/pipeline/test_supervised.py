@@ -246,3 +246,33 @@ def test_trainer_fit_logs_validation_metrics_of_the_whole_split_and_applies_the_
         labels = (scores[:, 0] > 0).float() if task == "binary" else scores.argmax(dim=1)
         assert metrics["val/accuracy"].item() == pytest.approx((labels == y_val).float().mean().item())
     assert trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.05 * 0.5**2)
+
+
+class LossAfterStep(L.Callback):
+    """Records the loss of each training batch at the weights its L-BFGS step ended on."""
+
+    def __init__(self):
+        self.losses = []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        with torch.no_grad():
+            self.losses.append(module.loss(module(batch[0]), batch[1]).item())
+
+
+def test_train_loss_is_one_value_per_batch_even_when_lbfgs_evaluates_many_times():
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(1)
+    x, y = toy_task("regression", 48, generator)
+    model = Affine(data=DataSpec("regression", (4,), 0), optimizer=optimizer_config("lbfgs", lr=1.0),
+                   scheduler=scheduler_config("none"))
+    calls = []
+    original = model.training_step
+    model.training_step = lambda *args: calls.append(1) or original(*args)
+    recorder = LossAfterStep()
+    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=16),
+                val_dataloaders=DataLoader(TensorDataset(x, y), batch_size=48))
+    assert len(calls) > 3 * len(recorder.losses)  # L-BFGS evaluated the loss many times per batch
+    expected = sum(recorder.losses) / len(recorder.losses)  # one value per batch, not per evaluation
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(expected, rel=1e-3)

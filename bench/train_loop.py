@@ -152,7 +152,7 @@ def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, thr
     )
     timer = _timer_callback(warmup)
     trainer.callbacks.append(timer)
-    set_threads(threads, experiment.trainer.deterministic)
+    torch.set_num_threads(threads)  # the deterministic flag is the one the Trainer set
     # The progress bar writes to stdout as under `dvc repro` (a pipe); here to a file, off the table.
     with open(Path(env["tmp"]) / "fit.log", "a") as log, contextlib.redirect_stdout(log):
         trainer.fit(model, datamodule=datamodule)

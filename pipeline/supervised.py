@@ -95,6 +95,14 @@ class SupervisedModule(L.LightningModule):
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
 
+    def __setattr__(self, name, value) -> None:
+        # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never
+        # a parameter, buffer or submodule, so nn.Module's checks of those are skipped for it.
+        if name == "_current_fx_name":
+            object.__setattr__(self, name, value)
+        else:
+            super().__setattr__(name, value)
+
     def loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return task_loss(self.data_spec.task, scores, y)
 
@@ -109,10 +117,17 @@ class SupervisedModule(L.LightningModule):
         x, y = batch
         return self.loss(self(x), y) + self.penalty()
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # On the CPU the batch is already where it belongs; Lightning's generic walk over the batch
+        # costs a measurable share of a small model's step.
+        if device.type == "cpu":
+            return batch
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # A running sum, logged once an epoch: per-step self.log costs more than a tiny model's step.
         # Here, not in training_step, which L-BFGS calls once per function evaluation.
-        self._train_loss_sum = self._train_loss_sum + outputs["loss"].detach()
+        self._train_loss_sum.add_(outputs["loss"].detach())
         self._train_batches += 1
 
     def validation_step(self, batch, batch_idx):
@@ -124,12 +139,15 @@ class SupervisedModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_batches = 0
+        self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
 
     def on_validation_epoch_end(self) -> None:
         metrics = {"val/loss": self.val_loss.compute(), f"val/{self.data_spec.primary_metric}": self.val_metric.compute()}
         if self._train_batches:
             metrics["train/loss"] = self._train_loss_sum / self._train_batches
         self.log_dict(metrics, prog_bar=True)
+        if self._train_batches:
+            self.log("train/lr", float(self._epoch_lr))
         self.val_loss.reset()
         self.val_metric.reset()
 

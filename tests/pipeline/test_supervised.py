@@ -235,7 +235,8 @@ def test_trainer_fit_logs_validation_metrics_of_the_whole_split_and_applies_the_
     )
 
     metrics = trainer.callback_metrics
-    assert set(metrics) == {"train/loss", "val/loss", f"val/{spec.primary_metric}"}
+    assert set(metrics) == {"train/loss", "train/lr", "val/loss", f"val/{spec.primary_metric}"}
+    assert metrics["train/lr"].item() == pytest.approx(0.05 * 0.5)  # the rate the last epoch trained at
     with torch.no_grad():
         scores = model(x_val)
     assert metrics["val/loss"].item() == pytest.approx(task_loss(task, scores, y_val).item(), rel=1e-5)

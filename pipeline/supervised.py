@@ -117,13 +117,6 @@ class SupervisedModule(L.LightningModule):
         x, y = batch
         return self.loss(self(x), y) + self.penalty()
 
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        # On the CPU the batch is already where it belongs; Lightning's generic walk over the batch
-        # costs a measurable share of a small model's step.
-        if device.type == "cpu":
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # A running sum, logged once an epoch: per-step self.log costs more than a tiny model's step.
         # Here, not in training_step, which L-BFGS calls once per function evaluation.

@@ -186,6 +186,14 @@ def test_val_and_test_loaders_yield_the_whole_split_in_order(prepared_toy):
         assert torch.equal(x, x_split) and torch.equal(y, y_split)
 
 
+def test_batches_stay_as_they_are_on_the_cpu_and_move_to_another_device():
+    datamodule = make_datamodule("digits", 8, seed=0)
+    batch = (torch.zeros(4, 3), torch.ones(4))
+    assert datamodule.transfer_batch_to_device(batch, torch.device("cpu"), 0) is batch
+    x, y = datamodule.transfer_batch_to_device(batch, torch.device("meta"), 0)  # the generic path
+    assert x.device.type == y.device.type == "meta" and x.shape == (4, 3)
+
+
 def test_load_split_names_a_missing_or_unreadable_file(prepared_toy):
     with pytest.raises(ConfigError, match=r"^prepared/nothing/train\.pt: prepared dataset missing"):
         data.load_split("nothing", "train")

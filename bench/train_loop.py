@@ -16,6 +16,9 @@ BatchSampler over a RandomSampler, whole batches indexed at once).
   plain loop trains an epoch, runs a validation forward on the val split (loss and accuracy) and
   steps the scheduler. The first epoch of each fit is not counted.
 
+A third path, a bare Lightning Trainer (no logger, callbacks, progress bar or checkpointing) over
+the same module and DataModule, measures Lightning's own per-step floor on the machine.
+
 Our path is `pipeline.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
 bar, checkpoint, learning-curve and LR-monitor callbacks, deterministic flag, MLflow logger) with
 `pipeline.data.make_datamodule`, logging to a throwaway SQLite MLflow store in a temporary folder.
@@ -132,6 +135,20 @@ def make_trainer(experiment, checkpoint_dir: Path, uri: str, run_id: str):
     return build_trainer(experiment, checkpoint_dir, uri, run_id, LearningCurve())
 
 
+def make_bare_trainer(experiment, checkpoint_dir: Path, uri: str, run_id: str):
+    """Lightning's floor: a Trainer with no logger, callbacks, progress bar or checkpointing, same
+    module, DataModule, precision and deterministic flag."""
+    import lightning as L
+
+    t = experiment.trainer
+    return L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, precision=t.precision, max_epochs=experiment.max_epochs,
+        deterministic=t.deterministic, logger=False, callbacks=[], enable_progress_bar=False,
+        enable_checkpointing=False, enable_model_summary=False, num_sanity_val_steps=0,
+        default_root_dir=checkpoint_dir,
+    )
+
+
 def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, threads: int, trainer_factory=None):
     """One fit of our path; returns the timer callback."""
     model = build_model(experiment)
@@ -229,7 +246,7 @@ def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int,
 
 def measure(experiment, args, env, trainer_factory=None) -> dict:
     """Alternating repeats of both paths. Each entry a list of (wall, CPU) seconds."""
-    runs = {"ours_step": [], "plain_step": [], "ours_epoch": [], "plain_epoch": []}
+    runs = {"ours_step": [], "plain_step": [], "bare_step": [], "ours_epoch": [], "plain_epoch": []}
     common = dict(warmup=args.warmup, threads=args.threads)
 
     def ours(times, epochs):
@@ -241,6 +258,10 @@ def measure(experiment, args, env, trainer_factory=None) -> dict:
     for r in range(args.repeats):
         pair = [
             lambda: runs["ours_step"].append(ours(args.replicate, 1).step_seconds()),
+            lambda: runs["bare_step"].append(
+                fit_ours(experiment, times=args.replicate, epochs=1, env=env, trainer_factory=make_bare_trainer,
+                         **common).step_seconds()
+            ),
             lambda: runs["plain_step"].append(
                 fit_plain(experiment, times=args.replicate, epochs=1, validate=False, **common)[0]
             ),
@@ -271,8 +292,11 @@ def summary(runs: dict) -> dict:
         out[f"{kind}_ratio"] = (ours[0] / plain[0], ours[1] / plain[1])
     # Each per-step run of ours beside the plain run next to it: drift of the machine's speed over the
     # measurement (frequent on shared machines) cancels out of these ratios.
-    pairs = list(zip(runs["ours_step"], runs["plain_step"]))
-    out["step_paired_ratio"] = tuple(statistics.median(o[i] / p[i] for o, p in pairs) for i in (0, 1))
+    for path in ("ours", "bare"):
+        pairs = list(zip(runs[f"{path}_step"], runs["plain_step"]))
+        out[f"{path}_paired_ratio"] = tuple(statistics.median(o[i] / p[i] for o, p in pairs) for i in (0, 1))
+    bare, plain = out["bare_step"], out["plain_step"]
+    out["bare_ratio"] = (bare[0] / plain[0], bare[1] / plain[1])
     return out
 
 
@@ -317,7 +341,7 @@ def table(experiment, args, runs: dict, env: dict) -> str:
         f"paths; deterministic {experiment.trainer.deterministic} in both.",
         "",
         f"- Per training step: training split {train_size} x {args.replicate} = {steps_rep} steps in one epoch, the "
-        f"first {args.warmup} untimed; median of {args.repeats} alternating runs of each path.",
+        f"first {args.warmup} untimed; median of {args.repeats} rounds, each running the three paths in alternating order.",
         f"- Per epoch with validation: the real split ({steps_real} steps, then validation on {env['val_size']} "
         f"samples); epochs 2-{args.epochs} of {args.epoch_repeats} alternating fits of each path, median.",
         "- wall = perf_counter; CPU = this process's CPU time (process_time), which other load on the machine "
@@ -329,10 +353,16 @@ def table(experiment, args, runs: dict, env: dict) -> str:
         f"{spread('ours_step')} | {ms('ours_step', 1)} | {ms('ours_epoch', 0)} | {ms('ours_epoch', 1)} |",
         f"| plain PyTorch loop | {ms('plain_step', 0)} | {spread('plain_step')} | {ms('plain_step', 1)} | "
         f"{ms('plain_epoch', 0)} | {ms('plain_epoch', 1)} |",
+        f"| bare Lightning Trainer (no logger, callbacks, bar or checkpoint) + DataModule | {ms('bare_step', 0)} | "
+        f"{spread('bare_step')} | {ms('bare_step', 1)} | | |",
         f"| **ratio ours / plain** (target per step <= 1.15) | **{ratio('step', 0)}** | | **{ratio('step', 1)}** | "
         f"{ratio('epoch', 0)} | {ratio('epoch', 1)} |",
-        f"| median of the per-run ratios (each run of ours / the plain run beside it) | "
-        f"{result['step_paired_ratio'][0]:.3f} | | {result['step_paired_ratio'][1]:.3f} | | |",
+        f"| ratio bare Trainer / plain (Lightning's floor) | {result['bare_ratio'][0]:.3f} | | "
+        f"{result['bare_ratio'][1]:.3f} | | |",
+        f"| median of per-run ratios ours / plain (each run beside the plain run of its round) | "
+        f"{result['ours_paired_ratio'][0]:.3f} | | {result['ours_paired_ratio'][1]:.3f} | | |",
+        f"| median of per-run ratios bare / plain | {result['bare_paired_ratio'][0]:.3f} | | "
+        f"{result['bare_paired_ratio'][1]:.3f} | | |",
         "",
     ]
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 import re
@@ -27,6 +28,7 @@ OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
 SchedulerName = Literal["none", "step", "cosine", "onecycle"]
 Precision = Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true"]
 Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
+Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
 
 # Keys a family's constructor receives from the pipeline rather than from params.yaml.
 INJECTED = ("data", "optimizer", "scheduler")
@@ -96,16 +98,60 @@ class TrainerConfig:
     """Lightning Trainer settings."""
 
     accelerator: Accelerator
-    devices: int
+    devices: int  # per node; the batch size is per device
+    num_nodes: int
+    strategy: Strategy
     precision: Precision
     gradient_clip_val: float
     accumulate_grad_batches: int
+    sync_batchnorm: bool
+    compile: bool
     deterministic: bool
 
     def check(self, path: str) -> None:
         _positive(self.devices, f"{path}.devices")
+        _positive(self.num_nodes, f"{path}.num_nodes")
         _non_negative(self.gradient_clip_val, f"{path}.gradient_clip_val")
         _positive(self.accumulate_grad_batches, f"{path}.accumulate_grad_batches")
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.num_nodes
+
+    def check_machine(self, path: str, environ: dict | None = None) -> None:
+        """What this machine and launch can run: checked by the train stage before anything starts
+        (not by `prepare`, which may validate a GPU experiment on a CPU machine)."""
+        import os
+        import shutil
+
+        import torch
+
+        environ = os.environ if environ is None else environ
+        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        on_gpu = self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and gpus > 0)
+        if self.accelerator in ("gpu", "cuda") and gpus == 0:
+            raise ConfigError(f"{path}.accelerator: {self.accelerator}, but this machine has no CUDA GPU; allowed here: cpu, auto")
+        if self.accelerator == "mps" and not torch.backends.mps.is_available():
+            raise ConfigError(f"{path}.accelerator: mps, but MPS is not available here; allowed here: cpu, auto")
+        if on_gpu and self.devices > gpus:
+            raise ConfigError(f"{path}.devices: {self.devices} per node, but this machine has {gpus} GPU(s)")
+        cores = os.cpu_count() or 1
+        if not on_gpu and self.accelerator != "mps" and self.devices > cores:
+            raise ConfigError(f"{path}.devices: {self.devices} CPU processes per node, but this machine has {cores} core(s)")
+        if not on_gpu and self.precision == "16-mixed":
+            raise ConfigError(f"{path}.precision: 16-mixed needs a CUDA GPU; on cpu: 32-true, bf16-mixed, bf16-true, 64-true")
+        if not on_gpu and self.strategy == "fsdp":
+            raise ConfigError(f"{path}.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn")
+        if self.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
+            raise ConfigError(f"{path}.strategy: deepspeed is not installed (pip install deepspeed); allowed: auto, ddp, ddp_spawn, fsdp")
+        launched = any(key in environ for key in ("SLURM_NTASKS", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"))
+        if self.num_nodes > 1 and not launched:
+            raise ConfigError(
+                f"{path}.num_nodes: {self.num_nodes} nodes need a launcher that starts the processes of every node "
+                "(srun or torchrun; see the README's 'Run on a cluster'); 1 without one"
+            )
+        if self.compile and not on_gpu and shutil.which("g++") is None and shutil.which("c++") is None:
+            raise ConfigError(f"{path}.compile: true needs a C++ compiler (g++) for torch.compile on cpu; false without one")
 
 
 @dataclass(frozen=True)

@@ -138,9 +138,10 @@ class SupervisedModule(L.LightningModule):
         metrics = {"val/loss": self.val_loss.compute(), f"val/{self.data_spec.primary_metric}": self.val_metric.compute()}
         if self._train_batches:
             metrics["train/loss"] = self._train_loss_sum / self._train_batches
-        self.log_dict(metrics, prog_bar=True)
+        # Under DDP the torchmetrics values are already reduced over processes; train/loss is averaged.
+        self.log_dict(metrics, prog_bar=True, sync_dist=True)
         if self._train_batches:
-            self.log("train/lr", float(self._epoch_lr))
+            self.log("train/lr", float(self._epoch_lr), sync_dist=True)
         self.val_loss.reset()
         self.val_metric.reset()
 

@@ -24,10 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config, experiment = load_experiment(args.experiment)
+    experiment.trainer.check_machine(f"experiments.{experiment.name}.trainer")
     for split in data.SPLITS:  # fail on missing or corrupt data before any run is created
         data.load_split(experiment.dataset, split)
 
     import lightning as L
+    import torch
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from pipeline import tracking
     from pipeline.params import family_class
@@ -42,24 +45,33 @@ def main(argv: list[str] | None = None) -> int:
         **experiment.model,
     )
     datamodule = data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    fitted = torch.compile(model) if experiment.trainer.compile else model
 
+    # Under DDP every process runs this script; global rank 0 (known from the launcher's environment
+    # before the process group exists) alone stages files and owns the MLflow run.
+    leader = rank_zero_only.rank == 0
     out_dir = ROOT / "models" / experiment.name
     staging = ROOT / "models" / f".{experiment.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-
     uri = tracking.tracking_uri()
-    run_id = tracking.start_run(config.tracking_experiment, experiment, model_cls.CHAPTER)
-    mlflow_client = tracking.client()
+    run_id = None
+    if leader:
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        run_id = tracking.start_run(config.tracking_experiment, experiment, model_cls.CHAPTER)
+        mlflow_client = tracking.client()
     curve = LearningCurve()
     trainer = build_trainer(experiment, staging, uri, run_id, curve)
     start = time.perf_counter()
     try:
-        trainer.fit(model, datamodule=datamodule)
+        trainer.fit(fitted, datamodule=datamodule)
     except BaseException:
-        mlflow_client.set_terminated(run_id, "FAILED")
+        if leader:
+            mlflow_client.set_terminated(run_id, "FAILED")
         raise
     seconds = time.perf_counter() - start
+    if not trainer.is_global_zero:
+        return 0
+    mlflow_client.set_tag(run_id, "world_size", str(trainer.world_size))
 
     summary = {
         "experiment": experiment.name,
@@ -68,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint": experiment.checkpoint,
         "checkpoint_epoch": _checkpoint_epoch(curve.rows, experiment),
         "epochs_trained": trainer.current_epoch,
+        "world_size": trainer.world_size,
         "train_seconds": round(seconds, 3),
         "parameters": model.num_parameters(),
     }

@@ -65,8 +65,10 @@ class LearningCurve(Callback):
 
 
 def build_trainer(
-    experiment: ExperimentConfig, checkpoint_dir: Path, tracking_uri: str, run_id: str, curve: LearningCurve
+    experiment: ExperimentConfig, checkpoint_dir: Path, tracking_uri: str, run_id: str | None, curve: LearningCurve
 ) -> L.Trainer:
+    """The Trainer of one experiment. `run_id` is None on processes other than global rank 0, whose
+    logger then logs nothing (Lightning's loggers log from rank 0 only)."""
     stopping = experiment.early_stopping
     best = experiment.checkpoint == "best"
     checkpoint = ModelCheckpoint(  # monitor=None keeps the last epoch
@@ -85,6 +87,9 @@ def build_trainer(
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.strategy,
+        sync_batchnorm=t.sync_batchnorm,
         precision=t.precision,
         max_epochs=experiment.max_epochs,
         gradient_clip_val=t.gradient_clip_val or None,

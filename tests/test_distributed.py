@@ -1,0 +1,38 @@
+"""DDP on CPU (gloo) with 2 processes through the train stage: one MLflow run, one checkpoint, rank 0 writes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from tests.conftest import python
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_makes_one_run_and_one_checkpoint(project):
+    params_file = project / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["experiments"]["mlp_digits"]["trainer"] = {"devices": 2, "strategy": "ddp"}
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    python("-m", "pipeline.prepare", cwd=project)
+
+    python("-m", "pipeline.train", "mlp_digits", cwd=project)
+
+    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    assert summary["world_size"] == 2
+    assert sorted(p.name for p in (project / "models").iterdir()) == ["mlp_digits"]  # no staging left behind
+    assert sorted(p.name for p in (project / "models" / "mlp_digits").iterdir()) == ["best.ckpt", "config.json", "run.json"]
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert [(r.info.run_name, r.info.status) for r in runs] == [("mlp_digits", "FINISHED")]
+    run = runs[0]
+    assert run.info.run_id == summary["mlflow_run_id"]
+    assert run.data.tags["world_size"] == "2"
+    assert run.data.params["trainer.strategy"] == "ddp" and run.data.params["trainer.devices"] == "2"
+    epochs = raw["experiments"]["mlp_digits"]["max_epochs"]
+    assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == epochs  # logged once an epoch, by rank 0

@@ -1,0 +1,82 @@
+"""What this machine can run: checked by the train stage before anything starts, one line naming the key."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from pipeline.params import ConfigError, load_experiment
+
+PATH = "experiments.mlp_digits.trainer"
+
+
+def trainer(**changes):
+    _, experiment = load_experiment("mlp_digits")
+    return dataclasses.replace(experiment.trainer, **changes)
+
+
+@pytest.fixture
+def no_gpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+
+
+@pytest.fixture
+def two_gpus(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"accelerator": "gpu"}, r"^experiments\.mlp_digits\.trainer\.accelerator: gpu, but this machine has no CUDA GPU; allowed here: cpu, auto$"),
+        ({"precision": "16-mixed"}, r"^experiments\.mlp_digits\.trainer\.precision: 16-mixed needs a CUDA GPU; on cpu: 32-true, bf16-mixed, bf16-true, 64-true$"),
+        ({"strategy": "fsdp", "devices": 2}, r"^experiments\.mlp_digits\.trainer\.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn$"),
+        ({"devices": 10_000}, r"^experiments\.mlp_digits\.trainer\.devices: 10000 CPU processes per node, but this machine has \d+ core\(s\)$"),
+        ({"num_nodes": 2}, r"^experiments\.mlp_digits\.trainer\.num_nodes: 2 nodes need a launcher that starts the processes of every node \(srun or torchrun"),
+    ],
+)
+def test_what_this_cpu_machine_cannot_run_is_named(no_gpu, changes, message):
+    with pytest.raises(ConfigError, match=message):
+        trainer(**changes).check_machine(PATH, environ={})
+
+
+def test_more_gpus_than_the_machine_has_is_named(two_gpus):
+    with pytest.raises(ConfigError, match=r"^experiments\.mlp_digits\.trainer\.devices: 4 per node, but this machine has 2 GPU\(s\)$"):
+        trainer(accelerator="gpu", devices=4).check_machine(PATH, environ={})
+    trainer(accelerator="gpu", devices=2, precision="16-mixed", strategy="fsdp").check_machine(PATH, environ={})
+
+
+def test_deepspeed_must_be_installed(no_gpu, monkeypatch):
+    import importlib.util
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "deepspeed" else object())
+    with pytest.raises(ConfigError, match=r"^experiments\.mlp_digits\.trainer\.strategy: deepspeed is not installed"):
+        trainer(strategy="deepspeed").check_machine(PATH, environ={})
+
+
+def test_what_the_cpu_can_run_passes(no_gpu):
+    trainer().check_machine(PATH, environ={})
+    trainer(devices=2, strategy="ddp", precision="bf16-mixed", sync_batchnorm=True).check_machine(PATH, environ={})
+    trainer(num_nodes=2, strategy="ddp").check_machine(PATH, environ={"SLURM_NTASKS": "2"})  # started by srun
+    trainer(num_nodes=2, strategy="ddp").check_machine(PATH, environ={"WORLD_SIZE": "2"})  # started by torchrun
+
+
+def test_the_train_stage_stops_before_any_run_on_an_impossible_combination(project):
+    import yaml
+
+    from tests.conftest import python
+
+    params_file = project / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["experiments"]["mlp_digits"]["trainer"] = {"precision": "16-mixed"}
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: 16-mixed is possible here")
+    result = python("-m", "pipeline.train", "mlp_digits", cwd=project, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("error: experiments.mlp_digits.trainer.precision: 16-mixed needs a CUDA GPU")
+    assert not (project / "mlflow.db").exists() and not (project / "models").exists()

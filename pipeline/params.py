@@ -118,7 +118,7 @@ class TrainerConfig:
     def world_size(self) -> int:
         return self.devices * self.num_nodes
 
-    def check_machine(self, path: str, environ: dict | None = None) -> None:
+    def check_machine(self, path: str, environ: dict | None = None, launcher: str = "none") -> None:
         """What this machine and launch can run: checked by the train stage before anything starts
         (not by `prepare`, which may validate a GPU experiment on a CPU machine)."""
         import os
@@ -144,7 +144,7 @@ class TrainerConfig:
             raise ConfigError(f"{path}.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn")
         if self.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
             raise ConfigError(f"{path}.strategy: deepspeed is not installed (pip install deepspeed); allowed: auto, ddp, ddp_spawn, fsdp")
-        launched = any(key in environ for key in ("SLURM_NTASKS", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"))
+        launched = launcher != "none" or any(key in environ for key in ("SLURM_NTASKS", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"))
         if self.num_nodes > 1 and not launched:
             raise ConfigError(
                 f"{path}.num_nodes: {self.num_nodes} nodes need a launcher that starts the processes of every node "
@@ -152,6 +152,17 @@ class TrainerConfig:
             )
         if self.compile and not on_gpu and shutil.which("g++") is None and shutil.which("c++") is None:
             raise ConfigError(f"{path}.compile: true needs a C++ compiler (g++) for torch.compile on cpu; false without one")
+
+
+@dataclass(frozen=True)
+class LauncherConfig:
+    """What starts the train stage's processes: nothing (Lightning itself), torchrun, or srun."""
+
+    name: Literal["none", "torchrun", "srun"]
+    args: list[str]  # extra arguments for the launcher, before the training command
+
+    def check(self, path: str) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -166,13 +177,14 @@ class ExperimentConfig:
     scheduler: SchedulerConfig
     early_stopping: EarlyStoppingConfig
     trainer: TrainerConfig
+    launcher: LauncherConfig
     checkpoint: Literal["best", "last"]
     model: dict[str, Any] = field(default_factory=dict)
 
     def check(self, path: str) -> None:
         _positive(self.batch_size, f"{path}.batch_size")
         _positive(self.max_epochs, f"{path}.max_epochs")
-        for name in ("optimizer", "scheduler", "early_stopping", "trainer"):
+        for name in ("optimizer", "scheduler", "early_stopping", "trainer", "launcher"):
             getattr(self, name).check(f"{path}.{name}")
 
     def flat(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 
-from pipeline import cli, data
+from pipeline import cli, data, launch
 from pipeline.params import ROOT, load_experiment
 
 
@@ -24,9 +24,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config, experiment = load_experiment(args.experiment)
-    experiment.trainer.check_machine(f"experiments.{experiment.name}.trainer")
+    path = f"experiments.{experiment.name}"
+    launch.check(experiment, f"{path}.launcher")
+    experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
     for split in data.SPLITS:  # fail on missing or corrupt data before any run is created
         data.load_split(experiment.dataset, split)
+    if launch.command(experiment) is not None:
+        from pipeline import tracking
+
+        # The launched processes open the store at once: create it (schema, experiment) first, here.
+        tracking.experiment_id(tracking.client(), config.tracking_experiment)
+        launch.launch(experiment)  # under torchrun or srun, as params say (this process is replaced)
 
     import lightning as L
     import torch

@@ -1,4 +1,5 @@
-"""DDP on CPU (gloo) with 2 processes through the train stage: one MLflow run, one checkpoint, rank 0 writes."""
+"""DDP on CPU (gloo) with 2 processes and bf16-mixed precision through the train stage: one MLflow
+run, one checkpoint, rank 0 writes."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from tests.conftest import python
 
 
 @pytest.mark.slow
-def test_two_process_ddp_training_makes_one_run_and_one_checkpoint(project):
+def test_two_process_ddp_bf16_training_makes_one_run_and_one_checkpoint(project):
     params_file = project / "params.yaml"
     raw = yaml.safe_load(params_file.read_text())
-    raw["experiments"]["mlp_digits"]["trainer"] = {"devices": 2, "strategy": "ddp"}
+    raw["experiments"]["mlp_digits"]["trainer"] = {"devices": 2, "strategy": "ddp", "precision": "bf16-mixed"}
     params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
     python("-m", "pipeline.prepare", cwd=project)
 
@@ -34,5 +35,6 @@ def test_two_process_ddp_training_makes_one_run_and_one_checkpoint(project):
     assert run.info.run_id == summary["mlflow_run_id"]
     assert run.data.tags["world_size"] == "2"
     assert run.data.params["trainer.strategy"] == "ddp" and run.data.params["trainer.devices"] == "2"
+    assert run.data.params["trainer.precision"] == "bf16-mixed"
     epochs = raw["experiments"]["mlp_digits"]["max_epochs"]
     assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == epochs  # logged once an epoch, by rank 0

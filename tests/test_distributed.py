@@ -8,7 +8,7 @@ import json
 import pytest
 import yaml
 
-from tests.conftest import python
+from conftest import python
 
 
 @pytest.mark.slow

@@ -82,7 +82,7 @@ def test_torchrun_from_params_trains_with_two_processes_and_one_run(project):
     import yaml
     from mlflow import MlflowClient
 
-    from tests.conftest import python
+    from conftest import python
 
     params_file = project / "params.yaml"
     raw = yaml.safe_load(params_file.read_text())

@@ -68,7 +68,7 @@ def test_what_the_cpu_can_run_passes(no_gpu):
 def test_the_train_stage_stops_before_any_run_on_an_impossible_combination(project):
     import yaml
 
-    from tests.conftest import python
+    from conftest import python
 
     params_file = project / "params.yaml"
     raw = yaml.safe_load(params_file.read_text())

@@ -14,7 +14,7 @@ import shutil
 import sys
 import time
 
-from pipeline import cli, data, launch
+from pipeline import cli, data, launch, tracking
 from pipeline.params import ROOT, load_experiment
 
 
@@ -30,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     for split in data.SPLITS:  # fail on missing or corrupt data before any run is created
         data.load_split(experiment.dataset, split)
     if launch.command(experiment) is not None:
-        from pipeline import tracking
-
         # The launched processes open the store at once: create it (schema, experiment) first, here.
         tracking.experiment_id(tracking.client(), config.tracking_experiment)
         launch.launch(experiment)  # under torchrun or srun, as params say (this process is replaced)
@@ -40,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from pipeline import tracking
     from pipeline.params import family_class
     from pipeline.trainer import LearningCurve, build_trainer
 

@@ -161,9 +161,6 @@ class LauncherConfig:
     name: Literal["none", "torchrun", "srun"]
     args: list[str]  # extra arguments for the launcher, before the training command
 
-    def check(self, path: str) -> None:
-        pass
-
 
 @dataclass(frozen=True)
 class ExperimentConfig:
@@ -184,7 +181,7 @@ class ExperimentConfig:
     def check(self, path: str) -> None:
         _positive(self.batch_size, f"{path}.batch_size")
         _positive(self.max_epochs, f"{path}.max_epochs")
-        for name in ("optimizer", "scheduler", "early_stopping", "trainer", "launcher"):
+        for name in ("optimizer", "scheduler", "early_stopping", "trainer"):
             getattr(self, name).check(f"{path}.{name}")
 
     def flat(self) -> dict[str, Any]:

@@ -75,6 +75,25 @@ def git_init(path: Path) -> None:
         run(["git", *args], cwd=path)
 
 
+def fit_batch(model, x, y, steps: int) -> None:
+    """Plain optimization of one batch with the module's own optimizer config (overfitting tests)."""
+    from pipeline.supervised import build_optimizer
+
+    optimizer = build_optimizer(model.parameters(), model.optimizer_config)
+    for step in range(steps):
+        optimizer.zero_grad()
+        model.training_step((x, y), step).backward()
+        optimizer.step()
+
+
+def quiet_trainer(**kwargs):
+    """A CPU Lightning Trainer with no logger, checkpoints, progress bar or summary."""
+    import lightning as L
+
+    return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, **kwargs)
+
+
 @pytest.fixture(autouse=True)
 def one_thread():
     """Tiny tensors gain nothing from intra-op threads, and a busy 2-core runner stalls on them."""

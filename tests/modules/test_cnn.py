@@ -9,7 +9,8 @@ from torch import nn
 from modules.cnn import ConvolutionalNetwork, ResidualBlock, conv_bn, conv_output_size
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import build_optimizer
+
+from conftest import fit_batch
 
 ADAM = OptimizerConfig(name="adam", lr=1e-2, weight_decay=0.0, momentum=0.0, nesterov=False)
 NO_SCHEDULE = SchedulerConfig(name="none", step_size=1, gamma=1.0, warmup_epochs=0)
@@ -143,11 +144,7 @@ def test_network_overfits_a_small_batch(residual):
     x = torch.randn(16, 1, 8, 8)
     y = torch.randint(0, 3, (16,))
     network = make_network(DataSpec("multiclass", (1, 8, 8), 3), channels=[8, 16], residual=residual)
-    optimizer = build_optimizer(network.parameters(), network.optimizer_config)
-    for step in range(150):
-        optimizer.zero_grad()
-        network.training_step((x, y), step).backward()
-        optimizer.step()
+    fit_batch(network, x, y, steps=150)
     with torch.no_grad():
         assert network.loss(network(x), y).item() < 0.05
         assert torch.equal(network.predict(x).argmax(dim=-1), y)

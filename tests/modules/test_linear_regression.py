@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
@@ -18,6 +17,8 @@ from modules.linear_regression import (
 )
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
+
+from conftest import quiet_trainer
 
 NO_SCHEDULE = SchedulerConfig(name="none", step_size=1, gamma=1.0, warmup_epochs=0)
 
@@ -140,14 +141,7 @@ def test_lbfgs_training_through_lightning_reaches_the_closed_form_mse():
 
     model = make_model(p=5, optimizer="lbfgs", lr=1.0)
     loader = DataLoader(TensorDataset(x, y), batch_size=len(x))
-    trainer = L.Trainer(
-        max_epochs=5,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=5)
     trainer.fit(model, train_dataloaders=loader, val_dataloaders=loader)
 
     with torch.no_grad():

@@ -9,7 +9,8 @@ import torch.nn.functional as F
 from modules.logistic_regression import LogisticRegression, binary_cross_entropy, logistic_gradient, sigmoid
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import build_optimizer
+
+from conftest import fit_batch
 
 
 
@@ -86,11 +87,7 @@ def test_module_overfits_a_small_separable_batch():
     x = torch.randn(16, 32)
     y = torch.randint(0, 2, (16,)).float()
     model = make_model(p=32)
-    optimizer = build_optimizer(model.parameters(), model.optimizer_config)
-    for step in range(200):
-        optimizer.zero_grad()
-        model.training_step((x, y), step).backward()
-        optimizer.step()
+    fit_batch(model, x, y, steps=200)
     with torch.no_grad():
         assert torch.equal((model.predict(x) > 0.5).float(), y)
         assert model.loss(model(x), y).item() < 0.05

@@ -11,7 +11,8 @@ from torch import nn
 from modules.mlp import ACTIVATIONS, FeedforwardNetwork, init_std, initialize
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import build_optimizer
+
+from conftest import fit_batch
 
 ADAM = OptimizerConfig(name="adam", lr=1e-2, weight_decay=0.0, momentum=0.0, nesterov=False)
 NO_SCHEDULE = SchedulerConfig(name="none", step_size=1, gamma=1.0, warmup_epochs=0)
@@ -132,12 +133,8 @@ def test_network_overfits_a_small_batch():
     x = torch.randn(32, 1, 4, 4)
     y = torch.randint(0, 3, (32,))
     network = make_network(hidden_sizes=[64, 64], batch_norm=True)
-    optimizer = build_optimizer(network.parameters(), network.optimizer_config)
     network.train()
-    for step in range(300):
-        optimizer.zero_grad()
-        network.training_step((x, y), step).backward()
-        optimizer.step()
+    fit_batch(network, x, y, steps=300)
     network.eval()
     with torch.no_grad():
         assert network.loss(network(x), y).item() < 0.05

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from modules.softmax_regression import SoftmaxRegression, categorical_cross_entropy, softmax, softmax_gradient
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import build_optimizer
+
+from conftest import fit_batch
 
 
 
@@ -89,11 +90,7 @@ def test_module_overfits_a_small_batch():
     x = torch.randn(24, 40)
     y = torch.randint(0, 4, (24,))
     model = make_model((40,), num_classes=4)
-    optimizer = build_optimizer(model.parameters(), model.optimizer_config)
-    for step in range(200):
-        optimizer.zero_grad()
-        model.training_step((x, y), step).backward()
-        optimizer.step()
+    fit_batch(model, x, y, steps=200)
     with torch.no_grad():
         assert torch.equal(model.predict(x).argmax(dim=-1), y)
 

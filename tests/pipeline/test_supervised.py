@@ -15,6 +15,8 @@ from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.supervised import SupervisedModule, build_optimizer, build_scheduler, task_loss, task_prediction
 
+from conftest import quiet_trainer
+
 
 
 def optimizer_config(name: str, lr: float = 0.1, weight_decay: float = 0.0, momentum: float = 0.0, nesterov: bool = False):
@@ -220,14 +222,7 @@ def test_trainer_fit_logs_validation_metrics_of_the_whole_split_and_applies_the_
     model = Affine(
         data=spec, optimizer=optimizer_config("adam", lr=0.05), scheduler=scheduler_config("step", gamma=0.5)
     )
-    trainer = L.Trainer(
-        max_epochs=2,
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-    )
+    trainer = quiet_trainer(max_epochs=2)
     trainer.fit(
         model,
         train_dataloaders=DataLoader(TensorDataset(x_train, y_train), batch_size=16, shuffle=True),
@@ -270,8 +265,7 @@ def test_train_loss_is_one_value_per_batch_even_when_lbfgs_evaluates_many_times(
     original = model.training_step
     model.training_step = lambda *args: calls.append(1) or original(*args)
     recorder = LossAfterStep()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, callbacks=[recorder])
+    trainer = quiet_trainer(max_epochs=1, callbacks=[recorder])
     trainer.fit(model, train_dataloaders=DataLoader(TensorDataset(x, y), batch_size=16),
                 val_dataloaders=DataLoader(TensorDataset(x, y), batch_size=48))
     assert len(calls) > 3 * len(recorder.losses)  # L-BFGS evaluated the loss many times per batch

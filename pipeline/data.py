@@ -181,13 +181,78 @@ class BatchIndexDataset:
         return self.x[indices], self.y[indices]
 
 
+class EpochBatches:
+    """The shuffled training batches of each epoch, one process's share, resumable mid-epoch.
+
+    Epoch e's order is what a RandomSampler with a generator seeded with `seed` gives in its e-th
+    epoch (it draws two permutations an epoch and uses the first), so it depends on (seed, epoch)
+    alone and a resumed
+    training sees the order an uninterrupted one saw. Under DDP each of `world` processes takes
+    every world-th sample of the permutation (padded by wrapping round to equal shares, as
+    DistributedSampler does), then cuts its share into batches of `batch_size` (per device).
+    `skip(epoch, batches)` makes that epoch start after its first `batches` batches: the
+    position a mid-epoch checkpoint recorded.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
+        import torch
+
+        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
+        self.epoch = 0
+        self._generator = torch.Generator().manual_seed(seed)
+        self._drawn = 0  # permutations drawn from the generator so far
+        self._skip: tuple[int, int] | None = None
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before each epoch
+        self.epoch = epoch
+
+    def skip(self, epoch: int, batches: int) -> None:
+        self._skip = (epoch, batches)
+
+    def __len__(self) -> int:
+        share = -(-self.n // self.world)
+        return -(-share // self.batch_size)
+
+    def _permutation(self, epoch: int):
+        import torch
+
+        if self._drawn > epoch:  # an earlier epoch again (a restart): replay the generator from the seed
+            self._generator.manual_seed(self.seed)
+            self._drawn = 0
+        while True:
+            permutation = torch.randperm(self.n, generator=self._generator)
+            torch.randperm(self.n, generator=self._generator)  # RandomSampler's empty remainder draw
+            self._drawn += 1
+            if self._drawn > epoch:
+                return permutation
+
+    def __iter__(self):
+        permutation = self._permutation(self.epoch)
+        if self.world > 1:
+            padded = -(-self.n // self.world) * self.world
+            permutation = permutation.repeat(-(-padded // self.n))[:padded][self.rank :: self.world]
+        batches = permutation.split(self.batch_size)
+        start = 0
+        if self._skip is not None and self._skip[0] == self.epoch:
+            start = self._skip[1]
+        self._skip = None
+        for batch in batches[start:]:
+            yield batch
+
+
 def make_datamodule(dataset: str, batch_size: int, seed: int):
     import lightning as L
     import torch
-    from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
+    from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
     class InMemoryDataModule(L.LightningDataModule):
-        """Train in shuffled batches (seeded); validate and test on each whole split in one batch."""
+        """Train in shuffled batches (seeded by epoch, each process its share under DDP); validate and
+        test on each whole split in one batch. Its state in a checkpoint is the position in the epoch,
+        so a training resumed from a mid-epoch checkpoint goes on with the very next batch."""
+
+        def __init__(self):
+            super().__init__()
+            self._resume_at: tuple[int, int] | None = None
 
         def setup(self, stage: str) -> None:
             self.splits = {name: BatchIndexDataset(*load_split(dataset, name)) for name in SPLITS}
@@ -195,11 +260,26 @@ def make_datamodule(dataset: str, batch_size: int, seed: int):
         def _loader(self, name: str, shuffle: bool) -> DataLoader:
             data = self.splits[name]
             if shuffle:
-                generator = torch.Generator().manual_seed(seed)
-                sampler = BatchSampler(RandomSampler(data, generator=generator), batch_size, drop_last=False)
+                trainer = self.trainer
+                rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+                sampler = EpochBatches(len(data), batch_size, seed, rank, world)
+                if self._resume_at is not None:
+                    sampler.skip(*self._resume_at)
+                    self._resume_at = None
             else:
                 sampler = BatchSampler(SequentialSampler(data), len(data), drop_last=False)
             return DataLoader(data, sampler=sampler, batch_size=None)
+
+        def state_dict(self) -> dict:
+            trainer = self.trainer
+            if trainer is None or not trainer.training:
+                return {}
+            progress = trainer.fit_loop.epoch_loop.batch_progress.current
+            return {"epoch": trainer.current_epoch, "batches_done": progress.completed}
+
+        def load_state_dict(self, state: dict) -> None:
+            if state:
+                self._resume_at = (state["epoch"], state["batches_done"])
 
         def transfer_batch_to_device(self, batch, device, dataloader_idx):
             # In-memory CPU tensors are already where a CPU run needs them; Lightning's generic walk

@@ -94,6 +94,7 @@ class SupervisedModule(L.LightningModule):
             self.val_metric = Accuracy(task="multiclass", num_classes=data.num_classes)
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
+        self._resumed_epoch_loss: dict | None = None
 
     def __setattr__(self, name, value) -> None:
         # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never
@@ -132,6 +133,10 @@ class SupervisedModule(L.LightningModule):
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_batches = 0
+        resumed, self._resumed_epoch_loss = self._resumed_epoch_loss, None
+        if resumed is not None and resumed["epoch"] == self.current_epoch:  # resumed in the middle of this epoch
+            self._train_loss_sum += resumed["sum"].to(self.device)
+            self._train_batches = resumed["batches"]
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
 
     def on_validation_epoch_end(self) -> None:
@@ -144,6 +149,15 @@ class SupervisedModule(L.LightningModule):
             self.log("train/lr", float(self._epoch_lr), sync_dist=True)
         self.val_loss.reset()
         self.val_metric.reset()
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # The epoch's running training loss, for a checkpoint saved in the middle of an epoch.
+        checkpoint["epoch_train_loss"] = {
+            "epoch": self.current_epoch, "sum": self._train_loss_sum.detach().cpu(), "batches": self._train_batches
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._resumed_epoch_loss = checkpoint.get("epoch_train_loss")
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.parameters(), self.optimizer_config)

@@ -4,12 +4,15 @@
 
 Writes models/EXPERIMENT/{best.ckpt, run.json, config.json} and plots/{learning_curves,validation}/EXPERIMENT.csv. All
 of it is written to a staging folder first and moved into place only when training succeeded.
+Training checkpoints go to checkpoints/EXPERIMENT/ (pipeline.resume): a training that was killed or
+requeued by SLURM resumes from there, into the same MLflow run, when the stage runs again.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import sys
 import time
@@ -29,20 +32,28 @@ def main(argv: list[str] | None = None) -> int:
     experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
     for split in data.SPLITS:  # fail on missing or corrupt data before any run is created
         data.load_split(experiment.dataset, split)
-    if launch.command(experiment) is not None:
-        # The launched processes open the store at once: create it (schema, experiment) first, here.
-        tracking.experiment_id(tracking.client(), config.tracking_experiment)
-        launch.launch(experiment)  # under torchrun or srun, as params say (this process is replaced)
+
+    from pipeline import resume
+    from pipeline.params import family_class
+
+    model_cls = family_class(experiment.family)
+    decision = resume.Resume.inherited()  # set in processes a launcher or Lightning's DDP started
+    if decision is None:  # the process DVC started: resume or start the run, once, before any launch
+        decision, note = resume.begin(
+            experiment, lambda: tracking.start_run(config.tracking_experiment, experiment, model_cls.CHAPTER)
+        )
+        if note:
+            print(note, flush=True)
+        decision.export()
+    launch.launch(experiment)  # under torchrun or srun, as params say (this process is replaced)
 
     import lightning as L
     import torch
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from pipeline.params import family_class
     from pipeline.trainer import LearningCurve, build_trainer
 
     L.seed_everything(experiment.seed, workers=True, verbose=False)
-    model_cls = family_class(experiment.family)
     model = model_cls(
         data=data.DATASETS[experiment.dataset].spec,
         optimizer=experiment.optimizer,
@@ -53,22 +64,30 @@ def main(argv: list[str] | None = None) -> int:
     fitted = torch.compile(model) if experiment.trainer.compile else model
 
     # Under DDP every process runs this script; global rank 0 (known from the launcher's environment
-    # before the process group exists) alone stages files and owns the MLflow run.
+    # before the process group exists) alone writes files and logs to the MLflow run.
     leader = rank_zero_only.rank == 0
     out_dir = ROOT / "models" / experiment.name
     staging = ROOT / "models" / f".{experiment.name}.partial"
+    checkpoints = resume.folder(experiment)
     uri = tracking.tracking_uri()
-    run_id = None
+    run_id = decision.run_id
     if leader:
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(parents=True)
-        run_id = tracking.start_run(config.tracking_experiment, experiment, model_cls.CHAPTER)
         mlflow_client = tracking.client()
     curve = LearningCurve()
-    trainer = build_trainer(experiment, staging, uri, run_id, curve)
+    callbacks = [resume.RandomState()]
+    if os.environ.get("SLURM_JOB_ID"):
+        requeue = resume.RequeueOnSignal(checkpoints / "requeue.ckpt")
+        requeue.install()
+        callbacks.append(requeue)
+    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, callbacks)
     start = time.perf_counter()
     try:
-        trainer.fit(fitted, datamodule=datamodule)
+        trainer.fit(fitted, datamodule=datamodule, ckpt_path=decision.checkpoint, weights_only=True)
+    except resume.Requeued as requeued:
+        if leader:
+            mlflow_client.update_run(run_id, status="SCHEDULED")
+        print(f"{experiment.name}: {requeued}", file=sys.stderr, flush=True)
+        return 75  # EX_TEMPFAIL: DVC stops here; the requeued job runs the stage again
     except BaseException:
         if leader:
             mlflow_client.set_terminated(run_id, "FAILED")
@@ -80,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     summary = {
         "experiment": experiment.name,
+        "resumed_from": decision.checkpoint and str(decision.checkpoint.relative_to(ROOT)),
         "mlflow_run_id": run_id,
         "tracking_uri": uri,
         "checkpoint": experiment.checkpoint,
@@ -89,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         "train_seconds": round(seconds, 3),
         "parameters": model.num_parameters(),
     }
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    shutil.copyfile(checkpoints / "best.ckpt", staging / "best.ckpt")
     (staging / tracking.RUN_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     (staging / "config.json").write_text(json.dumps(experiment.flat(), indent=2) + "\n")
     mlflow_client.log_artifact(run_id, str(staging / "best.ckpt"), "checkpoint")
@@ -99,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     curve.write(ROOT / "plots" / "learning_curves" / f"{experiment.name}.csv", ROOT / "plots" / "validation" / f"{experiment.name}.csv")
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
+    resume.finish(experiment)
     print(f"{experiment.name}: {trainer.current_epoch} epochs in {seconds:.1f} s, kept epoch {summary['checkpoint_epoch']} "
           f"({experiment.checkpoint}), MLflow run {run_id}")
     return 0

@@ -50,6 +50,12 @@ class LearningCurve(Callback):
         if metrics:
             self.rows.append({"epoch": trainer.current_epoch, **dict(sorted(metrics.items()))})
 
+    def state_dict(self) -> dict:  # in checkpoints: a resumed training's curve starts at epoch 0
+        return {"rows": self.rows}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.rows = list(state.get("rows", []))
+
     def write(self, loss_path: Path, metric_path: Path) -> None:
         """Two CSVs for DVC plots: epoch, train/loss, val/loss; and epoch, val/<metric> (its only y)."""
         losses = ("epoch", "train/loss", "val/loss")
@@ -65,10 +71,18 @@ class LearningCurve(Callback):
 
 
 def build_trainer(
-    experiment: ExperimentConfig, checkpoint_dir: Path, tracking_uri: str, run_id: str | None, curve: LearningCurve
+    experiment: ExperimentConfig,
+    checkpoint_dir: Path,
+    tracking_uri: str,
+    run_id: str | None,
+    curve: LearningCurve,
+    extra_callbacks: list[Callback] = (),
 ) -> L.Trainer:
     """The Trainer of one experiment. `run_id` is None on processes other than global rank 0, whose
-    logger then logs nothing (Lightning's loggers log from rank 0 only)."""
+    logger then logs nothing (Lightning's loggers log from rank 0 only). Checkpoints are written at
+    each epoch's end into `checkpoint_dir`: best.ckpt (the weights kept) and last.ckpt (to resume).
+    Each process takes its own share of the training data (pipeline.data.EpochBatches), so
+    Lightning's DistributedSampler is off."""
     stopping = experiment.early_stopping
     best = experiment.checkpoint == "best"
     checkpoint = ModelCheckpoint(  # monitor=None keeps the last epoch
@@ -79,8 +93,10 @@ def build_trainer(
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
+        save_last=True,
+        save_on_train_epoch_end=True,  # after the epoch's curve row is in the callbacks' state
     )
-    callbacks = [checkpoint, curve, EpochProgressBar(refresh_rate=10)]  # the learning rate: train/lr, logged by the module
+    callbacks = [checkpoint, curve, EpochProgressBar(refresh_rate=10), *extra_callbacks]  # the learning rate: train/lr, logged by the module
     if stopping.patience:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
     t = experiment.trainer
@@ -95,6 +111,7 @@ def build_trainer(
         gradient_clip_val=t.gradient_clip_val or None,
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=t.deterministic,
+        use_distributed_sampler=False,
         logger=MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id),
         callbacks=callbacks,
         default_root_dir=checkpoint_dir,

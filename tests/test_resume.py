@@ -1,0 +1,95 @@
+"""Interruption: `kill -9` of a running train stage, then `dvc repro` again, resumes from the last
+checkpoint into the same MLflow run and ends with the metrics of an uninterrupted training."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import copy_project, dvc, env, git_init, shrink_params
+
+pytestmark = pytest.mark.slow
+
+EPOCHS = 12
+
+
+def make_project(path: Path) -> Path:
+    project = copy_project(path)
+    raw = shrink_params(project / "params.yaml", epochs=EPOCHS)
+    # mlp_digits keeps dropout and batch norm: resuming must restore the random state and the data order.
+    raw["experiments"] = {"mlp_digits": raw["experiments"]["mlp_digits"]}
+    raw["experiments"]["mlp_digits"]["model"]["hidden_sizes"] = [256, 256]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    git_init(project)
+    dvc("repro", "prepare", cwd=project)
+    return project
+
+
+def checkpoint_epoch(path: Path) -> int:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except Exception:
+        return -1
+
+
+def mlflow_runs(project: Path):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    return client.search_runs([e.experiment_id for e in client.search_experiments()])
+
+
+def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path):
+    reference = make_project(tmp_path / "reference")
+    dvc("repro", cwd=reference)
+    expected = json.loads((reference / "metrics" / "mlp_digits.json").read_text())
+
+    project = make_project(tmp_path / "project")
+    stage = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env(),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    last = project / "checkpoints" / "mlp_digits" / "last.ckpt"
+    deadline = time.monotonic() + 300
+    while checkpoint_epoch(last) < 3:  # a few epochs done, several to go
+        assert stage.poll() is None, f"dvc repro ended before it could be killed:\n{stage.stdout.read()}"
+        assert time.monotonic() < deadline, "no checkpoint of epoch 3 within 300 s"
+        time.sleep(0.2)
+    trainer = subprocess.run(["pgrep", "-f", "-s", str(stage.pid), "pipeline.train"], capture_output=True, text=True)
+    pids = [int(p) for p in trainer.stdout.split()]
+    assert pids, "no train process to kill"
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    stage.wait(timeout=60)
+    killed_at = checkpoint_epoch(last)
+    assert stage.returncode != 0 and 3 <= killed_at < EPOCHS - 1
+    assert not (project / "models" / "mlp_digits" / "best.ckpt").exists()
+    [run] = mlflow_runs(project)
+    assert run.info.status == "RUNNING"
+
+    again = dvc("repro", cwd=project)
+    assert "mlp_digits: resuming from checkpoints/mlp_digits/" in again.stdout
+
+    [after] = mlflow_runs(project)  # the same run, finished, not a second one
+    assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
+    assert after.data.tags["resume.count"] == "1"
+    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    assert summary["resumed_from"] is not None and summary["epochs_trained"] == EPOCHS
+    assert not (project / "checkpoints" / "mlp_digits").exists()  # cleaned up once finished
+    # Every epoch's curve is in the run once resumed (epochs before the kill came from the checkpoint).
+    from mlflow import MlflowClient
+
+    history = MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_metric_history(run.info.run_id, "val/loss")
+    assert len({m.step for m in history}) == EPOCHS
+    curve = (project / "plots" / "learning_curves" / "mlp_digits.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in curve[1:]] == [str(e) for e in range(EPOCHS)]
+    # Resumed, the training ends exactly where the uninterrupted one did.
+    assert json.loads((project / "metrics" / "mlp_digits.json").read_text()) == expected
+    assert after.data.metrics["test/accuracy"] == pytest.approx(expected["test/accuracy"])

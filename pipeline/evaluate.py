@@ -5,6 +5,12 @@
 Writes metrics/EXPERIMENT.json (DVC metrics), plots/predictions/EXPERIMENT.csv (actual vs
 predicted, a DVC confusion plot: classes, or deciles of the target for regression) and
 plots/figures/EXPERIMENT/*.png; logs the test metrics and figures to the training run.
+
+It runs on as many processes as the experiment trains on (trainer.devices x num_nodes, through the
+same launcher). Then each process predicts its own share of the test split, every world-th sample,
+unpadded (DistributedSampler would repeat samples to even the shares out), and global rank 0
+gathers the predictions back into the split's order: every test sample is counted once, and the
+metrics are those of one process.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import cli, data
+from pipeline import cli, data, launch
 from pipeline.params import ROOT, ConfigError, load_experiment
 
 
@@ -33,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
     x, y = data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
+    path = f"experiments.{experiment.name}"
+    launch.check(experiment, f"{path}.launcher")
+    experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
+    launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 
     import torch
 
@@ -52,8 +62,13 @@ def main(argv: list[str] | None = None) -> int:
             f"run `dvc repro -f train@{experiment.name}` to rebuild it"
         ) from None
     model.eval()
-    with torch.no_grad():
-        prediction = model.predict(x)
+    if experiment.trainer.world_size == 1:
+        with torch.no_grad():
+            prediction = model.predict(x)
+    else:
+        prediction = _predict_distributed(model, x, experiment)
+        if prediction is None:  # not global rank 0: its share is with rank 0
+            return 0
     if spec.task == "regression":  # back to the target's own units
         prediction = prediction * meta["target_std"] + meta["target_mean"]
         y = y * meta["target_std"] + meta["target_mean"]
@@ -93,8 +108,61 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(out)
-    print(f"{experiment.name}: " + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
+    print(f"{experiment.name}: {len(y)} test samples on {experiment.trainer.world_size} process(es): "
+          + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return 0
+
+
+def _predict_distributed(model, x, experiment):
+    """Predictions for all of `x` from world_size processes (Lightning's strategy and launcher), in
+    x's order on global rank 0; None on the other ranks."""
+    import lightning as L
+    import torch
+    from torch.utils.data import DataLoader
+
+    from pipeline.trainer import NoProfiler
+
+    class Shares(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+            self.gathered = None
+
+        def predict_dataloader(self):
+            rank, world = self.trainer.global_rank, self.trainer.world_size
+            share = torch.arange(rank, len(x), world)  # every world-th sample, no padding
+            dataset = data.BatchIndexDataset(torch.arange(len(x)), x)  # dataset[indices] -> (indices, x[indices])
+            return DataLoader(dataset, sampler=[share], batch_size=None)
+
+        def predict_step(self, batch, batch_idx):
+            indices, features = batch
+            return indices, self.model.predict(features)
+
+        def on_predict_epoch_end(self):
+            local = [(i.cpu(), p.float().cpu()) for i, p in self.trainer.predict_loop.predictions]
+            shares = [None] * self.trainer.world_size if self.trainer.is_global_zero else None
+            torch.distributed.gather_object(local, shares, dst=0)
+            self.gathered = shares
+
+    t = experiment.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
+        strategy="ddp",  # inference only: plain data parallel whatever trained it (the weights are whole)
+        precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, use_distributed_sampler=False, profiler=NoProfiler(),
+    )
+    module = Shares()
+    trainer.predict(module, return_predictions=True)
+    if not trainer.is_global_zero:
+        return None
+    pieces = [piece for share in module.gathered for piece in share]
+    indices = torch.cat([i for i, _ in pieces])
+    predictions = torch.cat([p for _, p in pieces])
+    if trainer.world_size != t.world_size or sorted(indices.tolist()) != list(range(len(x))):
+        raise RuntimeError(f"distributed evaluation covered {len(indices)} test samples, not each of {len(x)} once")
+    ordered = torch.empty_like(predictions)
+    ordered[indices] = predictions
+    return ordered
 
 
 def _plot_labels(task: str, prediction, y) -> tuple[list, list]:

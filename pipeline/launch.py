@@ -1,7 +1,8 @@
-"""The launcher prefix of the train command, from params: none, torchrun or srun.
+"""The launcher prefix of the train and evaluate commands, from params: none, torchrun or srun.
 
-`python -m pipeline.train EXPERIMENT` (DVC's command) validates everything, then, when the
-experiment names a launcher and this process was not started by it, replaces itself with
+`python -m pipeline.train EXPERIMENT` (DVC's command; likewise pipeline.evaluate) validates
+everything, then, when the experiment names a launcher and this process was not started by it,
+replaces itself with
 
     torchrun --nproc-per-node DEVICES --nnodes NUM_NODES [args] -m pipeline.train EXPERIMENT
     srun --nodes NUM_NODES --ntasks-per-node DEVICES [args] python -m pipeline.train EXPERIMENT
@@ -21,10 +22,10 @@ from pipeline.params import ConfigError, ExperimentConfig
 LAUNCHED = "MEDL_LAUNCHED_BY"  # set in the launched processes' environment: no second launch
 
 
-def command(experiment: ExperimentConfig, python: str = sys.executable) -> list[str] | None:
-    """The launcher command for `experiment`, or None when this process trains itself."""
+def command(experiment: ExperimentConfig, python: str = sys.executable, module: str = "pipeline.train") -> list[str] | None:
+    """The launcher command running `module` for `experiment`, or None when this process runs it itself."""
     launcher, trainer = experiment.launcher, experiment.trainer
-    train = ["-m", "pipeline.train", experiment.name]
+    train = ["-m", module, experiment.name]
     if launcher.name == "none" or os.environ.get(LAUNCHED):
         return None
     if launcher.name == "torchrun":
@@ -53,9 +54,9 @@ def check(experiment: ExperimentConfig, path: str) -> None:
                           "more: use ddp or auto")
 
 
-def launch(experiment: ExperimentConfig) -> None:
+def launch(experiment: ExperimentConfig, module: str = "pipeline.train") -> None:
     """Replace this process with the launcher (the same PID, so DVC waits for the whole job)."""
-    cmd = command(experiment)
+    cmd = command(experiment, module=module)
     if cmd is None:
         return
     env = {**os.environ, LAUNCHED: experiment.launcher.name}

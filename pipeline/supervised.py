@@ -94,7 +94,6 @@ class SupervisedModule(L.LightningModule):
             self.val_metric = Accuracy(task="multiclass", num_classes=data.num_classes)
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
-        self._resumed_epoch_loss: dict | None = None
 
     def __setattr__(self, name, value) -> None:
         # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never
@@ -130,13 +129,12 @@ class SupervisedModule(L.LightningModule):
         self.val_loss.update(self.loss(scores, y), weight=len(y))
         self.val_metric.update(task_prediction(self.data_spec.task, scores), y)
 
+    def on_train_start(self) -> None:
+        self._train_loss_sum = self._train_loss_sum.to(self.device)  # restored from a checkpoint on the CPU
+
     def on_train_epoch_start(self) -> None:
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_batches = 0
-        resumed, self._resumed_epoch_loss = self._resumed_epoch_loss, None
-        if resumed is not None and resumed["epoch"] == self.current_epoch:  # resumed in the middle of this epoch
-            self._train_loss_sum += resumed["sum"].to(self.device)
-            self._train_batches = resumed["batches"]
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
 
     def on_validation_epoch_end(self) -> None:
@@ -151,13 +149,20 @@ class SupervisedModule(L.LightningModule):
         self.val_metric.reset()
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The epoch's running training loss, for a checkpoint saved in the middle of an epoch.
-        checkpoint["epoch_train_loss"] = {
-            "epoch": self.current_epoch, "sum": self._train_loss_sum.detach().cpu(), "batches": self._train_batches
+        # The epoch so far, for a checkpoint saved in the middle of an epoch: Lightning resumes such an
+        # epoch without calling on_train_epoch_start (which resets these when an epoch does start).
+        checkpoint["epoch_so_far"] = {
+            "train_loss_sum": self._train_loss_sum.detach().cpu(),
+            "train_batches": self._train_batches,
+            "lr": float(getattr(self, "_epoch_lr", 0.0)),
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        self._resumed_epoch_loss = checkpoint.get("epoch_train_loss")
+        if "epoch_so_far" in checkpoint:
+            so_far = checkpoint["epoch_so_far"]
+            self._train_loss_sum = so_far["train_loss_sum"].clone()
+            self._train_batches = so_far["train_batches"]
+            self._epoch_lr = so_far["lr"]
 
     def configure_optimizers(self):
         optimizer = build_optimizer(self.parameters(), self.optimizer_config)

@@ -38,3 +38,33 @@ def test_two_process_ddp_bf16_training_makes_one_run_and_one_checkpoint(project)
     assert run.data.params["trainer.precision"] == "bf16-mixed"
     epochs = raw["experiments"]["mlp_digits"]["max_epochs"]
     assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == epochs  # logged once an epoch, by rank 0
+    # The checkpoints folder is gone once training finished; only models/mlp_digits holds the weights.
+    assert not (project / "checkpoints" / "mlp_digits").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["linear_diabetes", "softmax_digits"])
+def test_two_process_evaluation_counts_every_test_sample_once(project, name):
+    """The same checkpoint evaluated by 1 and by 2 processes gives the same metrics, exactly. The
+    diabetes test split has an odd size (89): a DistributedSampler would pad it to 90."""
+    params_file = project / "params.yaml"
+    python("-m", "pipeline.prepare", cwd=project)
+    python("-m", "pipeline.train", name, cwd=project)
+    python("-m", "pipeline.evaluate", name, cwd=project)
+    metrics_file = project / "metrics" / f"{name}.json"
+    single = json.loads(metrics_file.read_text())
+    predictions_file = project / "plots" / "predictions" / f"{name}.csv"
+    single_predictions = predictions_file.read_text()
+    metrics_file.unlink()
+
+    raw = yaml.safe_load(params_file.read_text())
+    raw["experiments"][name]["trainer"] = {"devices": 2, "strategy": "ddp"}
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    evaluated = python("-m", "pipeline.evaluate", name, cwd=project)
+
+    assert "test samples on 2 process(es)" in evaluated.stdout
+    assert json.loads(metrics_file.read_text()) == single
+    assert predictions_file.read_text() == single_predictions  # every sample, once, in the split's order
+    if name == "linear_diabetes":
+        meta = json.loads((project / "data" / "prepared" / "diabetes" / "meta.json").read_text())
+        assert meta["sizes"]["test"] % 2 == 1

@@ -1,5 +1,5 @@
-"""The project's sbatch path on a real SLURM cluster: a 2-task DDP training (CPU, gloo) through
-`slurm/train.sbatch` -> `dvc repro` -> the train stage's srun launcher."""
+"""The project's sbatch path on a real SLURM cluster: a 2-task DDP training (CPU, gloo) and a 2-task
+evaluation through `slurm/train.sbatch` -> `dvc repro` -> the stages' srun launcher."""
 
 from __future__ import annotations
 
@@ -41,9 +41,12 @@ def test_sbatch_trains_with_ddp_on_two_tasks_into_one_run(slurm_cluster, tmp_pat
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.info.run_name, r.data.tags["world_size"]) for r in runs] == [("mlp_digits", "2")]
-    # The test metrics of the DDP-trained checkpoint, evaluated in the job, equal a fresh
-    # single-process evaluation of the same checkpoint here.
+    # The test metrics of the DDP-trained checkpoint, evaluated in the job by 2 srun tasks, equal a
+    # fresh single-process evaluation of the same checkpoint here.
+    assert "mlp_digits: 360 test samples on 2 process(es)" in log
     in_job = json.loads((project / "metrics" / "mlp_digits.json").read_text())
+    del raw["experiments"]["mlp_digits"]["trainer"], raw["experiments"]["mlp_digits"]["launcher"]
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     python("-m", "pipeline.evaluate", "mlp_digits", cwd=project)
     again = json.loads((project / "metrics" / "mlp_digits.json").read_text())
     assert in_job == again and "test/accuracy" in in_job

@@ -93,7 +93,7 @@ def build_trainer(
         save_top_k=1,
         auto_insert_metric_name=False,
         enable_version_counter=False,
-        save_last=True,
+        save_last="link",  # last.ckpt: a link to best.ckpt when both are this epoch (no second write)
         save_on_train_epoch_end=True,  # after the epoch's curve row is in the callbacks' state
     )
     callbacks = [checkpoint, curve, EpochProgressBar(refresh_rate=10), *extra_callbacks]  # the learning rate: train/lr, logged by the module

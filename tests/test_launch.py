@@ -100,3 +100,13 @@ def test_torchrun_from_params_trains_with_two_processes_and_one_run(project):
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])
     assert [(r.info.run_name, r.info.status, r.data.tags["world_size"]) for r in runs] == [("mlp_digits", "FINISHED", "2")]
     assert runs[0].data.params["launcher.name"] == "torchrun"
+
+    # Evaluation through torchrun too: 2 processes, the same metrics as one process.
+    evaluated = python("-m", "pipeline.evaluate", "mlp_digits", cwd=project)
+    assert "-m pipeline.evaluate mlp_digits" in evaluated.stdout and "on 2 process(es)" in evaluated.stdout
+    two = json.loads((project / "metrics" / "mlp_digits.json").read_text())
+    raw["experiments"]["mlp_digits"].pop("launcher")
+    raw["experiments"]["mlp_digits"].pop("trainer")
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    python("-m", "pipeline.evaluate", "mlp_digits", cwd=project)
+    assert json.loads((project / "metrics" / "mlp_digits.json").read_text()) == two

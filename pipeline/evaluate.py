@@ -40,13 +40,16 @@ def main(argv: list[str] | None = None) -> int:
     x, y = data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
     path = f"experiments.{experiment.name}"
+    from pipeline import tracking
+
+    tracking.check_reachable()  # before any work, not after predicting
     launch.check(experiment, f"{path}.launcher")
     experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 
     import torch
 
-    from pipeline import metrics, tracking
+    from pipeline import metrics
     from pipeline.params import family_class
 
     spec = data.DATASETS[experiment.dataset].spec

@@ -27,7 +27,11 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.params import ROOT, ExperimentConfig
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from pipeline.params import ROOT, ConfigError, ExperimentConfig
 
 CHECKPOINTS = ROOT / "checkpoints"
 STATE_FILE = "resume.json"
@@ -91,6 +95,8 @@ def begin(experiment: ExperimentConfig, start_run) -> tuple[Resume, str]:
         why_not = f"its MLflow run {state['run_id']} is not in the tracking store"
     if why_not is None:
         checkpoint = newest_checkpoint(where)
+        if checkpoint is not None:
+            _check_readable(checkpoint, experiment)
         _reopen_run(state["run_id"], checkpoint)
         where_from = f"from {_shown(checkpoint)}" if checkpoint else "from the start (no checkpoint was written yet)"
         return Resume(state["run_id"], checkpoint), f"{experiment.name}: resuming {where_from}, MLflow run {state['run_id']}"
@@ -121,6 +127,16 @@ def _read_state(path: Path) -> dict | None:
         return None
 
 
+def _check_readable(checkpoint: Path, experiment: ExperimentConfig) -> None:
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise ConfigError(
+            f"{_shown(checkpoint)}: unreadable checkpoint ({type(error).__name__}); to train from the start instead, "
+            f"delete {_shown(checkpoint.parent)} and run `dvc repro train@{experiment.name}`"
+        ) from None
+
+
 def _run_exists(run_id: str) -> bool:
     from mlflow.exceptions import MlflowException
 
@@ -147,10 +163,6 @@ def _reopen_run(run_id: str, checkpoint: Path | None) -> None:
 # ---------------------------------------------------------------------------------------------
 # Callbacks: what a checkpoint must hold beyond Lightning's own state for a resumed training to
 # continue exactly as an uninterrupted one; and SLURM's requeue signal.
-
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch.callbacks import Callback  # noqa: E402
 
 
 class RandomState(Callback):

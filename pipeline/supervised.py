@@ -66,6 +66,10 @@ def build_scheduler(optimizer, config: SchedulerConfig, max_epochs: int, total_s
     return None if main is None else {"scheduler": main, "interval": "epoch"}
 
 
+class NonFiniteLoss(ArithmeticError):
+    """The training loss became NaN or infinite."""
+
+
 class SupervisedModule(L.LightningModule):
     """Training and validation steps for every task; epoch-level metrics only (no per-step logging).
 
@@ -120,7 +124,10 @@ class SupervisedModule(L.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
         # A running sum, logged once an epoch: per-step self.log costs more than a tiny model's step.
         # Here, not in training_step, which L-BFGS calls once per function evaluation.
-        self._train_loss_sum.add_(outputs["loss"].detach())
+        loss = outputs["loss"].detach()
+        if not torch.isfinite(loss):  # stop at once: every later step would only spread the NaN
+            raise NonFiniteLoss(f"training loss {loss.item()} at epoch {self.current_epoch}, step {self.trainer.global_step}")
+        self._train_loss_sum.add_(loss)
         self._train_batches += 1
 
     def validation_step(self, batch, batch_idx):

@@ -30,6 +30,31 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
+def check_reachable(timeout: float = 10.0) -> None:
+    """Fail at once, before any training, when MLFLOW_TRACKING_URI names a server that does not
+    answer (MLflow itself would retry for minutes, and only once a run is created)."""
+    from pipeline.params import ConfigError
+
+    uri = tracking_uri()
+    if not uri.startswith(("http://", "https://")):
+        return
+    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
+    os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout)))
+    try:
+        client().search_experiments(max_results=1)
+    except Exception as error:
+        raise ConfigError(
+            f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({type(error).__name__}); "
+            "start it, or unset MLFLOW_TRACKING_URI to track into the local mlflow.db"
+        ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
 def client():
     from mlflow import MlflowClient
 

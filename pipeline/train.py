@@ -18,7 +18,7 @@ import sys
 import time
 
 from pipeline import cli, data, launch, tracking
-from pipeline.params import ROOT, load_experiment
+from pipeline.params import ROOT, ConfigError, load_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     model_cls = family_class(experiment.family)
     decision = resume.Resume.inherited()  # set in processes a launcher or Lightning's DDP started
     if decision is None:  # the process DVC started: resume or start the run, once, before any launch
+        tracking.check_reachable()
         decision, note = resume.begin(
             experiment, lambda: tracking.start_run(config.tracking_experiment, experiment, model_cls.CHAPTER)
         )
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
+    from pipeline.supervised import NonFiniteLoss
     from pipeline.trainer import LearningCurve, build_trainer
 
     L.seed_everything(experiment.seed, workers=True, verbose=False)
@@ -88,9 +90,14 @@ def main(argv: list[str] | None = None) -> int:
             mlflow_client.update_run(run_id, status="SCHEDULED")
         print(f"{experiment.name}: {requeued}", file=sys.stderr, flush=True)
         return 75  # EX_TEMPFAIL: DVC stops here; the requeued job runs the stage again
-    except BaseException:
+    except BaseException as error:
         if leader:
             mlflow_client.set_terminated(run_id, "FAILED")
+        if isinstance(error, NonFiniteLoss):
+            last = resume.newest_checkpoint(checkpoints)
+            kept = f"the last good checkpoint is {last.relative_to(ROOT)}" if last else "no epoch finished, no checkpoint"
+            raise ConfigError(f"{path}: non-finite {error}; {kept}; MLflow run {run_id} marked FAILED. "
+                              f"Lower {path}.optimizer.lr or set {path}.trainer.gradient_clip_val") from None
         raise
     seconds = time.perf_counter() - start
     if not trainer.is_global_zero:

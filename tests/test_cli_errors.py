@@ -48,3 +48,33 @@ def test_unknown_experiment_and_missing_checkpoint(project):
     assert result.stderr.strip() == (
         "error: models/cnn_digits/best.ckpt: missing; run `dvc repro train@cnn_digits` to build it"
     )
+
+
+def test_unreachable_tracking_server_stops_train_and_evaluate_before_any_work(project):
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from conftest import env
+
+    with socket.socket() as sock:  # a loopback port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    python("-m", "pipeline.prepare", cwd=project)
+    before = snapshot(project)
+    uri = f"http://127.0.0.1:{port}"
+    for stage in (["pipeline.train", "mlp_digits"], ["pipeline.evaluate", "mlp_digits"]):
+        if stage[0] == "pipeline.evaluate":  # evaluate needs a trained model first: make one, locally
+            python("-m", "pipeline.train", "mlp_digits", cwd=project)
+            before = snapshot(project)
+        start = time.monotonic()
+        result = subprocess.run([sys.executable, "-m", *stage], cwd=project, env={**env(), "MLFLOW_TRACKING_URI": uri},
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert result.stderr.strip().splitlines() == [
+            f"error: MLFLOW_TRACKING_URI={uri}: the tracking server does not answer (MlflowException); "
+            "start it, or unset MLFLOW_TRACKING_URI to track into the local mlflow.db"
+        ]
+        assert time.monotonic() - start < 60  # not MLflow's minutes of retries
+        assert snapshot(project) == before

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,3 +94,37 @@ def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path
     # Resumed, the training ends exactly where the uninterrupted one did.
     assert json.loads((project / "metrics" / "mlp_digits.json").read_text()) == expected
     assert after.data.metrics["test/accuracy"] == pytest.approx(expected["test/accuracy"])
+
+
+def test_a_corrupt_resume_checkpoint_is_named_and_nothing_is_overwritten(project):
+    from conftest import python
+
+    python("-m", "pipeline.prepare", cwd=project)
+    python("-m", "pipeline.train", "softmax_digits", cwd=project)
+    # An interrupted training's folder, as a crash leaves it: resume.json of a real run, a damaged last.ckpt.
+    from mlflow import MlflowClient
+
+    [run] = mlflow_runs(project)
+    folder = project / "checkpoints" / "softmax_digits"
+    folder.mkdir(parents=True)
+    best = project / "models" / "softmax_digits" / "best.ckpt"
+    (folder / "last.ckpt").write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    fingerprint = subprocess.run(
+        [sys.executable, "-c", "from pipeline import resume; from pipeline.params import load_experiment; "
+         "print(resume.fingerprint(load_experiment('softmax_digits')[1]))"],
+        cwd=project, env=env(), capture_output=True, text=True, check=True,
+    ).stdout.strip()
+    (folder / "resume.json").write_text(json.dumps({"run_id": run.info.run_id, "fingerprint": fingerprint}))
+    damaged = (folder / "last.ckpt").read_bytes()
+
+    result = python("-m", "pipeline.train", "softmax_digits", cwd=project, check=False)
+
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert re.fullmatch(
+        r"error: checkpoints/softmax_digits/last\.ckpt: unreadable checkpoint \((OSError|RuntimeError)\); to train from "
+        r"the start instead, delete checkpoints/softmax_digits and run `dvc repro train@softmax_digits`", line
+    ), line
+    assert (folder / "last.ckpt").read_bytes() == damaged
+    assert best.exists() and len(mlflow_runs(project)) == 1
+    assert MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run.info.run_id).info.status == "FINISHED"

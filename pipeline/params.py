@@ -221,13 +221,24 @@ class Config:
 def load(path: Path | str = PARAMS_FILE) -> Config:
     """Load and validate the whole params file (every experiment), raising ConfigError."""
     path = Path(path)
+    shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
+    top = ("tracking", "data", "defaults", "experiments", "targets")
     if not path.exists():
-        raise ConfigError(f"{path}: file not found")
+        raise ConfigError(f"{shown}: file not found")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as error:
-        raise ConfigError(f"{path}: not valid YAML ({str(error).splitlines()[0]})") from None
-    _only_keys(raw, {"tracking", "data", "defaults", "experiments", "targets"}, "")
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not a UTF-8 text file") from None
+    if raw is None:
+        raise ConfigError(f"{shown}: empty; it must map {', '.join(top)}")
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{shown}: must be a mapping of {', '.join(top)}, got a {type(raw).__name__}")
+    _only_keys(raw, set(top), "")
     for key in ("tracking", "data", "defaults", "experiments"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{key}: missing or not a mapping")

@@ -3,6 +3,7 @@ no MLflow run created."""
 
 from __future__ import annotations
 
+import pytest
 import yaml
 from conftest import python
 
@@ -78,3 +79,87 @@ def test_unreachable_tracking_server_stops_train_and_evaluate_before_any_work(pr
         ]
         assert time.monotonic() - start < 60  # not MLflow's minutes of retries
         assert snapshot(project) == before
+
+
+# Params files that are not even a mapping: raw text and the pinned message.
+BAD_FILES = [
+    ("", r"^params\.yaml: empty; it must map tracking, data, defaults, experiments, targets$"),
+    ("experiments: [\n", r"^params\.yaml: not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'$"),
+    ("defaults:\n  seed: 0\n experiments: {}\n", r"^params\.yaml: not valid YAML at line 3, column \d+: .+$"),
+    ("defaults:\n\tseed: 0\n", r"^params\.yaml: not valid YAML at line 2, column 1: found character '\\t' that cannot start any token$"),
+    ("- tracking\n- data\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, targets, got a list$"),
+    ("just words\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, targets, got a str$"),
+]
+
+
+# Runs every case through the train stage's entry point (`cli.run(train.main, [EXPERIMENT])`, what
+# `python -m pipeline.train` exits with) in one process of the copy, so the imports are paid once; the
+# two tests above do the same through real `python -m` processes.
+DRIVER = """
+import contextlib, io, json, sys
+from pathlib import Path
+from pipeline import cli, train
+
+def snapshot():
+    return sorted(str(p) for p in Path(".").rglob("*") if p.is_file())
+
+results = []
+for text in json.loads(Path(sys.argv[1]).read_text()):
+    Path("params.yaml").write_text(text)
+    before, err = snapshot(), io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = cli.run(train.main, ["mlp_digits"])
+    results.append({"code": code, "stderr": err.getvalue(), "changed": snapshot() != before,
+                    "mlflow_db": Path("mlflow.db").exists()})
+Path(sys.argv[2]).write_text(json.dumps(results))
+"""
+
+
+def _cases():
+    from test_params import BAD_EDITS
+
+    for index, (edit, message) in enumerate(BAD_EDITS):
+        yield pytest.param(edit, message, id=f"edit{index:02d}")
+    for index, (text, message) in enumerate(BAD_FILES):
+        yield pytest.param(text, message, id=f"file{index}")
+
+
+CASES = list(_cases())
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory):
+    """Each case's exit code, stderr and whether anything changed, from one prepared copy."""
+    import copy
+    import json
+
+    from conftest import copy_project, shrink_params
+
+    root = tmp_path_factory.mktemp("bad-input")
+    project = copy_project(root / "project")
+    good = shrink_params(project / "params.yaml")
+    python("-m", "pipeline.prepare", cwd=project)
+    texts = []
+    for case in CASES:
+        bad = case.values[0]
+        if isinstance(bad, str):
+            texts.append(bad)
+        else:
+            raw = copy.deepcopy(good)
+            bad(raw)
+            texts.append(yaml.safe_dump(raw, sort_keys=False))
+    (root / "cases.json").write_text(json.dumps(texts))
+    python("-c", DRIVER, str(root / "cases.json"), str(root / "results.json"), cwd=project)
+    return dict(zip((case.id for case in CASES), json.loads((root / "results.json").read_text())))
+
+
+@pytest.mark.parametrize(("bad", "message"), CASES)
+def test_malformed_params_stop_the_stage_with_one_pinned_line_and_change_nothing(outcomes, request, bad, message):
+    import re
+
+    outcome = outcomes[request.node.callspec.id]
+    assert outcome["code"] == 2, outcome["stderr"][-2000:]
+    [line] = outcome["stderr"].strip().splitlines()
+    assert line.startswith("error: ") and re.search(message, line[len("error: "):]), line
+    assert not outcome["changed"]  # nothing under data/, models/, metrics/, checkpoints/
+    assert not outcome["mlflow_db"]

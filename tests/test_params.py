@@ -39,9 +39,9 @@ def test_experiment_overrides_merge_over_defaults():
     assert softmax.optimizer.weight_decay == REAL["experiments"]["softmax_digits"]["optimizer"]["weight_decay"]
 
 
-@pytest.mark.parametrize(
-    ("edit", "message"),
-    [
+# Malformed params: an edit of the real params.yaml and the pinned message (a regex) it must give.
+# tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
+BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
          r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: cnn, linear_regression, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
@@ -92,8 +92,17 @@ def test_experiment_overrides_merge_over_defaults():
          r"^experiments\.mlp_digits\.model\.dropout: missing"),
         (lambda p: p["targets"].update(nope=[]), r"^targets\.nope: no such experiment"),
         (lambda p: p["data"].update(test_fraction=1.5), r"^data\.test_fraction: must be between 0 and 1, got 1\.5$"),
-    ],
-)
+        (lambda p: p["experiments"]["mlp_digits"]["trainer"].update(devices=0) if "trainer" in p["experiments"]["mlp_digits"]
+         else p["experiments"]["mlp_digits"].update(trainer={"devices": 0}),
+         r"^experiments\.mlp_digits\.trainer\.devices: must be positive, got 0$"),
+        (lambda p: p["defaults"].update(launcher={"name": "mpirun"}),
+         r"^experiments\.linear_diabetes\.launcher\.name: unknown value 'mpirun'; allowed: none, torchrun, srun$"),
+        (lambda p: p.update(experiments={}), r"^experiments: at least one experiment is needed$"),
+        (lambda p: p.update(defaults=3), r"^defaults: missing or not a mapping$"),
+]
+
+
+@pytest.mark.parametrize(("edit", "message"), BAD_EDITS)
 def test_bad_params_give_one_line_naming_the_key(tmp_path, edit, message):
     with pytest.raises(ConfigError, match=message) as error:
         load_with(tmp_path, edit)

@@ -111,3 +111,44 @@ def project(tmp_path: Path) -> Path:
     copy = copy_project(tmp_path / "project")
     shrink_params(copy / "params.yaml")
     return copy
+
+
+# ---------------------------------------------------------------------------------------------
+# Interrupted trainings (tests/test_resume.py, tests/cluster/test_slurm_preemption.py)
+
+RESUME_EPOCHS = 12
+
+
+def make_resume_project(path: Path, launcher: str = "none") -> Path:
+    """A prepared git copy whose only experiment is mlp_digits for RESUME_EPOCHS epochs, with dropout,
+    batch norm and a cosine schedule: resuming it exactly needs the random state, data order,
+    optimizer and scheduler states."""
+    project = copy_project(path)
+    raw = shrink_params(project / "params.yaml", epochs=RESUME_EPOCHS)
+    raw["experiments"] = {"mlp_digits": raw["experiments"]["mlp_digits"]}
+    raw["experiments"]["mlp_digits"]["model"]["hidden_sizes"] = [256, 256]
+    raw["experiments"]["mlp_digits"]["launcher"] = {"name": launcher}
+    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    git_init(project)
+    dvc("repro", "prepare", cwd=project)
+    return project
+
+
+def checkpoint_epoch(path: Path) -> int:
+    """The epoch a Lightning checkpoint was saved in; -1 if it is absent or being written."""
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
+    except Exception:
+        return -1
+
+
+@pytest.fixture(scope="session")
+def uninterrupted_metrics(tmp_path_factory) -> dict:
+    """The test metrics of make_resume_project's experiment trained without interruption."""
+    import json
+
+    reference = make_resume_project(tmp_path_factory.mktemp("uninterrupted") / "project")
+    dvc("repro", cwd=reference)
+    return json.loads((reference / "metrics" / "mlp_digits.json").read_text())

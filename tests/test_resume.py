@@ -13,34 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
-from conftest import copy_project, dvc, env, git_init, shrink_params
+from conftest import RESUME_EPOCHS as EPOCHS
+from conftest import checkpoint_epoch, dvc, env, make_resume_project
 
 pytestmark = pytest.mark.slow
-
-EPOCHS = 12
-
-
-def make_project(path: Path) -> Path:
-    project = copy_project(path)
-    raw = shrink_params(project / "params.yaml", epochs=EPOCHS)
-    # mlp_digits keeps dropout and batch norm: resuming must restore the random state and the data order.
-    raw["experiments"] = {"mlp_digits": raw["experiments"]["mlp_digits"]}
-    raw["experiments"]["mlp_digits"]["model"]["hidden_sizes"] = [256, 256]
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    git_init(project)
-    dvc("repro", "prepare", cwd=project)
-    return project
-
-
-def checkpoint_epoch(path: Path) -> int:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-    except Exception:
-        return -1
-
 
 def mlflow_runs(project: Path):
     from mlflow import MlflowClient
@@ -49,12 +26,9 @@ def mlflow_runs(project: Path):
     return client.search_runs([e.experiment_id for e in client.search_experiments()])
 
 
-def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path):
-    reference = make_project(tmp_path / "reference")
-    dvc("repro", cwd=reference)
-    expected = json.loads((reference / "metrics" / "mlp_digits.json").read_text())
-
-    project = make_project(tmp_path / "project")
+def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path, uninterrupted_metrics):
+    expected = uninterrupted_metrics
+    project = make_resume_project(tmp_path / "project")
     stage = subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=project, env=env(),
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
     last = project / "checkpoints" / "mlp_digits" / "last.ckpt"
@@ -97,25 +71,24 @@ def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path
 
 
 def test_a_corrupt_resume_checkpoint_is_named_and_nothing_is_overwritten(project):
+    from mlflow import MlflowClient
+
     from conftest import python
 
     python("-m", "pipeline.prepare", cwd=project)
-    python("-m", "pipeline.train", "softmax_digits", cwd=project)
-    # An interrupted training's folder, as a crash leaves it: resume.json of a real run, a damaged last.ckpt.
-    from mlflow import MlflowClient
-
-    [run] = mlflow_runs(project)
+    # An interrupted training's folder as a crash may leave it: resume.json of a real run, a damaged last.ckpt.
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
+    run = client.create_run(client.create_experiment("interrupted"))
     folder = project / "checkpoints" / "softmax_digits"
     folder.mkdir(parents=True)
-    best = project / "models" / "softmax_digits" / "best.ckpt"
-    (folder / "last.ckpt").write_bytes(best.read_bytes()[: best.stat().st_size // 2])
+    damaged = b"PK\x03\x04" + bytes(range(256)) * 8  # the start of a zip, cut off
+    (folder / "last.ckpt").write_bytes(damaged)
     fingerprint = subprocess.run(
         [sys.executable, "-c", "from pipeline import resume; from pipeline.params import load_experiment; "
          "print(resume.fingerprint(load_experiment('softmax_digits')[1]))"],
         cwd=project, env=env(), capture_output=True, text=True, check=True,
     ).stdout.strip()
     (folder / "resume.json").write_text(json.dumps({"run_id": run.info.run_id, "fingerprint": fingerprint}))
-    damaged = (folder / "last.ckpt").read_bytes()
 
     result = python("-m", "pipeline.train", "softmax_digits", cwd=project, check=False)
 
@@ -125,6 +98,6 @@ def test_a_corrupt_resume_checkpoint_is_named_and_nothing_is_overwritten(project
         r"error: checkpoints/softmax_digits/last\.ckpt: unreadable checkpoint \((OSError|RuntimeError)\); to train from "
         r"the start instead, delete checkpoints/softmax_digits and run `dvc repro train@softmax_digits`", line
     ), line
-    assert (folder / "last.ckpt").read_bytes() == damaged
-    assert best.exists() and len(mlflow_runs(project)) == 1
-    assert MlflowClient(f"sqlite:///{project / 'mlflow.db'}").get_run(run.info.run_id).info.status == "FINISHED"
+    assert (folder / "last.ckpt").read_bytes() == damaged and not (project / "models").exists()
+    assert [r.info.run_id for r in mlflow_runs(project)] == [run.info.run_id]
+    assert client.get_run(run.info.run_id).info.status == "RUNNING"  # untouched: not reopened, not failed

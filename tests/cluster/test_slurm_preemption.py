@@ -10,41 +10,15 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-import yaml
 
-from conftest import copy_project, dvc, git_init, shrink_params
+from conftest import RESUME_EPOCHS as EPOCHS
+from conftest import checkpoint_epoch, make_resume_project
 
 pytestmark = pytest.mark.slow
 
-EPOCHS = 12
-
-
-def make_project(path: Path, launcher: str) -> Path:
-    project = copy_project(path)
-    raw = shrink_params(project / "params.yaml", epochs=EPOCHS)
-    raw["experiments"] = {"mlp_digits": raw["experiments"]["mlp_digits"]}  # dropout, batch norm, cosine schedule
-    raw["experiments"]["mlp_digits"]["model"]["hidden_sizes"] = [256, 256]
-    raw["experiments"]["mlp_digits"]["launcher"] = {"name": launcher}
-    (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    git_init(project)
-    dvc("repro", "prepare", cwd=project)
-    return project
-
-
-def checkpoint_epoch(path: Path) -> int:
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)["epoch"]
-    except Exception:
-        return -1
-
-
-def test_requeue_signal_checkpoints_requeues_and_resumes_into_the_same_run(slurm_cluster, tmp_path: Path):
-    reference = make_project(tmp_path / "reference", launcher="none")
-    dvc("repro", cwd=reference)
-    expected = json.loads((reference / "metrics" / "mlp_digits.json").read_text())
-
-    project = make_project(tmp_path / "project", launcher="srun")
+def test_requeue_signal_checkpoints_requeues_and_resumes_into_the_same_run(slurm_cluster, tmp_path: Path, uninterrupted_metrics):
+    expected = uninterrupted_metrics
+    project = make_resume_project(tmp_path / "project", launcher="srun")
     submitted = slurm_cluster.run(
         "sbatch", "--parsable", "--ntasks-per-node=1", f"--export=ALL,MEDL_VENV={sys.prefix}",
         "slurm/train.sbatch", "train@mlp_digits", "evaluate@mlp_digits", cwd=project,

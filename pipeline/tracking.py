@@ -55,10 +55,28 @@ def check_reachable(timeout: float = 10.0) -> None:
                 os.environ[key] = value
 
 
+_READY: set[str] = set()  # SQLite stores this process has seen created
+
+
 def client():
+    """An MlflowClient of the store. A SQLite store is created (its schema migrated) by one process at
+    a time, under an exclusive lock on `<store>.lock`: MLflow's own first-use creation races when
+    several stages start at once."""
     from mlflow import MlflowClient
 
-    return MlflowClient(tracking_uri())
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:///") or uri in _READY:
+        return MlflowClient(uri)
+    import fcntl
+
+    database = Path(uri[len("sqlite:///"):])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with open(database.with_name(database.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        mlflow_client = MlflowClient(uri)
+        mlflow_client.search_experiments(max_results=1)  # creates or upgrades the schema
+    _READY.add(uri)
+    return mlflow_client
 
 
 def experiment_id(mlflow_client, name: str) -> str:

@@ -20,15 +20,30 @@ def stages_run(output: str) -> list[str]:
     return re.findall(r"Running stage '([^']+)'", output)
 
 
+# Tracking credentials a user keeps in the environment: they must never reach the store or the logs.
+SECRET = "s3cr3t-" + __import__("uuid").uuid4().hex  # made at run time: this file, copied, does not hold it
+CREDENTIALS = {"MLFLOW_TRACKING_USERNAME": f"user-{SECRET}", "MLFLOW_TRACKING_PASSWORD": SECRET,
+               "MLFLOW_TRACKING_TOKEN": SECRET}
+
+
+def clean_repro(path):
+    from conftest import copy_project, shrink_params
+
+    project = copy_project(path)
+    params = shrink_params(project / "params.yaml")
+    git_init(project)
+    result = dvc("repro", cwd=project, extra_env=CREDENTIALS)
+    return project, params, result
+
+
+FIRST_METRICS: dict[str, bytes] = {}  # metrics/*.json as the shared repro wrote them (later tests change it)
+
+
 @pytest.fixture(scope="module")
 def repro(tmp_path_factory):
     """One full `dvc repro` of the shrunk pipeline, shared by the tests of this file."""
-    from conftest import copy_project, shrink_params
-
-    project = copy_project(tmp_path_factory.mktemp("e2e") / "project")
-    params = shrink_params(project / "params.yaml")
-    git_init(project)
-    result = dvc("repro", cwd=project)
+    project, params, result = clean_repro(tmp_path_factory.mktemp("e2e") / "project")
+    FIRST_METRICS.update({p.name: p.read_bytes() for p in (project / "metrics").glob("*.json")})
     return project, params, result
 
 
@@ -128,3 +143,20 @@ def test_dvc_experiment_commands_work_on_our_params_metrics_and_plots(repro):
         assert f"plots/figures/{name}/learning_curve.png" in rendered["data"]
     html = dvc("plots", "show", "-o", "dvc_plots", cwd=project)
     assert (project / "dvc_plots" / "index.html").exists(), html.stdout
+
+
+def test_a_second_clean_repro_gives_byte_identical_metrics(repro, tmp_path):
+    again, _, _ = clean_repro(tmp_path / "again")
+    second = {p.name: p.read_bytes() for p in (again / "metrics").glob("*.json")}
+    assert sorted(second) == sorted(FIRST_METRICS) and len(second) == 5
+    for name, first in FIRST_METRICS.items():
+        assert second[name] == first, name
+
+
+def test_tracking_credentials_never_reach_the_store_the_outputs_or_the_logs(repro):
+    project, _, result = repro
+    assert SECRET not in result.stdout + result.stderr
+    leaks = [str(p.relative_to(project)) for p in project.rglob("*")
+             if p.is_file() and ".git" not in p.parts and SECRET.encode() in p.read_bytes()]
+    assert leaks == []
+    assert (project / "mlflow.db").stat().st_size > 0 and any((project / "mlruns").rglob("*.ckpt"))

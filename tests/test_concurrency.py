@@ -1,6 +1,7 @@
 """Four experiments trained at once against (a) the default SQLite store, created by the racing
 processes themselves, and (b) a real `mlflow server` on loopback: every run complete, no
-"database is locked", one MLflow experiment. (c) `dvc exp run --queue` with `dvc queue start -j 2`."""
+"database is locked", one MLflow experiment. The third way, `dvc exp run --queue` with
+`dvc queue start -j 2`, is in tests/test_pipeline_e2e.py (it reuses that file's cached pipeline)."""
 
 from __future__ import annotations
 
@@ -133,3 +134,4 @@ def test_four_trainings_at_once_into_an_mlflow_server(project, mlflow_server):
     from mlflow import MlflowClient
 
     check_runs(MlflowClient(mlflow_server), project, raw)
+

@@ -160,3 +160,44 @@ def test_tracking_credentials_never_reach_the_store_the_outputs_or_the_logs(repr
              if p.is_file() and ".git" not in p.parts and SECRET.encode() in p.read_bytes()]
     assert leaks == []
     assert (project / "mlflow.db").stat().st_size > 0 and any((project / "mlruns").rglob("*.ckpt"))
+
+
+def test_four_queued_dvc_experiments_run_two_at_a_time_into_the_repository_store(repro):
+    """Concurrency through DVC: four queued experiments, two workers, each in its own temporary copy,
+    all logging into the repository's SQLite store: every run complete, one MLflow experiment."""
+    import time
+
+    from conftest import run
+
+    project, params, _ = repro
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "state of the earlier tests"], cwd=project)
+    queued = [name for name in params["experiments"] if name != "cnn_digits"]
+    for name in queued:
+        dvc("exp", "run", "--queue", "--name", f"more-{name.replace('_', '-')}", "-S",
+            f"experiments.{name}.max_epochs=4", cwd=project)
+    dvc("queue", "start", "-j", "2", cwd=project)
+    deadline = time.monotonic() + 900
+    try:
+        while True:
+            status = dvc("queue", "status", cwd=project).stdout
+            if not any(word in status for word in ("Queued", "Running")):
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(2)
+    finally:
+        dvc("queue", "stop", "--kill", cwd=project, check=False)
+    assert status.count("Success") == len(queued), status
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")  # the queued copies log to the repository's store
+    [experiment] = [e for e in client.search_experiments() if e.name == "mathematical-engineering-of-deep-learning"]
+    runs = client.search_runs([experiment.experiment_id], "tags.`dvc.exp_name` LIKE 'more-%'")
+    assert sorted(r.data.tags["experiment"] for r in runs) == sorted(queued)
+    for run_ in runs:
+        assert run_.info.status == "FINISHED"
+        assert run_.data.params["max_epochs"] == "4"
+        assert len(client.get_metric_history(run_.info.run_id, "val/loss")) == 4
+        assert any(key.startswith("test/") for key in run_.data.metrics)  # evaluate logged into the same run
+        assert {a.path for a in client.list_artifacts(run_.info.run_id)} >= {"checkpoint", "config.json", "figures"}

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import shutil
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -152,3 +156,49 @@ def uninterrupted_metrics(tmp_path_factory) -> dict:
     reference = make_resume_project(tmp_path_factory.mktemp("uninterrupted") / "project")
     dvc("repro", cwd=reference)
     return json.loads((reference / "metrics" / "mlp_digits.json").read_text())
+
+
+# ---------------------------------------------------------------------------------------------
+# A real MLflow tracking server (tests/test_concurrency.py, tests/test_pipeline_e2e.py)
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
+    port = free_port()
+    root = tmp_path / "server"
+    root.mkdir()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    log = (root / "server.log").open("w")
+    proc = subprocess.Popen(
+        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")],
+        cwd=root, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            pass
+        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+        assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
+        time.sleep(0.5)
+    try:
+        yield uri
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        log.close()

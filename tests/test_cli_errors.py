@@ -163,3 +163,31 @@ def test_malformed_params_stop_the_stage_with_one_pinned_line_and_change_nothing
     assert line.startswith("error: ") and re.search(message, line[len("error: "):]), line
     assert not outcome["changed"]  # nothing under data/, models/, metrics/, checkpoints/
     assert not outcome["mlflow_db"]
+
+
+def test_truncated_prepared_data_or_model_is_named_with_the_stage_that_rebuilds_it(project):
+    python("-m", "pipeline.prepare", cwd=project)
+    python("-m", "pipeline.train", "softmax_digits", cwd=project)
+    python("-m", "pipeline.evaluate", "softmax_digits", cwd=project)
+
+    model = project / "models" / "softmax_digits" / "best.ckpt"
+    model.write_bytes(model.read_bytes()[:1000])
+    before = snapshot(project)
+    metrics = (project / "metrics" / "softmax_digits.json").read_bytes()
+    result = python("-m", "pipeline.evaluate", "softmax_digits", cwd=project, check=False)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: models/softmax_digits/best.ckpt: unreadable checkpoint (RuntimeError); "
+        "run `dvc repro -f train@softmax_digits` to rebuild it"
+    ]
+    assert snapshot(project) == before and (project / "metrics" / "softmax_digits.json").read_bytes() == metrics
+
+    data = project / "data" / "prepared" / "digits" / "test.pt"
+    data.write_bytes(data.read_bytes()[:1000])
+    for stage in (["pipeline.train", "softmax_digits"], ["pipeline.evaluate", "softmax_digits"]):
+        result = python("-m", *stage, cwd=project, check=False)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines() == [
+            "error: data/prepared/digits/test.pt: unreadable (RuntimeError); run `dvc repro -f prepare` to rebuild it"
+        ]
+    assert snapshot(project) == before

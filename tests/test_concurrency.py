@@ -6,10 +6,8 @@ processes themselves, and (b) a real `mlflow server` on loopback: every run comp
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -73,54 +71,6 @@ def test_four_trainings_at_once_into_a_fresh_sqlite_store(project):
     from mlflow import MlflowClient
 
     check_runs(MlflowClient(f"sqlite:///{project / 'mlflow.db'}"), project, raw)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
-    port = free_port()
-    root = tmp_path / "server"
-    root.mkdir()
-    mlflow = Path(sys.executable).parent / "mlflow"
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
-         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    import urllib.request
-
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
-        time.sleep(0.5)
-    try:
-        yield uri
-    finally:
-        import os
-        import signal
-
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 def test_four_trainings_at_once_into_an_mlflow_server(project, mlflow_server):

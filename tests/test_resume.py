@@ -37,8 +37,10 @@ def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path
         assert stage.poll() is None, f"dvc repro ended before it could be killed:\n{stage.stdout.read()}"
         assert time.monotonic() < deadline, "no checkpoint of epoch 3 within 300 s"
         time.sleep(0.2)
-    trainer = subprocess.run(["pgrep", "-f", "-s", str(stage.pid), "pipeline.train"], capture_output=True, text=True)
-    pids = [int(p) for p in trainer.stdout.split()]
+    import psutil  # a dependency of DVC
+
+    pids = [child.pid for child in psutil.Process(stage.pid).children(recursive=True)
+            if "pipeline.train" in " ".join(child.cmdline())]
     assert pids, "no train process to kill"
     for pid in pids:
         os.kill(pid, signal.SIGKILL)

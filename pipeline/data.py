@@ -133,7 +133,7 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
 # Load
 
 
-def _shown(path: Path) -> Path:
+def shown(path: Path) -> Path:
     """A path as a user would type it from the repository root."""
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
@@ -145,7 +145,7 @@ def prepared_dir(dataset: str) -> Path:
 def load_meta(dataset: str) -> dict:
     path = prepared_dir(dataset) / "meta.json"
     if not path.exists():
-        raise ConfigError(f"{_shown(path)}: prepared dataset missing; run `dvc repro prepare` to build it")
+        raise ConfigError(f"{shown(path)}: prepared dataset missing; run `dvc repro prepare` to build it")
     return json.loads(path.read_text())
 
 
@@ -154,7 +154,7 @@ def load_split(dataset: str, name: str):
     import torch
 
     path = prepared_dir(dataset) / f"{name}.pt"
-    rel = _shown(path)
+    rel = shown(path)
     if not path.exists():
         raise ConfigError(f"{rel}: prepared dataset missing; run `dvc repro prepare` to build it")
     try:

@@ -22,7 +22,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline import cli, data, launch
+from pipeline import cli, data, launch, tracking
 from pipeline.params import ROOT, ConfigError, load_experiment
 
 
@@ -39,12 +39,8 @@ def main(argv: list[str] | None = None) -> int:
             raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
     x, y = data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
-    path = f"experiments.{experiment.name}"
-    from pipeline import tracking
-
     tracking.check_reachable()  # before any work, not after predicting
-    launch.check(experiment, f"{path}.launcher")
-    experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
+    launch.check_experiment(experiment)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 
     import torch

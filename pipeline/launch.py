@@ -54,6 +54,13 @@ def check(experiment: ExperimentConfig, path: str) -> None:
                           "more: use ddp or auto")
 
 
+def check_experiment(experiment: ExperimentConfig) -> None:
+    """What train and evaluate check before any work: the launcher, then what this machine can run."""
+    path = f"experiments.{experiment.name}"
+    check(experiment, f"{path}.launcher")
+    experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
+
+
 def launch(experiment: ExperimentConfig, module: str = "pipeline.train") -> None:
     """Replace this process with the launcher (the same PID, so DVC waits for the whole job)."""
     cmd = command(experiment, module=module)

@@ -31,6 +31,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from pipeline.data import shown
 from pipeline.params import ROOT, ConfigError, ExperimentConfig
 
 CHECKPOINTS = ROOT / "checkpoints"
@@ -86,19 +87,19 @@ def begin(experiment: ExperimentConfig, start_run) -> tuple[Resume, str]:
     where = folder(experiment)
     state = _read_state(where / STATE_FILE)
     expected = fingerprint(experiment)
-    why_not = None
+    why_not, run = None, None
     if state is None:
-        why_not = "" if not where.exists() else f"{_shown(where / STATE_FILE)} is missing or unreadable"
+        why_not = "" if not where.exists() else f"{shown(where / STATE_FILE)} is missing or unreadable"
     elif state.get("fingerprint") != expected:
         why_not = "its params, family code or prepared data changed since it was interrupted"
-    elif not _run_exists(state["run_id"]):
+    elif (run := _active_run(state["run_id"])) is None:
         why_not = f"its MLflow run {state['run_id']} is not in the tracking store"
     if why_not is None:
         checkpoint = newest_checkpoint(where)
         if checkpoint is not None:
             _check_readable(checkpoint, experiment)
-        _reopen_run(state["run_id"], checkpoint)
-        where_from = f"from {_shown(checkpoint)}" if checkpoint else "from the start (no checkpoint was written yet)"
+        _reopen_run(run, checkpoint)
+        where_from = f"from {shown(checkpoint)}" if checkpoint else "from the start (no checkpoint was written yet)"
         return Resume(state["run_id"], checkpoint), f"{experiment.name}: resuming {where_from}, MLflow run {state['run_id']}"
     shutil.rmtree(where, ignore_errors=True)
     where.mkdir(parents=True)
@@ -115,10 +116,6 @@ def finish(experiment: ExperimentConfig) -> None:
     shutil.rmtree(folder(experiment), ignore_errors=True)
 
 
-def _shown(path: Path) -> Path:
-    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-
-
 def _read_state(path: Path) -> dict | None:
     try:
         state = json.loads(path.read_text())
@@ -132,30 +129,31 @@ def _check_readable(checkpoint: Path, experiment: ExperimentConfig) -> None:
         torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
     except Exception as error:
         raise ConfigError(
-            f"{_shown(checkpoint)}: unreadable checkpoint ({type(error).__name__}); to train from the start instead, "
-            f"delete {_shown(checkpoint.parent)} and run `dvc repro train@{experiment.name}`"
+            f"{shown(checkpoint)}: unreadable checkpoint ({type(error).__name__}); to train from the start instead, "
+            f"delete {shown(checkpoint.parent)} and run `dvc repro train@{experiment.name}`"
         ) from None
 
 
-def _run_exists(run_id: str) -> bool:
+def _active_run(run_id: str):
+    """The MLflow run, if the tracking store has it and it is not deleted; else None."""
     from mlflow.exceptions import MlflowException
 
     from pipeline import tracking
 
     try:
-        return tracking.client().get_run(run_id).info.lifecycle_stage == "active"
+        run = tracking.client().get_run(run_id)
     except MlflowException:
-        return False
+        return None
+    return run if run.info.lifecycle_stage == "active" else None
 
 
-def _reopen_run(run_id: str, checkpoint: Path | None) -> None:
+def _reopen_run(run, checkpoint: Path | None) -> None:
     from pipeline import tracking
 
-    client = tracking.client()
-    run = client.get_run(run_id)
+    client, run_id = tracking.client(), run.info.run_id
     client.update_run(run_id, status="RUNNING")
     client.set_tag(run_id, "resume.count", str(int(run.data.tags.get("resume.count", "0")) + 1))
-    client.set_tag(run_id, "resume.checkpoint", str(_shown(checkpoint)) if checkpoint else "none")
+    client.set_tag(run_id, "resume.checkpoint", str(shown(checkpoint)) if checkpoint else "none")
     if os.environ.get("SLURM_JOB_ID"):
         client.set_tag(run_id, "slurm.job_id", os.environ["SLURM_JOB_ID"])
 
@@ -257,5 +255,5 @@ class RequeueOnSignal(Callback):
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
             if result.returncode != 0:
                 raise RuntimeError(f"scontrol requeue {job} failed: {result.stderr.strip()}")
-        raise Requeued(f"saved {_shown(self.path)} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+        raise Requeued(f"saved {shown(self.path)} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                        f"SLURM job {job or '?'} requeued, it resumes from there")

@@ -27,9 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     config, experiment = load_experiment(args.experiment)
-    path = f"experiments.{experiment.name}"
-    launch.check(experiment, f"{path}.launcher")
-    experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
+    launch.check_experiment(experiment)
     for split in data.SPLITS:  # fail on missing or corrupt data before any run is created
         data.load_split(experiment.dataset, split)
 
@@ -73,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     checkpoints = resume.folder(experiment)
     uri = tracking.tracking_uri()
     run_id = decision.run_id
+    path = f"experiments.{experiment.name}"
     if leader:
         mlflow_client = tracking.client()
     curve = LearningCurve()

@@ -76,7 +76,7 @@ def build_trainer(
     tracking_uri: str,
     run_id: str | None,
     curve: LearningCurve,
-    extra_callbacks: list[Callback] = (),
+    extra_callbacks: tuple[Callback, ...] | list[Callback] = (),
 ) -> L.Trainer:
     """The Trainer of one experiment. `run_id` is None on processes other than global rank 0, whose
     logger then logs nothing (Lightning's loggers log from rank 0 only). Checkpoints are written at

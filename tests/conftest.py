@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from slurm_cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUTS = ("data", "models", "metrics", "plots", "reports", "dvc.lock", "mlflow.db", "dvc_plots")
@@ -160,12 +160,6 @@ def uninterrupted_metrics(tmp_path_factory) -> dict:
 
 # ---------------------------------------------------------------------------------------------
 # A real MLflow tracking server (tests/test_concurrency.py, tests/test_pipeline_e2e.py)
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 @pytest.fixture
 def mlflow_server(tmp_path: Path):

@@ -52,16 +52,13 @@ def test_unknown_experiment_and_missing_checkpoint(project):
 
 
 def test_unreachable_tracking_server_stops_train_and_evaluate_before_any_work(project):
-    import socket
     import subprocess
     import sys
     import time
 
-    from conftest import env
+    from conftest import env, free_port
 
-    with socket.socket() as sock:  # a loopback port nobody listens on
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()  # a loopback port nobody listens on
     python("-m", "pipeline.prepare", cwd=project)
     before = snapshot(project)
     uri = f"http://127.0.0.1:{port}"

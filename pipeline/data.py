@@ -23,9 +23,11 @@ SPLITS = ("train", "val", "test")
 class DataSpec:
     """What a family needs to know about its data: task, input shape, number of classes."""
 
-    task: str  # regression | binary | multiclass
-    input_shape: tuple[int, ...]  # one sample, e.g. (10,) or (1, 8, 8)
-    num_classes: int  # 0 for regression
+    task: str  # regression | binary | multiclass | sequence (a target token per output position)
+    input_shape: tuple[int, ...]  # one sample, e.g. (10,), (1, 8, 8) images or (8, 8) sequences of T steps x D features
+    num_classes: int  # 0 for regression; the target tokens' vocabulary for sequence
+    vocab_size: int = 0  # sequence: input tokens are 0 .. vocab_size - 1 (targets are the first num_classes of them)
+    target_length: int = 0  # sequence: target tokens per sample, predicted at the input's last positions
 
     @property
     def primary_metric(self) -> str:
@@ -33,14 +35,21 @@ class DataSpec:
 
     @property
     def num_outputs(self) -> int:
-        return self.num_classes if self.task == "multiclass" else 1
+        return self.num_classes if self.task in ("multiclass", "sequence") else 1
 
 
 @dataclass(frozen=True)
 class Dataset:
+    """An embedded dataset: `load` gives (x, y) that `split` shares out at random (stratified for
+    classification), or `make_splits` builds the three splits itself (a time series split in time,
+    generated sequences) and returns them with facts for meta.json. `scaling` standardizes inputs with
+    training statistics per feature, with one mean and scale for all values (images), or not at all."""
+
     spec: DataSpec
-    load: Callable[[], tuple[np.ndarray, np.ndarray]]
+    load: Callable[[], tuple[np.ndarray, np.ndarray]] | None
     description: str
+    scaling: str = "feature"  # feature | global | none
+    make_splits: Callable[..., tuple[dict, dict]] | None = None
 
 
 def _diabetes():
@@ -64,12 +73,93 @@ def _digits():
     return bunch.images[:, None, :, :], bunch.target  # (N, 1, 8, 8)
 
 
+def _digit_rows():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    return bunch.images, bunch.target  # (N, 8, 8): 8 time steps, the image's rows, of 8 pixels each
+
+
+# The AR(2) series: x_t = φ₁ x_{t-1} + φ₂ x_{t-2} + ε_t, ε_t ~ N(0, σ²) (stationary: the roots of
+# 1 - φ₁z - φ₂z² lie outside the unit circle). Given the past, the best one-step forecast is
+# φ₁ x_{t-1} + φ₂ x_{t-2} and its mean squared error is σ²: no forecaster can do better.
+AR_COEFFICIENTS = (1.2, -0.5)
+AR_NOISE_STD = 1.0
+AR_LENGTH = 50_000  # points in the whole series, cut in time into train | val | test
+AR_WINDOW = 16  # past values each forecast sees
+AR_BURN_IN = 500  # steps dropped so the series starts in its stationary distribution
+
+
+def ar_series(length: int, coefficients: tuple[float, ...], noise_std: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(series x, noise ε) of an AR(p) process, after a burn-in."""
+    rng = np.random.default_rng(seed)
+    p = len(coefficients)
+    noise = rng.normal(0.0, noise_std, size=length + AR_BURN_IN)
+    x = np.zeros(length + AR_BURN_IN)
+    for t in range(p, len(x)):
+        x[t] = sum(c * x[t - 1 - i] for i, c in enumerate(coefficients)) + noise[t]
+    return x[AR_BURN_IN:], noise[AR_BURN_IN:]
+
+
+def windows(series: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (n - window, window, 1): the past `window` values; targets (n - window,): the next value."""
+    x = np.lib.stride_tricks.sliding_window_view(series[:-1], window)
+    return x[:, :, None].copy(), series[window:].copy()
+
+
+def _ar_splits(config) -> tuple[dict, dict]:
+    """One seeded series, cut in time (train, then val, then test), windows inside each part only."""
+    series, _ = ar_series(AR_LENGTH, AR_COEFFICIENTS, AR_NOISE_STD, config.split_seed)
+    n_test, n_val = int(AR_LENGTH * config.test_fraction), int(AR_LENGTH * config.val_fraction)
+    cuts = {"train": series[: -n_val - n_test], "val": series[-n_val - n_test : -n_test], "test": series[-n_test:]}
+    facts = {"noise_variance": AR_NOISE_STD**2, "ar_coefficients": list(AR_COEFFICIENTS), "window": AR_WINDOW}
+    return {name: windows(part, AR_WINDOW) for name, part in cuts.items()}, facts
+
+
+# The sequence task: reverse a string of digits. Input tokens: the source's digits, a separator,
+# then the target shifted right (teacher forcing: each position sees the true target so far); the
+# target's L tokens are predicted at the input's last L positions.
+REVERSE_LENGTH = 8
+REVERSE_SAMPLES = 15_000
+SEPARATOR = 10  # the token after the source digits 0..9
+
+
+def reverse_task(sources: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """sources (n, S) digits -> decoder inputs (n, 2S) = [source, SEP, target[:-1]], targets (n, S) = source reversed."""
+    targets = sources[:, ::-1]
+    separator = np.full((len(sources), 1), SEPARATOR)
+    return np.concatenate([sources, separator, targets[:, :-1]], axis=1), targets.copy()
+
+
+def _reverse_splits(config) -> tuple[dict, dict]:
+    """Distinct seeded random digit strings, shared out at random: no test string is seen in training."""
+    rng = np.random.default_rng(config.split_seed)
+    sources = np.unique(rng.integers(0, 10, size=(REVERSE_SAMPLES, REVERSE_LENGTH)), axis=0)
+    sources = sources[rng.permutation(len(sources))]
+    n_test, n_val = int(len(sources) * config.test_fraction), int(len(sources) * config.val_fraction)
+    parts = {"train": sources[n_test + n_val :], "val": sources[n_test : n_test + n_val], "test": sources[:n_test]}
+    return {name: reverse_task(part) for name, part in parts.items()}, {"task_rule": "target = source reversed"}
+
+
 DATASETS: dict[str, Dataset] = {
     "diabetes": Dataset(DataSpec("regression", (10,), 0), _diabetes, "scikit-learn diabetes, 442 x 10"),
     "breast_cancer": Dataset(
         DataSpec("binary", (30,), 2), _breast_cancer, "scikit-learn breast cancer Wisconsin, 569 x 30"
     ),
-    "digits": Dataset(DataSpec("multiclass", (1, 8, 8), 10), _digits, "scikit-learn digits, 1797 x 1x8x8"),
+    "digits": Dataset(DataSpec("multiclass", (1, 8, 8), 10), _digits, "scikit-learn digits, 1797 x 1x8x8", "global"),
+    "digit_rows": Dataset(
+        DataSpec("multiclass", (8, 8), 10), _digit_rows, "scikit-learn digits read as 8 rows of 8 pixels, 1797 x 8x8", "global"
+    ),
+    "ar_series": Dataset(
+        DataSpec("regression", (AR_WINDOW, 1), 0), None,
+        f"AR(2) series, φ = {AR_COEFFICIENTS}, σ = {AR_NOISE_STD}, {AR_LENGTH} steps, windows of {AR_WINDOW}",
+        "global", _ar_splits,
+    ),
+    "reverse_digits": Dataset(
+        DataSpec("sequence", (2 * REVERSE_LENGTH,), 10, vocab_size=11, target_length=REVERSE_LENGTH), None,
+        f"distinct random strings of {REVERSE_LENGTH} digits and their reversal, {REVERSE_SAMPLES} drawn",
+        "none", _reverse_splits,
+    ),
 }
 
 
@@ -82,6 +172,8 @@ def split(dataset: str, config: DataConfig) -> dict[str, tuple[np.ndarray, np.nd
     from sklearn.model_selection import train_test_split
 
     entry = DATASETS[dataset]
+    if entry.make_splits is not None:
+        return entry.make_splits(config)[0]
     x, y = entry.load()
     stratify = y if entry.spec.task != "regression" else None
     x_rest, x_test, y_rest, y_test = train_test_split(
@@ -102,28 +194,34 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
     """Split, standardize with training statistics, write tensors and meta.json into out_dir."""
     import torch
 
-    spec = DATASETS[dataset].spec
-    parts = split(dataset, config)
+    entry = DATASETS[dataset]
+    spec = entry.spec
+    parts, facts = entry.make_splits(config) if entry.make_splits is not None else (split(dataset, config), {})
     x_train = parts["train"][0].reshape(len(parts["train"][0]), -1)
-    if len(spec.input_shape) == 3:  # images: one mean and scale for all pixels keeps the background uniform
+    if entry.scaling == "global":  # images, one series: one mean and scale for all values keeps a background uniform
         mean, std = x_train.mean(), x_train.std()
-    else:  # tabular: per feature
+    elif entry.scaling == "feature":  # tabular: per feature
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         std[std == 0] = 1.0
-    meta = {"dataset": dataset, **asdict(spec), "sizes": {}}
+    else:  # tokens
+        mean, std = 0.0, 1.0
+    meta = {"dataset": dataset, **asdict(spec), **facts, "sizes": {}}
     if spec.task == "regression":
         meta["target_mean"] = float(parts["train"][1].mean())
         meta["target_std"] = float(parts["train"][1].std())
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, (x, y) in parts.items():
-        x = ((x.reshape(len(x), -1) - mean) / std).reshape(len(x), *spec.input_shape)
+        if spec.task == "sequence":
+            x_t = torch.tensor(x, dtype=torch.long)
+        else:
+            x_t = torch.tensor(((x.reshape(len(x), -1) - mean) / std).reshape(len(x), *spec.input_shape), dtype=torch.float32)
         if spec.task == "regression":
             y_t = torch.tensor((y - meta["target_mean"]) / meta["target_std"], dtype=torch.float32)
         elif spec.task == "binary":
             y_t = torch.tensor(y, dtype=torch.float32)
         else:
             y_t = torch.tensor(y, dtype=torch.long)
-        torch.save({"x": torch.tensor(x, dtype=torch.float32), "y": y_t}, out_dir / f"{name}.pt")
+        torch.save({"x": x_t, "y": y_t}, out_dir / f"{name}.pt")
         meta["sizes"][name] = len(x)
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     return meta

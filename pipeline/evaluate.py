@@ -72,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         prediction = prediction * meta["target_std"] + meta["target_mean"]
         y = y * meta["target_std"] + meta["target_mean"]
     results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes)
+    if "noise_variance" in meta:  # a synthetic series: its noise variance is the least error any forecaster can reach
+        results["test/mse_over_noise"] = round(results["test/mse"] / meta["noise_variance"], 6)
 
     plots = ROOT / "plots"
     figures = plots / "figures" / experiment.name
@@ -87,6 +89,10 @@ def main(argv: list[str] | None = None) -> int:
         figures / "learning_curve.png",
         experiment.name,
     )
+    with torch.no_grad():
+        examples = model.examples(x, y)
+    if examples is not None:
+        (figures / "examples.txt").write_text(examples)
     if spec.task == "regression":
         fig.predicted_vs_actual(prediction, y, figures / "predicted_vs_actual.png", experiment.name)
     else:
@@ -168,8 +174,8 @@ def _plot_labels(task: str, prediction, y) -> tuple[list, list]:
     """Class labels, or for regression the decile (d1..d10 of the test targets) of each value."""
     from pipeline import metrics
 
-    if task != "regression":
-        return y.long().tolist(), metrics.predicted_labels(task, prediction).tolist()
+    if task != "regression":  # classes; for sequences every target token
+        return y.long().flatten().tolist(), metrics.predicted_labels(task, prediction).flatten().tolist()
     import torch
 
     edges = torch.quantile(y, torch.linspace(0, 1, 11)[1:-1])

@@ -12,7 +12,9 @@ from torchmetrics.classification import (
     F1Score,
     MulticlassCalibrationError,
     MulticlassConfusionMatrix,
+    MulticlassExactMatch,
 )
+from torchmetrics.text import Perplexity
 
 
 def _regression(num_classes: int) -> MetricCollection:
@@ -41,13 +43,33 @@ def _multiclass(num_classes: int) -> MetricCollection:
     )
 
 
+def _sequence(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, torch.Tensor]:
+    """prediction (n, L, K): each target position's class probabilities given the true target before it
+    (teacher forcing); target (n, L).
+
+    exact_match counts the samples whose every target token is the most probable one given the true
+    tokens before it. That is the same as greedy decoding reproducing the target exactly: if every
+    argmax given the true prefix is right, greedy decoding's prefix is always the true prefix, and
+    conversely (tests/modules/test_transformer_decoder.py checks it against generation).
+    perplexity = exp(mean negative log-likelihood per target token)."""
+    return {
+        "token_accuracy": Accuracy(task="multiclass", num_classes=num_classes)(prediction.flatten(0, 1), target.flatten()),
+        "exact_match": MulticlassExactMatch(num_classes=num_classes)(prediction.transpose(1, 2), target),
+        "perplexity": Perplexity()(prediction.clamp_min(1e-12).log(), target),
+    }
+
+
 TEST_METRICS = {"regression": _regression, "binary": _binary, "multiclass": _multiclass}
 
 
 def test_metrics(task: str, prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
-    """prediction: values (n,), P(y=1) (n,) or probabilities (n, K); target (n,). Keys `test/<name>`."""
-    collection = TEST_METRICS[task](num_classes)
-    values = collection(prediction, target.long() if task != "regression" else target)
+    """prediction: values (n,), P(y=1) (n,) or probabilities (n, K) or (n, L, K); target (n,) or (n, L).
+    Keys `test/<name>`."""
+    if task == "sequence":
+        values = _sequence(prediction, target.long(), num_classes)
+    else:
+        collection = TEST_METRICS[task](num_classes)
+        values = collection(prediction, target.long() if task != "regression" else target)
     return {f"test/{name}": round(float(value), 6) for name, value in sorted(values.items())}
 
 
@@ -55,6 +77,8 @@ def confusion_matrix(task: str, prediction: torch.Tensor, target: torch.Tensor, 
     """(K, K) counts, rows = true class, columns = predicted class."""
     if task == "binary":
         return BinaryConfusionMatrix()(prediction, target.long())
+    if task == "sequence":  # over every target token
+        prediction, target = prediction.flatten(0, 1), target.flatten()
     return MulticlassConfusionMatrix(num_classes=num_classes)(prediction, target)
 
 

@@ -299,6 +299,11 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
             f"{path}.dataset: family {config.family!r} needs image data (C, H, W), "
             f"but dataset {config.dataset!r} has samples of shape {spec_.input_shape}"
         )
+    if model_cls.SEQUENCE_INPUT and len(spec_.input_shape) != 2 and spec_.task != "sequence":
+        raise ConfigError(
+            f"{path}.dataset: family {config.family!r} needs sequences (T steps, D features, or tokens), "
+            f"but dataset {config.dataset!r} has samples of shape {spec_.input_shape}"
+        )
     monitors = ("val/loss", f"val/{spec_.primary_metric}")
     if config.early_stopping.monitor not in monitors:
         raise ConfigError(

@@ -68,6 +68,7 @@ def fingerprint(experiment: ExperimentConfig) -> str:
     digest = hashlib.sha256(json.dumps(experiment.flat(), sort_keys=True).encode())
     for path in (
         ROOT / "modules" / f"{experiment.family}.py",
+        ROOT / "modules" / "linear_regression.py",  # imported by other families (a dependency of every train stage)
         ROOT / "pipeline" / "supervised.py",
         ROOT / "data" / "prepared" / experiment.dataset / "meta.json",
     ):

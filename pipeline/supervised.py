@@ -16,9 +16,12 @@ from pipeline.params import OptimizerConfig, SchedulerConfig
 
 
 def task_loss(task: str, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The empirical risk each task trains on (ch. 2-3): squared error, binary or categorical cross-entropy."""
+    """The empirical risk each task trains on (ch. 2-3): squared error, binary or categorical cross-entropy
+    (for sequences, the mean over every target token: the negative log-likelihood per token)."""
     if task == "multiclass":
         return F.cross_entropy(scores, y)  # scores (B, K), y (B,) int
+    if task == "sequence":
+        return F.cross_entropy(scores.flatten(0, 1), y.flatten())  # scores (B, L, K), y (B, L) int
     scores = scores.squeeze(-1)  # (B,)
     if task == "binary":
         return F.binary_cross_entropy_with_logits(scores, y)
@@ -26,8 +29,8 @@ def task_loss(task: str, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def task_prediction(task: str, scores: torch.Tensor) -> torch.Tensor:
-    """Scores -> what metrics consume: values (B,), P(y=1) (B,), or class probabilities (B, K)."""
-    if task == "multiclass":
+    """Scores -> what metrics consume: values (B,), P(y=1) (B,), class probabilities (B, K) or (B, L, K)."""
+    if task in ("multiclass", "sequence"):
         return scores.softmax(dim=-1)
     scores = scores.squeeze(-1)
     return torch.sigmoid(scores) if task == "binary" else scores
@@ -78,6 +81,7 @@ class SupervisedModule(L.LightningModule):
 
     TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
     IMAGE_INPUT = False  # True if samples must be (C, H, W) images
+    SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
     CHAPTER = 0  # the book's chapter, a tag in MLflow
 
     @staticmethod
@@ -94,7 +98,7 @@ class SupervisedModule(L.LightningModule):
             self.val_metric = MeanSquaredError()
         elif data.task == "binary":
             self.val_metric = Accuracy(task="binary")
-        else:
+        else:  # multiclass; sequence: the accuracy over target tokens
             self.val_metric = Accuracy(task="multiclass", num_classes=data.num_classes)
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
@@ -117,6 +121,10 @@ class SupervisedModule(L.LightningModule):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return task_prediction(self.data_spec.task, self(x))
 
+    def examples(self, x: torch.Tensor, y: torch.Tensor) -> str | None:
+        """A few test samples as text for people to read (evaluate saves it beside the figures); none by default."""
+        return None
+
     def training_step(self, batch, batch_idx):
         x, y = batch
         return self.loss(self(x), y) + self.penalty()
@@ -134,7 +142,10 @@ class SupervisedModule(L.LightningModule):
         x, y = batch
         scores = self(x)
         self.val_loss.update(self.loss(scores, y), weight=len(y))
-        self.val_metric.update(task_prediction(self.data_spec.task, scores), y)
+        prediction = task_prediction(self.data_spec.task, scores)
+        if self.data_spec.task == "sequence":  # every target token is one classification
+            prediction, y = prediction.flatten(0, 1), y.flatten()
+        self.val_metric.update(prediction, y)
 
     def on_train_start(self) -> None:
         self._train_loss_sum = self._train_loss_sum.to(self.device)  # restored from a checkpoint on the CPU

@@ -16,7 +16,8 @@ from pipeline.params import ExperimentConfig
 
 
 # Lightning's advice on loggers and tiny epochs is noise in a stage log.
-warnings.filterwarnings("ignore", message=".*(smaller than the logging interval|LeafSpec|litlogger).*")
+# checkpoints/EXPERIMENT/ holds resume.json before the first checkpoint (pipeline.resume owns that folder)
+warnings.filterwarnings("ignore", message=".*(smaller than the logging interval|LeafSpec|litlogger|exists and is not empty).*")
 
 
 class NoProfiler(PassThroughProfiler):

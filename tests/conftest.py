@@ -69,6 +69,10 @@ def shrink_params(path: Path, epochs: int = 2) -> dict:
             model["hidden_sizes"] = [32]
         if "channels" in model:
             model["channels"] = [8, 8]
+        if "hidden_size" in model:  # recurrent
+            model.update(hidden_size=8, num_layers=1)
+        if "width" in model:  # transformers
+            model.update(width=16, heads=2, layers=1, ff_size=16)
     params["targets"] = {}  # toy epochs do not meet the quality targets
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return params

@@ -22,11 +22,14 @@ def load_with(tmp_path: Path, edit) -> params.Config:
     return params.load(path)
 
 
-def test_default_params_are_valid_and_name_the_five_experiments():
+def test_default_params_are_valid_and_name_the_experiments():
     config = params.load()
     assert list(config.experiments) == [
         "linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
+        "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
+        "transformer_seq2seq",
     ]
+    assert {config.experiments[f"{cell}_seq_digits"].model["cell"] for cell in ("rnn", "lstm", "gru")} == {"rnn", "lstm", "gru"}
     mlp = config.experiments["mlp_digits"]
     assert mlp.family == "mlp" and mlp.dataset == "digits"
     assert mlp.optimizer.name == "adamw" and isinstance(mlp.optimizer.lr, float)
@@ -45,7 +48,7 @@ BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
          r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: cnn, linear_regression, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
-         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits$"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
          r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
         (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
@@ -88,6 +91,17 @@ BAD_EDITS = [
         (lambda p: p["experiments"]["logistic_breast_cancer"].update(
             family="cnn", model=REAL["experiments"]["cnn_digits"]["model"]),
          r"^experiments\.logistic_breast_cancer\.dataset: family 'cnn' needs image data \(C, H, W\)"),
+        (lambda p: p["experiments"]["lstm_seq_digits"].update(dataset="digits"),
+         r"^experiments\.lstm_seq_digits\.dataset: family 'rnn' needs sequences \(T steps, D features, or tokens\), "
+         r"but dataset 'digits' has samples of shape \(1, 8, 8\)$"),
+        (lambda p: p["experiments"]["lstm_seq_digits"].update(dataset="reverse_digits"),
+         r"^experiments\.lstm_seq_digits: family 'rnn' handles regression/binary/multiclass data, but dataset 'reverse_digits' is sequence$"),
+        (lambda p: p["experiments"]["lstm_seq_digits"]["model"].update(cell="elman"),
+         r"^experiments\.lstm_seq_digits\.model\.cell: unknown value 'elman'; allowed: rnn, lstm, gru$"),
+        (lambda p: p["experiments"]["transformer_seq_digits"]["model"].update(heads=3),
+         r"^experiments\.transformer_seq_digits\.model\.width: must be even and a multiple of heads \(3\), got \d+$"),
+        (lambda p: p["experiments"]["transformer_seq_digits"]["model"].update(norm="sandwich"),
+         r"^experiments\.transformer_seq_digits\.model\.norm: unknown value 'sandwich'; allowed: pre, post$"),
         (lambda p: p["experiments"]["mlp_digits"]["model"].pop("dropout"),
          r"^experiments\.mlp_digits\.model\.dropout: missing"),
         (lambda p: p["targets"].update(nope=[]), r"^targets\.nope: no such experiment"),
@@ -136,3 +150,19 @@ def test_store_root_inside_a_dvc_experiment_copy_is_the_outer_repository():
 
     assert store_root(Path("/home/u/proj/.dvc/tmp/exps/tmpab12/")) == Path("/home/u/proj")
     assert store_root(Path("/home/u/proj")) == Path("/home/u/proj")
+
+
+def test_every_family_file_a_family_imports_is_a_dependency_of_every_train_stage():
+    """dvc.yaml makes train@EXPERIMENT depend on modules/<family>.py and the files every train stage lists:
+    a family importing another family's file that is not among those would not be retrained when that
+    file changed."""
+    import ast
+
+    train_deps = set(yaml.safe_load((params.ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["deps"])
+    for family in params.available_families():
+        tree = ast.parse((params.ROOT / "modules" / f"{family}.py").read_text())
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        for name in imported:
+            if name.startswith("modules.") and name != f"modules.{family}":
+                assert f"{name.replace('.', '/')}.py" in train_deps, (family, name)

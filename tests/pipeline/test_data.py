@@ -200,3 +200,73 @@ def test_load_split_names_a_missing_or_unreadable_file(prepared_toy):
     (data.PREPARED / prepared_toy / "val.pt").write_bytes(b"truncated")
     with pytest.raises(ConfigError, match=r"^prepared/toy/val\.pt: unreadable \("):
         data.load_split(prepared_toy, "val")
+
+
+# ---------------------------------------------------------------------------------------------
+# Sequence datasets (ch. 7)
+
+
+def test_digit_rows_are_the_digits_split_read_row_by_row(tmp_path):
+    prepare("digits", CONFIG, tmp_path / "digits")
+    prepare("digit_rows", CONFIG, tmp_path / "rows")
+    for name in data.SPLITS:
+        images, labels = load(tmp_path / "digits" / f"{name}.pt")
+        rows_x, rows_y = load(tmp_path / "rows" / f"{name}.pt")
+        assert rows_x.shape == (len(images), 8, 8)  # 8 time steps of 8 pixels
+        assert torch.equal(rows_x, images[:, 0]) and torch.equal(rows_y, labels)  # same split, same scaling
+
+
+def test_ar_series_noise_is_what_the_recursion_leaves_and_has_the_stated_variance():
+    phi1, phi2 = data.AR_COEFFICIENTS
+    series, noise = data.ar_series(200_000, data.AR_COEFFICIENTS, 1.5, seed=3)
+    residual = series[2:] - phi1 * series[1:-1] - phi2 * series[:-2]
+    np.testing.assert_allclose(residual, noise[2:], atol=1e-9)
+    assert noise.var() == pytest.approx(1.5**2, rel=0.01)  # 200 000 draws: the sample variance is within 0.3 %
+    assert abs(np.corrcoef(noise[1:], noise[:-1])[0, 1]) < 0.01  # white
+    # the AR(2) stationary variance σ²(1 − φ₂) / ((1 + φ₂)((1 − φ₂)² − φ₁²)): the burn-in left no transient
+    expected = 1.5**2 * (1 - phi2) / ((1 + phi2) * ((1 - phi2) ** 2 - phi1**2))
+    assert series.var() == pytest.approx(expected, rel=0.05)
+
+
+def test_windows_pair_the_past_values_with_the_next_one():
+    series = np.arange(10.0)
+    x, y = data.windows(series, 3)
+    assert x.shape == (7, 3, 1)
+    np.testing.assert_array_equal(x[0, :, 0], [0, 1, 2])
+    np.testing.assert_array_equal(y, np.arange(3.0, 10.0))
+    np.testing.assert_array_equal(x[-1, :, 0], [6, 7, 8])
+
+
+def test_ar_series_is_cut_in_time_and_a_least_squares_forecast_reaches_the_noise_floor(tmp_path):
+    """Test windows come after every training value; the best linear forecast on the prepared data
+    has a test error within sampling error of σ² (the floor the experiment's target is set against)."""
+    from sklearn.linear_model import LinearRegression
+
+    meta = prepare("ar_series", CONFIG, tmp_path)
+    parts = split("ar_series", CONFIG)
+    train_end = len(parts["train"][1]) + data.AR_WINDOW
+    series, _ = data.ar_series(data.AR_LENGTH, data.AR_COEFFICIENTS, data.AR_NOISE_STD, CONFIG.split_seed)
+    np.testing.assert_array_equal(parts["train"][1], series[data.AR_WINDOW : train_end])
+    np.testing.assert_array_equal(parts["test"][1], series[-len(parts["test"][1]) :])
+    x_train, y_train = load(tmp_path / "train.pt")
+    x_test, y_test = load(tmp_path / "test.pt")
+    fit = LinearRegression().fit(x_train.flatten(1).numpy(), y_train.numpy())
+    error = ((fit.predict(x_test.flatten(1).numpy()) - y_test.numpy()) * meta["target_std"]) ** 2
+    assert meta["noise_variance"] == data.AR_NOISE_STD**2
+    assert error.mean() / meta["noise_variance"] == pytest.approx(1.0, abs=0.05)  # ~10 000 test points: ±1.4 % s.d.
+
+
+def test_reverse_digits_targets_are_reversed_sources_never_seen_in_training(tmp_path):
+    meta = prepare("reverse_digits", CONFIG, tmp_path)
+    length = data.REVERSE_LENGTH
+    sources = {}
+    for name in data.SPLITS:
+        x, y = load(tmp_path / f"{name}.pt")
+        assert x.dtype == y.dtype == torch.long and x.shape == (meta["sizes"][name], 2 * length)
+        assert torch.equal(y, x[:, :length].flip(1))  # the target is the source reversed
+        assert (x[:, length] == data.SEPARATOR).all()
+        assert torch.equal(x[:, length + 1 :], y[:, :-1])  # then the target shifted right (teacher forcing)
+        sources[name] = {tuple(row) for row in x[:, :length].tolist()}
+        assert len(sources[name]) == len(x)
+    assert not sources["test"] & sources["train"] and not sources["val"] & sources["train"]
+    assert sum(meta["sizes"].values()) == len(set.union(*sources.values()))

@@ -90,3 +90,29 @@ def test_confusion_matrices_match_scikit_learn():
         metrics.confusion_matrix("multiclass", probabilities, target, num_classes=3).numpy(),
         sk.confusion_matrix(target.numpy(), labels.numpy(), labels=[0, 1, 2]),
     )
+
+
+def test_sequence_metrics_match_a_computation_by_hand():
+    """Token accuracy over every target token, exact match over whole samples, perplexity =
+    exp(mean negative log-likelihood per token), computed in numpy."""
+    torch.manual_seed(0)
+    target = torch.randint(0, 5, (40, 6))
+    scores = torch.randn(40, 6, 5)
+    scores[:30] += 4 * torch.nn.functional.one_hot(target[:30], 5)  # most samples right, some wholly
+    probabilities = scores.softmax(-1)
+    values = metrics.test_metrics("sequence", probabilities, target, num_classes=5)
+    p, t = probabilities.double().numpy(), target.numpy()
+    right = p.argmax(-1) == t
+    nll = -np.log(np.take_along_axis(p, t[..., None], axis=-1)).mean()
+    assert set(values) == {"test/token_accuracy", "test/exact_match", "test/perplexity"}
+    assert values["test/token_accuracy"] == pytest.approx(right.mean(), abs=2e-6)
+    assert values["test/exact_match"] == pytest.approx(right.all(axis=1).mean(), abs=2e-6)
+    assert 0 < right.all(axis=1).mean() < 1
+    assert values["test/perplexity"] == pytest.approx(np.exp(nll), rel=1e-5)
+
+
+def test_sequence_confusion_matrix_counts_every_target_token():
+    target = torch.tensor([[0, 1, 2], [2, 2, 1]])
+    probabilities = torch.nn.functional.one_hot(torch.tensor([[0, 2, 2], [2, 1, 1]]), 3).float()
+    matrix = metrics.confusion_matrix("sequence", probabilities, target, 3)
+    assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 1, 2]]

@@ -1,0 +1,141 @@
+"""Autoregressive decoder (ch. 7): causal masking, generation (greedy and temperature sampling), and
+the test metric's exact match equal to greedy generation's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from modules.transformer import Transformer
+from pipeline import metrics
+from pipeline.data import SEPARATOR, DataSpec, reverse_task
+from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.supervised import task_loss
+
+from conftest import fit_batch
+
+ADAM = OptimizerConfig(name="adam", lr=3e-3, weight_decay=0.0, momentum=0.0, nesterov=False)
+NO_SCHEDULE = SchedulerConfig(name="none", step_size=1, gamma=1.0, warmup_epochs=0)
+LENGTH = 5
+SPEC = DataSpec("sequence", (2 * LENGTH,), 10, vocab_size=11, target_length=LENGTH)
+
+
+def make_decoder(**overrides) -> Transformer:
+    model = {"width": 32, "heads": 4, "layers": 2, "ff_size": 64, "dropout": 0.0, "norm": "pre", "pooling": "mean", **overrides}
+    Transformer.check_config(model)
+    return Transformer(data=SPEC, optimizer=ADAM, scheduler=NO_SCHEDULE, **model)
+
+
+def reverse_batch(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    x, y = reverse_task(np.random.default_rng(seed).integers(0, 10, size=(n, LENGTH)))
+    return torch.tensor(x), torch.tensor(y)
+
+
+@pytest.mark.parametrize("norm", ["pre", "post"])
+def test_a_change_at_step_t_leaves_every_earlier_output_unchanged(norm):
+    torch.manual_seed(0)
+    decoder = make_decoder(norm=norm).eval()
+    tokens, _ = reverse_batch(4, 0)
+    for t in range(tokens.shape[1]):
+        changed = tokens.clone()
+        changed[:, t] = (changed[:, t] + 1) % 11
+        with torch.no_grad():
+            before, after = decoder.scores(tokens), decoder.scores(changed)
+        torch.testing.assert_close(before[:, :t], after[:, :t])
+        assert not torch.allclose(before[:, t], after[:, t]), t  # position t itself does see the change
+
+
+def test_forward_gives_the_scores_of_the_target_positions():
+    decoder = make_decoder().eval()
+    x, y = reverse_batch(3, 1)
+    with torch.no_grad():
+        assert decoder(x).shape == (3, LENGTH, 10)
+        # the first target token is predicted at the separator, which ends the source; the last from
+        # the input's last position
+        assert (x[:, LENGTH] == SEPARATOR).all()
+        torch.testing.assert_close(decoder(x), decoder.scores(x)[:, LENGTH:])
+
+
+def test_greedy_generation_takes_the_most_probable_token_given_its_own_prefix():
+    torch.manual_seed(2)
+    decoder = make_decoder().eval()
+    x, _ = reverse_batch(6, 2)
+    prompt = x[:, : LENGTH + 1]
+    generated = decoder.generate(prompt, LENGTH)
+    with torch.no_grad():
+        chained = decoder(torch.cat([prompt, generated[:, :-1]], dim=1)).argmax(-1)
+    torch.testing.assert_close(generated, chained)
+
+
+def test_exact_match_from_teacher_forcing_equals_exact_match_of_greedy_generation():
+    """The evaluate stage's exact match (all argmaxes right given the true prefix) counts the same
+    samples as decoding greedily and comparing with the target, on a half-trained model where some
+    samples come out right and some do not."""
+    torch.manual_seed(3)
+    decoder = make_decoder()
+    x, y = reverse_batch(256, 3)
+    fit_batch(decoder, x, y, steps=60)
+    decoder.eval()
+    test_x, test_y = reverse_batch(400, 4)
+    with torch.no_grad():
+        probabilities = decoder.predict(test_x)
+    generated = decoder.generate(test_x[:, : LENGTH + 1], LENGTH)
+    by_generation = (generated == test_y).all(dim=1).float().mean().item()
+    measured = metrics.test_metrics("sequence", probabilities, test_y, 10)
+    assert 0.02 < by_generation < 0.98, "the check needs some right and some wrong samples"
+    assert measured["test/exact_match"] == pytest.approx(by_generation, abs=1e-6)
+    assert measured["test/token_accuracy"] == pytest.approx((probabilities.argmax(-1) == test_y).float().mean().item(), abs=1e-6)
+
+
+def test_perplexity_is_the_exponential_of_the_training_loss():
+    torch.manual_seed(5)
+    decoder = make_decoder().eval()
+    x, y = reverse_batch(50, 5)
+    with torch.no_grad():
+        loss = task_loss("sequence", decoder(x), y)
+        perplexity = metrics.test_metrics("sequence", decoder.predict(x), y, 10)["test/perplexity"]
+    assert perplexity == pytest.approx(torch.exp(loss).item(), rel=1e-5)
+
+
+def test_sampling_at_a_tiny_temperature_is_greedy():
+    torch.manual_seed(6)
+    decoder = make_decoder().eval()
+    prompt = reverse_batch(8, 6)[0][:, : LENGTH + 1]
+    sampled = decoder.generate(prompt, LENGTH, temperature=1e-6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(sampled, decoder.generate(prompt, LENGTH))
+
+
+@pytest.mark.parametrize("temperature", [0.5, 1.0, 2.0])
+def test_sampling_draws_tokens_with_probabilities_softmax_of_scores_over_temperature(temperature):
+    torch.manual_seed(7)
+    decoder = make_decoder().eval()
+    with torch.no_grad():
+        decoder.head.weight.mul_(4.0)  # a distribution far from uniform
+    prompt = reverse_batch(1, 7)[0][:, : LENGTH + 1].repeat(20_000, 1)
+    first = decoder.generate(prompt, 1, temperature=temperature, generator=torch.Generator().manual_seed(1))[:, 0]
+    with torch.no_grad():
+        expected = (decoder.scores(prompt[:1])[0, -1] / temperature).softmax(-1)
+    observed = torch.bincount(first, minlength=10).double() / len(first)
+    assert (observed - expected).abs().max() < 0.015  # > 4 standard errors of a frequency from 20 000 draws
+    assert expected.max() > 0.2  # not a uniform distribution, which any sampler would match
+
+
+def test_the_decoder_learns_to_reverse_a_small_batch():
+    torch.manual_seed(8)
+    decoder = make_decoder()
+    x, y = reverse_batch(64, 8)
+    fit_batch(decoder, x, y, steps=250)
+    decoder.eval()
+    assert (decoder.generate(x[:, : LENGTH + 1], LENGTH) == y).all()
+
+
+def test_examples_show_prompt_target_greedy_and_sampled_outputs():
+    decoder = make_decoder().eval()
+    x, y = reverse_batch(10, 9)
+    lines = decoder.examples(x, y, count=4).splitlines()
+    assert len(lines) == 5 and lines[0].startswith("prompt | target | greedy")
+    prompt, target, greedy, _ = lines[1].split(" | ")
+    assert prompt.split() == [str(t) for t in x[0, : LENGTH + 1].tolist()]
+    assert target.split() == [str(t) for t in y[0].tolist()]
+    assert greedy.split() == [str(t) for t in decoder.generate(x[:1, : LENGTH + 1], LENGTH)[0].tolist()]

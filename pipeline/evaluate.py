@@ -90,9 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment.name,
     )
     with torch.no_grad():
-        examples = model.examples(x, y)
-    if examples is not None:
-        (figures / "examples.txt").write_text(examples)
+        examples = model.examples(x, y)  # text for MLflow only: DVC renders everything in plots/figures as a plot
     if spec.task == "regression":
         fig.predicted_vs_actual(prediction, y, figures / "predicted_vs_actual.png", experiment.name)
     else:
@@ -106,6 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     now = int(time.time() * 1000)
     mlflow_client.log_batch(run["mlflow_run_id"], metrics=[Metric(k, v, now, 0) for k, v in results.items()])
     mlflow_client.log_artifacts(run["mlflow_run_id"], str(figures), "figures")
+    if examples is not None:
+        mlflow_client.log_text(run["mlflow_run_id"], examples, "examples.txt")
     mlflow_client.set_tag(run["mlflow_run_id"], "dvc.evaluated", "true")
 
     out = ROOT / "metrics" / f"{experiment.name}.json"

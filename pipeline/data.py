@@ -48,7 +48,7 @@ class Dataset:
     spec: DataSpec
     load: Callable[[], tuple[np.ndarray, np.ndarray]] | None
     description: str
-    scaling: str = "feature"  # feature | global | none
+    scaling: str = "feature"  # feature | global | none (token ids, kept as integers)
     make_splits: Callable[..., tuple[dict, dict]] | None = None
 
 
@@ -169,11 +169,16 @@ DATASETS: dict[str, Dataset] = {
 
 def split(dataset: str, config: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Seeded train/val/test split of the raw data, stratified by class for classification."""
+    return _split_with_facts(dataset, config)[0]
+
+
+def _split_with_facts(dataset: str, config: DataConfig) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+    """The splits, and what a dataset that builds its own splits records about them in meta.json."""
     from sklearn.model_selection import train_test_split
 
     entry = DATASETS[dataset]
     if entry.make_splits is not None:
-        return entry.make_splits(config)[0]
+        return entry.make_splits(config)
     x, y = entry.load()
     stratify = y if entry.spec.task != "regression" else None
     x_rest, x_test, y_rest, y_test = train_test_split(
@@ -187,7 +192,7 @@ def split(dataset: str, config: DataConfig) -> dict[str, tuple[np.ndarray, np.nd
         random_state=config.split_seed,
         stratify=y_rest if stratify is not None else None,
     )
-    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}
+    return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}, {}
 
 
 def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
@@ -196,22 +201,20 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
 
     entry = DATASETS[dataset]
     spec = entry.spec
-    parts, facts = entry.make_splits(config) if entry.make_splits is not None else (split(dataset, config), {})
+    parts, facts = _split_with_facts(dataset, config)
     x_train = parts["train"][0].reshape(len(parts["train"][0]), -1)
     if entry.scaling == "global":  # images, one series: one mean and scale for all values keeps a background uniform
         mean, std = x_train.mean(), x_train.std()
     elif entry.scaling == "feature":  # tabular: per feature
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         std[std == 0] = 1.0
-    else:  # tokens
-        mean, std = 0.0, 1.0
     meta = {"dataset": dataset, **asdict(spec), **facts, "sizes": {}}
     if spec.task == "regression":
         meta["target_mean"] = float(parts["train"][1].mean())
         meta["target_std"] = float(parts["train"][1].std())
     out_dir.mkdir(parents=True, exist_ok=True)
     for name, (x, y) in parts.items():
-        if spec.task == "sequence":
+        if entry.scaling == "none":  # token ids
             x_t = torch.tensor(x, dtype=torch.long)
         else:
             x_t = torch.tensor(((x.reshape(len(x), -1) - mean) / std).reshape(len(x), *spec.input_shape), dtype=torch.float32)

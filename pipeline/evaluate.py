@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.task == "regression":  # back to the target's own units
         prediction = prediction * meta["target_std"] + meta["target_mean"]
         y = y * meta["target_std"] + meta["target_mean"]
-    results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes)
-    if "noise_variance" in meta:  # a synthetic series: its noise variance is the least error any forecaster can reach
-        results["test/mse_over_noise"] = round(results["test/mse"] / meta["noise_variance"], 6)
+    results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes, meta.get("noise_variance"))
 
     plots = ROOT / "plots"
     figures = plots / "figures" / experiment.name

@@ -62,14 +62,19 @@ def _sequence(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) 
 TEST_METRICS = {"regression": _regression, "binary": _binary, "multiclass": _multiclass}
 
 
-def test_metrics(task: str, prediction: torch.Tensor, target: torch.Tensor, num_classes: int) -> dict[str, float]:
+def test_metrics(
+    task: str, prediction: torch.Tensor, target: torch.Tensor, num_classes: int, noise_variance: float | None = None
+) -> dict[str, float]:
     """prediction: values (n,), P(y=1) (n,) or probabilities (n, K) or (n, L, K); target (n,) or (n, L).
-    Keys `test/<name>`."""
+    Keys `test/<name>`. With the noise variance σ² of a synthetic series (the least mean squared error
+    any forecaster can reach), regression adds mse_over_noise = mse / σ²."""
     if task == "sequence":
         values = _sequence(prediction, target.long(), num_classes)
     else:
         collection = TEST_METRICS[task](num_classes)
         values = collection(prediction, target.long() if task != "regression" else target)
+        if noise_variance is not None:
+            values["mse_over_noise"] = values["mse"] / noise_variance
     return {f"test/{name}": round(float(value), 6) for name, value in sorted(values.items())}
 
 

@@ -63,9 +63,7 @@ def baseline_rows(dataset: str) -> list[dict]:
             probabilities = torch.tensor(model.predict_proba(x_test.flatten(1).numpy()), dtype=torch.float32)
             prediction = probabilities[:, 1] if spec.task == "binary" else probabilities
             target = y_test
-        row = metrics.test_metrics(spec.task, prediction, target, spec.num_classes)
-        if "noise_variance" in meta:
-            row["test/mse_over_noise"] = row["test/mse"] / meta["noise_variance"]
+        row = metrics.test_metrics(spec.task, prediction, target, spec.num_classes, meta.get("noise_variance"))
         rows.append({"name": name, "kind": "baseline", "family": "scikit-learn", "dataset": dataset, **row})
     return rows
 

@@ -34,7 +34,7 @@ def test_explicit_recurrence_equals_the_fused_layer(cell, num_layers, bidirectio
     with torch.no_grad():
         fused, _ = layer(x)
         explicit = explicit_forward(layer, x)
-    assert explicit.shape == fused.shape == (4, 9, 7 * (2 if bidirectional else 1) * 1)
+    assert explicit.shape == fused.shape == (4, 9, 7 * (2 if bidirectional else 1))
     torch.testing.assert_close(explicit, fused, rtol=1e-10, atol=1e-12)
 
 

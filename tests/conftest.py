@@ -124,7 +124,7 @@ def project(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Interrupted trainings (tests/test_resume.py, tests/cluster/test_slurm_preemption.py)
 
-RESUME_EPOCHS = 12
+RESUME_EPOCHS = 40  # long enough that a signal sent after epoch 2 arrives before training ends, on a loaded runner
 
 
 def make_resume_project(path: Path, launcher: str = "none") -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import time
 import warnings
 from pathlib import Path
 
@@ -32,7 +33,26 @@ _NO_PROFILE = contextlib.nullcontext()
 
 
 class EpochProgressBar(TQDMProgressBar):
-    """The training bar only: a one-batch validation bar per epoch would flood non-terminal logs."""
+    """The training bar, redrawn at most every `interval` seconds and at each epoch's last batch; no
+    validation bar (a one-batch bar per epoch would flood non-terminal logs).
+
+    A redraw (the metrics, the postfix, a write to the stream) costs about 1 ms: Lightning's
+    every-n-batches refresh at n = 10 was a third of the Trainer's per-step overhead against a plain
+    loop on a small model (bench/train_loop.py); a clock read per batch costs nothing measurable."""
+
+    def __init__(self, interval: float = 0.5):
+        super().__init__(refresh_rate=1)
+        self.interval = interval
+        self._drawn_at = float("-inf")
+
+    def _should_update(self, current: int, total: int) -> bool:
+        if not self.is_enabled:
+            return False
+        now = time.monotonic()
+        if current == total or now - self._drawn_at >= self.interval:
+            self._drawn_at = now
+            return True
+        return False
 
     def init_validation_tqdm(self):
         bar = super().init_validation_tqdm()
@@ -97,7 +117,7 @@ def build_trainer(
         save_last="link",  # last.ckpt: a link to best.ckpt when both are this epoch (no second write)
         save_on_train_epoch_end=True,  # after the epoch's curve row is in the callbacks' state
     )
-    callbacks = [checkpoint, curve, EpochProgressBar(refresh_rate=10), *extra_callbacks]  # the learning rate: train/lr, logged by the module
+    callbacks = [checkpoint, curve, EpochProgressBar(), *extra_callbacks]  # the learning rate: train/lr, logged by the module
     if stopping.patience:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
     t = experiment.trainer

@@ -14,6 +14,8 @@ from pipeline import data
 from pipeline.data import BatchIndexDataset, Dataset, DataSpec, make_datamodule, prepare, split
 from pipeline.params import ConfigError, DataConfig
 
+from conftest import quiet_trainer
+
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
 
 
@@ -175,6 +177,37 @@ def test_train_loader_covers_the_training_split_once_per_epoch(prepared_toy):
     assert [len(b) for b in batches] == [32] * (len(x_train) // 32) + ([len(x_train) % 32] if len(x_train) % 32 else [])
     assert rows(torch.cat(batches).numpy()) == rows(x_train.numpy())
     assert not torch.equal(torch.cat(batches), x_train)  # shuffled
+
+
+def test_a_lightning_fit_trains_each_epoch_in_that_epochs_seeded_order(prepared_toy):
+    """Lightning sets the epoch on the training batches (an iterable, not a DataLoader) through their
+    `sampler`: each epoch of a fit sees the order EpochBatches gives for that epoch, and epochs differ."""
+    import lightning as L
+
+    class Recorder(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+            self.seen: dict[int, list[torch.Tensor]] = {}
+
+        def training_step(self, batch, batch_idx):
+            x, _ = batch
+            self.seen.setdefault(self.current_epoch, []).append(x.clone())
+            return (self.weight * x.sum()) ** 2
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    model = Recorder()
+    quiet_trainer(max_epochs=3, limit_val_batches=0).fit(model, datamodule=make_datamodule(prepared_toy, 32, seed=5))
+    x_train, _ = data.load_split(prepared_toy, "train")
+    sampler = data.EpochBatches(len(x_train), 32, seed=5)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        expected = [x_train[indices] for indices in sampler]
+        assert len(model.seen[epoch]) == len(expected)
+        assert all(torch.equal(a, b) for a, b in zip(model.seen[epoch], expected)), epoch
+    assert not torch.equal(model.seen[0][0], model.seen[1][0])
 
 
 def test_val_and_test_loaders_yield_the_whole_split_in_order(prepared_toy):

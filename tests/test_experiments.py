@@ -1,0 +1,50 @@
+"""Every experiment of the real params.yaml, at its configured size, trains a few batches through
+Lightning in-process. The end-to-end pipelines run a covering subset (conftest.E2E_EXPERIMENTS) at toy
+size; this catches an experiment whose own settings break at run time."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from pipeline import data
+from pipeline.params import family_class, load
+
+from conftest import quiet_trainer
+
+CONFIG = load()
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("prepared")
+    for dataset in sorted({experiment.dataset for experiment in CONFIG.experiments.values()}):
+        data.prepare(dataset, CONFIG.data, root / dataset)
+    return root
+
+
+@pytest.mark.parametrize("name", list(CONFIG.experiments))
+def test_every_experiment_trains_a_few_batches_as_configured(name, prepared, monkeypatch):
+    monkeypatch.setattr(data, "PREPARED", prepared)
+    experiment = CONFIG.experiments[name]
+    torch.manual_seed(experiment.seed)
+    model = family_class(experiment.family)(
+        data=data.DATASETS[experiment.dataset].spec,
+        optimizer=experiment.optimizer,
+        scheduler=experiment.scheduler,
+        **experiment.model,
+    )
+    t = experiment.trainer
+    trainer = quiet_trainer(
+        max_epochs=2, limit_train_batches=3, limit_val_batches=1, precision=t.precision,
+        gradient_clip_val=t.gradient_clip_val or None, accumulate_grad_batches=t.accumulate_grad_batches,
+        use_distributed_sampler=False,
+    )
+    trainer.fit(model, datamodule=data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed))
+    metrics = trainer.callback_metrics
+    batches = min(3, math.ceil(len(data.load_split(experiment.dataset, "train")[0]) / experiment.batch_size))
+    assert trainer.global_step == 2 * batches // t.accumulate_grad_batches
+    assert math.isfinite(float(metrics["train/loss"])) and math.isfinite(float(metrics["val/loss"]))
+    assert f"val/{data.DATASETS[experiment.dataset].spec.primary_metric}" in metrics

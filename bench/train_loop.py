@@ -3,8 +3,9 @@
     python bench/train_loop.py [--experiment mlp_digits] [--out bench/results/train_loop.md]
 
 Both paths train the same model class (same init seed) on the same tensors, with the same batch
-size, optimizer (pipeline.supervised.build_optimizer) and shuffled batch indexing (a seeded
-BatchSampler over a RandomSampler, whole batches indexed at once).
+size, optimizer (pipeline.supervised.build_optimizer) and shuffled batch indexing, whole batches
+indexed at once (ours: the DataModule's seeded EpochBatches; the plain loop: a seeded BatchSampler
+over a RandomSampler, which gives the same order).
 
 * Time per training step: the training split replicated --replicate times so one epoch has a few
   hundred steps; one epoch per measurement; the first --warmup steps of it are not timed. Our path
@@ -20,7 +21,7 @@ A third path, a bare Lightning Trainer (no logger, callbacks, progress bar or ch
 the same module and DataModule, measures Lightning's own per-step floor on the machine.
 
 Our path is `pipeline.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
-bar, checkpoint, learning-curve and LR-monitor callbacks, deterministic flag, MLflow logger) with
+bar, checkpoint and learning-curve callbacks, deterministic flag, MLflow logger) with
 `pipeline.data.make_datamodule`, logging to a throwaway SQLite MLflow store in a temporary folder.
 """
 

@@ -16,6 +16,11 @@ import yaml
 from slurm_cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One intra-op thread in every process the tests start (stages, DVC queue workers, SLURM jobs): toy
+# models gain nothing from more, pytest's workers run stages side by side, and float sums, hence
+# metrics compared digit for digit, depend on the thread count.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 OUTPUTS = ("data", "models", "metrics", "plots", "reports", "dvc.lock", "mlflow.db", "dvc_plots")
 
 
@@ -111,6 +116,25 @@ def quiet_trainer(**kwargs):
 
     return L.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
                      enable_model_summary=False, **kwargs)
+
+
+# Test files whose tests share one machine-wide resource or a costly session fixture: the SLURM cluster
+# (munged's socket is machine-wide: two clusters at once break each other) and the uninterrupted
+# reference training that the kill -9 and preemption tests compare with.
+ONE_WORKER = ("tests/cluster/", "tests/test_resume.py")
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """pytest-xdist sends each test file to one worker (as --dist loadfile), and the ONE_WORKER files
+    all to the same worker. (--dist loadgroup with xdist_group marks does not group under pytest
+    9.2: pytest-dev/pytest-xdist#1386.)"""
+    from xdist.scheduler import LoadFileScheduling
+
+    class SharedFixtureScheduling(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return "one-worker" if nodeid.startswith(ONE_WORKER) else super()._split_scope(nodeid)
+
+    return SharedFixtureScheduling(config, log)
 
 
 @pytest.fixture(autouse=True)

@@ -159,7 +159,7 @@ def project(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------
 # Interrupted trainings (tests/test_resume.py, tests/cluster/test_slurm_preemption.py)
 
-RESUME_EPOCHS = 40  # long enough that a signal sent after epoch 2 arrives before training ends, on a loaded runner
+RESUME_EPOCHS = 120  # long enough that a signal sent after epoch 2 arrives before training ends on a loaded runner (40 raced once the loop got faster)
 
 
 def make_resume_project(path: Path, launcher: str = "none") -> Path:

@@ -170,6 +170,7 @@ def make_resume_project(path: Path, launcher: str = "none") -> Path:
     raw = shrink_params(project / "params.yaml", epochs=RESUME_EPOCHS)
     raw["experiments"] = {"mlp_digits": raw["experiments"]["mlp_digits"]}
     raw["experiments"]["mlp_digits"]["model"]["hidden_sizes"] = [256, 256]
+    raw["experiments"]["mlp_digits"]["max_epochs"] = RESUME_EPOCHS  # above the experiment's own 60
     raw["experiments"]["mlp_digits"]["launcher"] = {"name": launcher}
     (project / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     git_init(project)

@@ -167,8 +167,7 @@ def make_resume_project(path: Path, launcher: str = "none") -> Path:
     batch norm and a cosine schedule: resuming it exactly needs the random state, data order,
     optimizer and scheduler states."""
     project = copy_project(path)
-    raw = shrink_params(project / "params.yaml", epochs=RESUME_EPOCHS)
-    raw["experiments"] = {"mlp_digits": raw["experiments"]["mlp_digits"]}
+    raw = shrink_params(project / "params.yaml", epochs=RESUME_EPOCHS, keep=("mlp_digits",))
     raw["experiments"]["mlp_digits"]["model"]["hidden_sizes"] = [256, 256]
     raw["experiments"]["mlp_digits"]["max_epochs"] = RESUME_EPOCHS  # above the experiment's own 60
     raw["experiments"]["mlp_digits"]["launcher"] = {"name": launcher}

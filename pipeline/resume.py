@@ -217,14 +217,27 @@ def _set_random_state(state: dict) -> None:
 
 
 class Requeued(Exception):
-    """Training stopped after saving requeue.ckpt because SLURM asked for the job's resources."""
+    """Training stopped after saving requeue.ckpt because SLURM asked for the job's resources; the
+    caller records that, then calls `requeue(job)` (which ends this job: SLURM kills it on requeue)."""
+
+    def __init__(self, message: str, job: str):
+        super().__init__(message)
+        self.job = job
+
+
+def requeue(job: str) -> None:
+    """`scontrol requeue JOB`, as Lightning's SLURM plugin does. SLURM stops the running job at once,
+    so whatever must be written or printed before the requeued job starts comes first."""
+    result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"scontrol requeue {job} failed: {result.stderr.strip()}")
 
 
 class RequeueOnSignal(Callback):
     """SLURM's warning before a time limit or preemption (SIGUSR1, from `#SBATCH --signal=SIGUSR1@90`
     or `scancel --signal=USR1`): before the next training batch, on every process at the same
-    batch, save requeue.ckpt, ask SLURM to requeue the job (`scontrol requeue`, as Lightning's SLURM
-    plugin does) and stop. The requeued job's train stage resumes from requeue.ckpt.
+    batch, save requeue.ckpt and stop with `Requeued`; the train stage then requeues the job. The
+    requeued job's train stage resumes from requeue.ckpt.
 
     Lightning's own handler saves wherever the signal lands, in the middle of a step; this one waits
     for the step to end so that the resumed training is the uninterrupted one."""
@@ -252,9 +265,5 @@ class RequeueOnSignal(Callback):
         job = os.environ.get("SLURM_JOB_ID", "")
         if os.environ.get("SLURM_ARRAY_JOB_ID"):
             job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        if trainer.is_global_zero and job:
-            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            if result.returncode != 0:
-                raise RuntimeError(f"scontrol requeue {job} failed: {result.stderr.strip()}")
         raise Requeued(f"saved {shown(self.path)} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                       f"SLURM job {job or '?'} requeued, it resumes from there")
+                       f"requeueing SLURM job {job or '?'}, it resumes from there", job)

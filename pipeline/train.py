@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         if leader:
             mlflow_client.update_run(run_id, status="SCHEDULED")
         print(f"{experiment.name}: {requeued}", file=sys.stderr, flush=True)
+        if leader and requeued.job:  # last: the requeue ends this job
+            resume.requeue(requeued.job)
         return 75  # EX_TEMPFAIL: DVC stops here; the requeued job runs the stage again
     except BaseException as error:
         if leader:

@@ -37,7 +37,7 @@ def test_requeue_signal_checkpoints_requeues_and_resumes_into_the_same_run(slurm
     log = slurm_cluster.output(job_id)
     assert state == "COMPLETED", f"job {job_id} ended {state}\n{log[-5000:]}"
     assert slurm_cluster.job(job_id)["Restarts"] == "1"
-    assert "SLURM job " + job_id + " requeued" in log
+    assert "requeueing SLURM job " + job_id + "," in log
     assert "mlp_digits: resuming from checkpoints/mlp_digits/requeue.ckpt" in log
 
     from mlflow import MlflowClient

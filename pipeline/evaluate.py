@@ -20,10 +20,12 @@ import csv
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline import cli, data, launch, tracking
-from pipeline.params import ROOT, ConfigError, load_experiment
+from pipeline.params import ROOT, ConfigError, ExperimentConfig, load_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipeline import metrics
     from pipeline.params import family_class
 
     spec = data.DATASETS[experiment.dataset].spec
@@ -61,39 +62,22 @@ def main(argv: list[str] | None = None) -> int:
             f"run `dvc repro -f train@{experiment.name}` to rebuild it"
         ) from None
     model.eval()
-    if experiment.trainer.world_size == 1:
-        with torch.no_grad():
-            prediction = model.predict(x)
-    else:
-        prediction = _predict_distributed(model, x, experiment)
-        if prediction is None:  # not global rank 0: its share is with rank 0
-            return 0
-    if spec.task == "regression":  # back to the target's own units
-        prediction = prediction * meta["target_std"] + meta["target_mean"]
-        y = y * meta["target_std"] + meta["target_mean"]
-    results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes, meta.get("noise_variance"))
-
     plots = ROOT / "plots"
-    figures = plots / "figures" / experiment.name
-    figures.mkdir(parents=True, exist_ok=True)
-    (plots / "predictions").mkdir(exist_ok=True)
-    actual, predicted = _plot_labels(spec.task, prediction, y)
-    _write_csv(plots / "predictions" / f"{experiment.name}.csv", ["actual", "predicted"], zip(actual, predicted))
+    context = Context(experiment, x, y, meta, plots / "figures" / experiment.name,
+                      plots / "predictions" / f"{experiment.name}.csv")
+    context.figures.mkdir(parents=True, exist_ok=True)
+    context.predictions.parent.mkdir(exist_ok=True)
+    results = model.evaluate(context)
+    if results is None:  # not global rank 0: its share is with rank 0
+        return 0
     from pipeline import figures as fig
 
     fig.learning_curve(
         plots / "learning_curves" / f"{experiment.name}.csv",
         plots / "validation" / f"{experiment.name}.csv",
-        figures / "learning_curve.png",
+        context.figures / "learning_curve.png",
         experiment.name,
     )
-    with torch.no_grad():
-        examples = model.examples(x, y)  # text for MLflow only: DVC renders everything in plots/figures as a plot
-    if spec.task == "regression":
-        fig.predicted_vs_actual(prediction, y, figures / "predicted_vs_actual.png", experiment.name)
-    else:
-        matrix = metrics.confusion_matrix(spec.task, prediction, y, spec.num_classes)
-        fig.confusion(matrix, figures / "confusion_matrix.png", experiment.name)
 
     from mlflow.entities import Metric
 
@@ -101,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     mlflow_client = tracking.client()
     now = int(time.time() * 1000)
     mlflow_client.log_batch(run["mlflow_run_id"], metrics=[Metric(k, v, now, 0) for k, v in results.items()])
-    mlflow_client.log_artifacts(run["mlflow_run_id"], str(figures), "figures")
-    if examples is not None:
-        mlflow_client.log_text(run["mlflow_run_id"], examples, "examples.txt")
+    mlflow_client.log_artifacts(run["mlflow_run_id"], str(context.figures), "figures")
+    if context.examples is not None:
+        mlflow_client.log_text(run["mlflow_run_id"], context.examples, "examples.txt")
     mlflow_client.set_tag(run["mlflow_run_id"], "dvc.evaluated", "true")
 
     out = ROOT / "metrics" / f"{experiment.name}.json"
@@ -114,6 +98,54 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{experiment.name}: {len(y)} test samples on {experiment.trainer.world_size} process(es): "
           + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return 0
+
+
+@dataclass
+class Context:
+    """What a family's `evaluate` gets: the experiment, the test split (as prepared), the dataset's
+    facts, where its figures go (plots/figures/EXPERIMENT/, PNG) and its DVC plot rows
+    (plots/predictions/EXPERIMENT.csv: actual, predicted); `examples` is text it may leave for MLflow."""
+
+    experiment: ExperimentConfig
+    x: Any
+    y: Any
+    meta: dict
+    figures: Path
+    predictions: Path
+    examples: str | None = None
+
+
+def evaluate_supervised(model, context: Context) -> dict[str, float] | None:
+    """Test metrics of a supervised family: predictions on every test sample (on as many processes as
+    training had), torchmetrics per task, the confusion plot (deciles for regression), the figures."""
+    import torch
+
+    from pipeline import figures as fig
+    from pipeline import metrics
+
+    experiment, x, y, meta = context.experiment, context.x, context.y, context.meta
+    spec = data.DATASETS[experiment.dataset].spec
+    if experiment.trainer.world_size == 1:
+        with torch.no_grad():
+            prediction = model.predict(x)
+    else:
+        prediction = _predict_distributed(model, x, experiment)
+        if prediction is None:
+            return None
+    if spec.task == "regression":  # back to the target's own units
+        prediction = prediction * meta["target_std"] + meta["target_mean"]
+        y = y * meta["target_std"] + meta["target_mean"]
+    results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes, meta.get("noise_variance"))
+    actual, predicted = _plot_labels(spec.task, prediction, y)
+    write_csv(context.predictions, ["actual", "predicted"], zip(actual, predicted))
+    with torch.no_grad():
+        context.examples = model.examples(context.x, context.y)  # text for MLflow only: DVC renders plots/figures
+    if spec.task == "regression":
+        fig.predicted_vs_actual(prediction, y, context.figures / "predicted_vs_actual.png", experiment.name)
+    else:
+        matrix = metrics.confusion_matrix(spec.task, prediction, y, spec.num_classes)
+        fig.confusion(matrix, context.figures / "confusion_matrix.png", experiment.name)
+    return results
 
 
 def _predict_distributed(model, x, experiment):
@@ -181,7 +213,7 @@ def _plot_labels(task: str, prediction, y) -> tuple[list, list]:
     return decile(y), decile(prediction)
 
 
-def _write_csv(path: Path, header: list[str], rows) -> None:
+def write_csv(path: Path, header: list[str], rows) -> None:
     tmp = path.with_suffix(".csv.tmp")
     with tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)

@@ -67,3 +67,18 @@ def comparison(rows: list[dict], metric: str, png_path: Path) -> None:
     if metric == "test/accuracy":
         ax.set_xlim(0.9, 1.0)
     _save(figure, png_path)
+
+
+def sample_grid(images, png_path: Path, title: str) -> None:
+    """Generated images (n, 1, H, W) in a square grid, each scaled to its own grey range."""
+    import math
+
+    n = len(images)
+    side = math.ceil(math.sqrt(n))
+    figure, axes = plt.subplots(side, side, figsize=(0.6 * side + 0.4, 0.6 * side + 0.7))
+    for index, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if index < n:
+            ax.imshow(images[index][0].detach().cpu().numpy(), cmap="gray_r", interpolation="nearest")
+    figure.suptitle(title, fontsize=9)
+    _save(figure, png_path)

@@ -304,7 +304,7 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
             f"{path}.dataset: family {config.family!r} needs sequences (T steps, D features, or tokens), "
             f"but dataset {config.dataset!r} has samples of shape {spec_.input_shape}"
         )
-    monitors = ("val/loss", f"val/{spec_.primary_metric}")
+    monitors = model_cls.monitors(spec_)
     if config.early_stopping.monitor not in monitors:
         raise ConfigError(
             f"{path}.early_stopping.monitor: unknown metric {config.early_stopping.monitor!r}; allowed: {', '.join(monitors)}"

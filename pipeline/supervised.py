@@ -1,17 +1,17 @@
-"""The plumbing every supervised family shares: task losses, the shared step, epoch metrics,
-chapter 4's optimizers and schedules. A family subclasses `SupervisedModule` and writes only its
+"""The plumbing every supervised family shares: task losses, the shared step, epoch metrics, the
+test metrics and plots (pipeline.evaluate). A family subclasses `SupervisedModule` and writes only its
 model (`forward` returning scores of shape (B, K), K = `data.num_outputs`).
 """
 
 from __future__ import annotations
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.classification import Accuracy
 
 from pipeline.data import DataSpec
+from pipeline.family import FamilyModule, NonFiniteLoss, build_optimizer, build_scheduler  # noqa: F401 (re-exported)
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 
@@ -36,63 +36,18 @@ def task_prediction(task: str, scores: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(scores) if task == "binary" else scores
 
 
-def build_optimizer(parameters, config: OptimizerConfig) -> torch.optim.Optimizer:
-    """Chapter 4: SGD (momentum, Nesterov), Adam, AdamW, RMSprop, Adagrad, L-BFGS."""
-    common = {"lr": config.lr}
-    if config.name == "sgd":
-        return torch.optim.SGD(
-            parameters, momentum=config.momentum, nesterov=config.nesterov, weight_decay=config.weight_decay, **common
-        )
-    if config.name == "rmsprop":
-        return torch.optim.RMSprop(parameters, momentum=config.momentum, weight_decay=config.weight_decay, **common)
-    if config.name == "lbfgs":
-        return torch.optim.LBFGS(parameters, line_search_fn="strong_wolfe", **common)
-    optimizer = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "adagrad": torch.optim.Adagrad}[config.name]
-    return optimizer(parameters, weight_decay=config.weight_decay, **common)
-
-
-def build_scheduler(optimizer, config: SchedulerConfig, max_epochs: int, total_steps: int) -> dict | None:
-    """Step and cosine decay per epoch after an optional linear warmup; one-cycle per optimizer step."""
-    from torch.optim import lr_scheduler as S
-
-    if config.name == "onecycle":
-        lr = optimizer.param_groups[0]["lr"]
-        return {"scheduler": S.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps), "interval": "step"}
-    main = None
-    if config.name == "step":
-        main = S.StepLR(optimizer, step_size=config.step_size, gamma=config.gamma)
-    elif config.name == "cosine":
-        main = S.CosineAnnealingLR(optimizer, T_max=max(1, max_epochs - config.warmup_epochs))
-    if config.warmup_epochs:
-        warmup = S.LinearLR(optimizer, start_factor=1 / (config.warmup_epochs + 1), total_iters=config.warmup_epochs)
-        main = warmup if main is None else S.SequentialLR(optimizer, [warmup, main], [config.warmup_epochs])
-    return None if main is None else {"scheduler": main, "interval": "epoch"}
-
-
-class NonFiniteLoss(ArithmeticError):
-    """The training loss became NaN or infinite."""
-
-
-class SupervisedModule(L.LightningModule):
+class SupervisedModule(FamilyModule):
     """Training and validation steps for every task; epoch-level metrics only (no per-step logging).
 
     train/loss includes the family's penalty (what the optimizer minimises); val/loss does not.
     """
 
-    TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
-    IMAGE_INPUT = False  # True if samples must be (C, H, W) images
-    SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
-    CHAPTER = 0  # the book's chapter, a tag in MLflow
-
-    @staticmethod
-    def check_config(model: dict, data: DataSpec | None = None) -> None:
-        """Raise ValueError("key: what is allowed") for values the types alone don't rule out."""
+    @classmethod
+    def monitors(cls, data: DataSpec) -> tuple[str, ...]:
+        return ("val/loss", f"val/{data.primary_metric}")
 
     def __init__(self, *, data: DataSpec, optimizer: OptimizerConfig, scheduler: SchedulerConfig):
-        super().__init__()
-        self.data_spec = data
-        self.optimizer_config = optimizer
-        self.scheduler_config = scheduler
+        super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.val_loss = MeanMetric()
         if data.task == "regression":
             self.val_metric = MeanSquaredError()
@@ -100,16 +55,6 @@ class SupervisedModule(L.LightningModule):
             self.val_metric = Accuracy(task="binary")
         else:  # multiclass; sequence: the accuracy over target tokens
             self.val_metric = Accuracy(task="multiclass", num_classes=data.num_classes)
-        self._train_loss_sum = torch.zeros(())
-        self._train_batches = 0
-
-    def __setattr__(self, name, value) -> None:
-        # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never
-        # a parameter, buffer or submodule, so nn.Module's checks of those are skipped for it.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
 
     def loss(self, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return task_loss(self.data_spec.task, scores, y)
@@ -129,15 +74,6 @@ class SupervisedModule(L.LightningModule):
         x, y = batch
         return self.loss(self(x), y) + self.penalty()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx) -> None:
-        # A running sum, logged once an epoch: per-step self.log costs more than a tiny model's step.
-        # Here, not in training_step, which L-BFGS calls once per function evaluation.
-        loss = outputs["loss"].detach()
-        if not torch.isfinite(loss):  # stop at once: every later step would only spread the NaN
-            raise NonFiniteLoss(f"training loss {loss.item()} at epoch {self.current_epoch}, step {self.trainer.global_step}")
-        self._train_loss_sum.add_(loss)
-        self._train_batches += 1
-
     def validation_step(self, batch, batch_idx):
         x, y = batch
         scores = self(x)
@@ -147,47 +83,13 @@ class SupervisedModule(L.LightningModule):
             prediction, y = prediction.flatten(0, 1), y.flatten()
         self.val_metric.update(prediction, y)
 
-    def on_train_start(self) -> None:
-        self._train_loss_sum = self._train_loss_sum.to(self.device)  # restored from a checkpoint on the CPU
-
-    def on_train_epoch_start(self) -> None:
-        self._train_loss_sum = torch.zeros((), device=self.device)
-        self._train_batches = 0
-        self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at
-
-    def on_validation_epoch_end(self) -> None:
+    def validation_metrics(self) -> dict[str, torch.Tensor]:
         metrics = {"val/loss": self.val_loss.compute(), f"val/{self.data_spec.primary_metric}": self.val_metric.compute()}
-        if self._train_batches:
-            metrics["train/loss"] = self._train_loss_sum / self._train_batches
-        # Under DDP the torchmetrics values are already reduced over processes; train/loss is averaged.
-        self.log_dict(metrics, prog_bar=True, sync_dist=True)
-        if self._train_batches:
-            self.log("train/lr", float(self._epoch_lr), sync_dist=True)
         self.val_loss.reset()
         self.val_metric.reset()
+        return metrics
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        # The epoch so far, for a checkpoint saved in the middle of an epoch: Lightning resumes such an
-        # epoch without calling on_train_epoch_start (which resets these when an epoch does start).
-        checkpoint["epoch_so_far"] = {
-            "train_loss_sum": self._train_loss_sum.detach().cpu(),
-            "train_batches": self._train_batches,
-            "lr": float(getattr(self, "_epoch_lr", 0.0)),
-        }
+    def evaluate(self, context) -> dict[str, float] | None:
+        from pipeline.evaluate import evaluate_supervised
 
-    def on_load_checkpoint(self, checkpoint: dict) -> None:
-        if "epoch_so_far" in checkpoint:
-            so_far = checkpoint["epoch_so_far"]
-            self._train_loss_sum = so_far["train_loss_sum"].clone()
-            self._train_batches = so_far["train_batches"]
-            self._epoch_lr = so_far["lr"]
-
-    def configure_optimizers(self):
-        optimizer = build_optimizer(self.parameters(), self.optimizer_config)
-        scheduler = build_scheduler(
-            optimizer, self.scheduler_config, self.trainer.max_epochs, int(self.trainer.estimated_stepping_batches)
-        )
-        return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
-
-    def num_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters())
+        return evaluate_supervised(self, context)

@@ -1,0 +1,211 @@
+"""What the generative families share (autoencoders of ch. 3; VAE, GAN and diffusion of ch. 8):
+training on the images alone (labels unused), one validation loss, and one way to score generated
+samples, the same for every model and for the reference rows of the report.
+
+A family subclasses `GenerativeModule` and writes `training_loss(x)` (or its own `training_step`,
+e.g. a GAN's manual optimization), `sample(n, generator)` and, if it has any, `test_metrics(x)`.
+
+Scoring, without downloading anything: the features are the penultimate layer of a CNN classifier
+that the `scorer` stage trains on the dataset (pipeline.scorer), not Inception. N generated samples
+against the N test images (N = the test split's size, the same for every model):
+- FID and KID through torchmetrics' FrechetInceptionDistance and KernelInceptionDistance with that
+  feature extractor;
+- class coverage: the classifier's predicted class of each sample; how many classes appear and the
+  KL divergence of that histogram from the uniform one (0 when every class is equally frequent).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchmetrics import MeanMetric
+
+from pipeline.data import DataSpec
+from pipeline.family import FamilyModule
+from pipeline.params import ROOT, ConfigError, OptimizerConfig, SchedulerConfig
+
+SCORERS = ROOT / "scorers"
+GRID = 64  # samples in the PNG grid
+
+
+class GenerativeModule(FamilyModule):
+    """Images in, images out; val/loss is the family's own objective on the validation images."""
+
+    TASKS = ("multiclass",)  # labelled image datasets: the labels only serve the scorer
+    IMAGE_INPUT = True
+    CHAPTER = 8
+
+    def __init__(self, *, data: DataSpec, optimizer: OptimizerConfig, scheduler: SchedulerConfig):
+        super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
+        self.val_loss = MeanMetric()
+
+    # --- what a family writes -------------------------------------------------------------------
+
+    def training_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The objective the optimizer minimises on a batch of images x (B, C, H, W)."""
+        raise NotImplementedError
+
+    def validation_loss(self, x: torch.Tensor) -> torch.Tensor:
+        """The objective on validation images (in eval mode, without gradients); the training one by default."""
+        return self.training_loss(x)
+
+    def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n new images (n, C, H, W) in the prepared data's units, drawn with `generator` only."""
+        raise NotImplementedError
+
+    def test_metrics(self, x: torch.Tensor) -> dict[str, float]:
+        """Metrics of the test images beyond sample quality (e.g. reconstruction MSE), without `test/`."""
+        return {}
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def training_step(self, batch, batch_idx):
+        x, _ = batch
+        return self.training_loss(x)
+
+    def validation_step(self, batch, batch_idx):
+        x, _ = batch
+        self.val_loss.update(self.validation_loss(x), weight=len(x))
+
+    def validation_metrics(self) -> dict[str, torch.Tensor]:
+        metrics = {"val/loss": self.val_loss.compute()}
+        self.val_loss.reset()
+        return metrics
+
+    def evaluate(self, context) -> dict[str, float] | None:
+        return evaluate_generative(self, context)
+
+
+# ---------------------------------------------------------------------------------------------
+# The scorer's features and classes
+
+
+class Features(nn.Module):
+    """The scorer CNN's penultimate layer as torchmetrics' custom feature extractor: images -> (n, d)."""
+
+    def __init__(self, network: nn.Module):
+        super().__init__()
+        self.network = network
+        self.num_features = int(torch.tensor(network.feature_shape).prod())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.network.features(x.float()).flatten(1)
+
+
+def scorer_path(dataset: str) -> Path:
+    return SCORERS / f"{dataset}.pt"
+
+
+def load_scorer(dataset: str) -> nn.Module:
+    """The classifier the scorer stage trained on `dataset`, in eval mode."""
+    from pipeline import data
+    from pipeline.scorer import build_network
+
+    path = scorer_path(dataset)
+    if not path.exists():
+        raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro scorer` to train the sample scorer")
+    network = build_network(data.DATASETS[dataset].spec)
+    network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return network.eval()
+
+
+def class_kl_from_uniform(classes: torch.Tensor, num_classes: int) -> float:
+    """KL(p ‖ uniform) = Σ_k p_k log(K p_k) of the histogram p of `classes`, with 0 log 0 = 0."""
+    p = torch.bincount(classes, minlength=num_classes).double() / len(classes)
+    return float(torch.special.xlogy(p, p * num_classes).sum())
+
+
+@torch.no_grad()
+def sample_scores(samples: torch.Tensor, reference: torch.Tensor, scorer: nn.Module, seed: int = 0) -> dict[str, float]:
+    """FID, KID, classes covered and the class histogram's KL from uniform of `samples` against the
+    `reference` images (both in the prepared data's units, the same number of each)."""
+    from torchmetrics.image.fid import FrechetInceptionDistance
+    from torchmetrics.image.kid import KernelInceptionDistance
+
+    if len(samples) != len(reference):
+        raise ValueError(f"{len(samples)} samples against {len(reference)} reference images: the numbers must match")
+    features = Features(scorer)
+    fid = FrechetInceptionDistance(feature=features)
+    with warnings.catch_warnings():  # that it keeps every feature: a few hundred vectors of 64 numbers
+        warnings.filterwarnings("ignore", message=".*will save all extracted features.*")
+        kid = KernelInceptionDistance(feature=features, subsets=50, subset_size=min(100, len(samples)))
+    for metric in (fid, kid):
+        metric.update(reference.float(), real=True)
+        metric.update(samples.float(), real=False)
+    torch.manual_seed(seed)  # KID draws its subsets from the global generator
+    kid_mean, _ = kid.compute()
+    num_classes = scorer.data_spec.num_classes
+    classes = scorer(samples.float()).argmax(-1)
+    return {
+        "fid": round(float(fid.compute()), 6),
+        "kid": round(float(kid_mean), 6),
+        "classes_covered": int(torch.unique(classes).numel()),
+        "class_kl": round(class_kl_from_uniform(classes, num_classes), 6),
+    }
+
+
+def reference_rows(dataset: str, seed: int = 0) -> list[dict]:
+    """The report's reference rows, scored like the models (N = the test split's size):
+    the floor, N training images against the test images; and a Gaussian fitted to the training
+    pixels (mean and full covariance), N samples from it."""
+    from pipeline import data
+
+    x_train, _ = data.load_split(dataset, "train")
+    x_test, _ = data.load_split(dataset, "test")
+    scorer = load_scorer(dataset)
+    generator = torch.Generator().manual_seed(seed)
+    n = len(x_test)
+    train_images = x_train[torch.randperm(len(x_train), generator=generator)[:n]]
+    flat = x_train.flatten(1).double()
+    mean = flat.mean(0)
+    covariance = torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=flat.dtype)
+    gaussian = torch.distributions.MultivariateNormal(mean, covariance)
+    torch.manual_seed(seed)
+    gaussian_images = gaussian.sample((n,)).float().reshape(n, *x_train.shape[1:])
+    rows = []
+    for name, family, images in (
+        ("train_images", "floor: training images vs test images", train_images),
+        ("gaussian_pixels", "Gaussian fitted to the training pixels", gaussian_images),
+    ):
+        scores = sample_scores(images, x_test, scorer, seed)
+        rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset,
+                     **{f"test/{k}": v for k, v in scores.items()}})
+    return rows
+
+
+def scorer_accuracy(dataset: str) -> float | None:
+    facts = SCORERS / f"{dataset}.json"
+    return json.loads(facts.read_text())["test/accuracy"] if facts.exists() else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The evaluate stage of a generative family
+
+
+def evaluate_generative(model: GenerativeModule, context) -> dict[str, float] | None:
+    """N samples (N = the test split's size, drawn with the experiment's seed) scored against the test
+    images; the family's own test metrics; a sample grid (PNG); the samples' classes as a DVC plot
+    (actual = generated, predicted = the scorer's class). Global rank 0 only."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from pipeline import figures as fig
+    from pipeline.evaluate import write_csv
+
+    if rank_zero_only.rank != 0:
+        return None
+    experiment, x = context.experiment, context.x
+    scorer = load_scorer(experiment.dataset)
+    generator = torch.Generator().manual_seed(experiment.seed)
+    with torch.no_grad():
+        samples = model.sample(len(x), generator)
+        own = model.test_metrics(x)
+        classes = scorer(samples.float()).argmax(-1)
+    results = {f"test/{k}": v for k, v in sample_scores(samples, x, scorer, experiment.seed).items()}
+    results.update({f"test/{k}": round(float(v), 6) for k, v in own.items()})
+    write_csv(context.predictions, ["actual", "predicted"], (("generated", int(c)) for c in classes))
+    fig.sample_grid(samples[:GRID], context.figures / "samples.png", f"{experiment.name}: samples")
+    return dict(sorted(results.items()))

@@ -1,0 +1,88 @@
+"""Stage scorer: the classifier whose features score generated images (pipeline.generative).
+
+    python -m pipeline.scorer
+
+For every labelled image dataset (digits here), trains the spine's CNN (modules/cnn.py) with a fixed
+configuration, seed and schedule, independent of params.yaml's experiments so that tuning an
+experiment never moves the yardstick, and writes scorers/<dataset>.pt (weights) and
+scorers/<dataset>.json (its test accuracy). Its penultimate layer gives FID's and KID's features,
+its predicted class the samples' class coverage. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+
+from pipeline import cli, data
+from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig
+
+SEED = 0
+EPOCHS = 20
+BATCH_SIZE = 64
+ARCHITECTURE = dict(channels=[32, 64, 64], kernel_size=3, padding=1, stride=1, pool="max", batch_norm=True,
+                    residual=False, dropout=0.2)  # 8x8 -> 4 -> 2 -> 1: 64 features
+OPTIMIZER = OptimizerConfig(name="adamw", lr=3e-3, weight_decay=1e-2, momentum=0.0, nesterov=False)
+SCHEDULER = SchedulerConfig(name="cosine", step_size=1, gamma=1.0, warmup_epochs=0)
+
+
+def image_datasets() -> list[str]:
+    return sorted(name for name, d in data.DATASETS.items() if d.spec.task == "multiclass" and len(d.spec.input_shape) == 3)
+
+
+def build_network(spec: data.DataSpec):
+    from modules.cnn import ConvolutionalNetwork
+
+    return ConvolutionalNetwork(data=spec, optimizer=OPTIMIZER, scheduler=SCHEDULER, **ARCHITECTURE)
+
+
+def train(dataset: str):
+    """The scorer network, trained on the dataset's training split; returns (network, test accuracy)."""
+    import lightning as L
+    import torch
+    from torchmetrics.classification import Accuracy
+
+    from pipeline.trainer import EpochProgressBar
+
+    L.seed_everything(SEED, workers=True, verbose=False)
+    spec = data.DATASETS[dataset].spec
+    network = build_network(spec)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_epochs=EPOCHS, deterministic=True, logger=False, enable_checkpointing=False,
+        enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[EpochProgressBar()],
+    )
+    trainer.fit(network, datamodule=data.make_datamodule(dataset, BATCH_SIZE, SEED))
+    network.eval()
+    x, y = data.load_split(dataset, "test")
+    with torch.no_grad():
+        accuracy = Accuracy(task="multiclass", num_classes=spec.num_classes)(network(x), y)
+    return network, float(accuracy)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(prog="python -m pipeline.scorer", description=__doc__.splitlines()[0]).parse_args(argv)
+    datasets = image_datasets()
+    for dataset in datasets:
+        data.load_split(dataset, "train")  # a clear error if prepare has not run
+    import torch
+
+    out = ROOT / "scorers"
+    staging = ROOT / ".scorers.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for index, dataset in enumerate(datasets, 1):
+        network, accuracy = train(dataset)
+        torch.save(network.state_dict(), staging / f"{dataset}.pt")
+        facts = {"dataset": dataset, "test/accuracy": round(accuracy, 6), "seed": SEED, "epochs": EPOCHS,
+                 "features": int(torch.tensor(network.feature_shape).prod()), **ARCHITECTURE}
+        (staging / f"{dataset}.json").write_text(json.dumps(facts, indent=2) + "\n")
+        print(f"[{index}/{len(datasets)}] scorer for {dataset}: test accuracy {accuracy:.4f}", flush=True)
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))

@@ -3,7 +3,8 @@ training on the images alone (labels unused), one validation loss, and one way t
 samples, the same for every model and for the reference rows of the report.
 
 A family subclasses `GenerativeModule` and writes `training_loss(x)` (or its own `training_step`,
-e.g. a GAN's manual optimization), `sample(n, generator)` and, if it has any, `test_metrics(x)`.
+e.g. a GAN's manual optimization), `sample(n, generator)` and, if it needs them,
+`fit_sampler(x_train)` (e.g. a Gaussian over an autoencoder's codes) and `test_metrics(x, x_train)`.
 
 Scoring, without downloading anything: the features are the penultimate layer of a CNN classifier
 that the `scorer` stage trains on the dataset (pipeline.scorer), not Inception. N generated samples
@@ -57,8 +58,12 @@ class GenerativeModule(FamilyModule):
         """n new images (n, C, H, W) in the prepared data's units, drawn with `generator` only."""
         raise NotImplementedError
 
-    def test_metrics(self, x: torch.Tensor) -> dict[str, float]:
-        """Metrics of the test images beyond sample quality (e.g. reconstruction MSE), without `test/`."""
+    def fit_sampler(self, x_train: torch.Tensor) -> None:
+        """Called by the evaluate stage before `sample`, with the training images; nothing by default."""
+
+    def test_metrics(self, x: torch.Tensor, x_train: torch.Tensor) -> dict[str, float]:
+        """Metrics of the test images x beyond sample quality (e.g. reconstruction MSE, and PCA's fitted on
+        x_train beside it), keys without `test/`."""
         return {}
 
     # --- the loop -------------------------------------------------------------------------------
@@ -198,11 +203,15 @@ def evaluate_generative(model: GenerativeModule, context) -> dict[str, float] | 
     if rank_zero_only.rank != 0:
         return None
     experiment, x = context.experiment, context.x
+    from pipeline import data
+
     scorer = load_scorer(experiment.dataset)
+    x_train, _ = data.load_split(experiment.dataset, "train")
     generator = torch.Generator().manual_seed(experiment.seed)
     with torch.no_grad():
+        model.fit_sampler(x_train)
         samples = model.sample(len(x), generator)
-        own = model.test_metrics(x)
+        own = model.test_metrics(x, x_train)
         classes = scorer(samples.float()).argmax(-1)
     results = {f"test/{k}": v for k, v in sample_scores(samples, x, scorer, experiment.seed).items()}
     results.update({f"test/{k}": round(float(v), 6) for k, v in own.items()})

@@ -112,7 +112,7 @@ def load_scorer(dataset: str) -> nn.Module:
 
     path = scorer_path(dataset)
     if not path.exists():
-        raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro scorer` to train the sample scorer")
+        raise ConfigError(f"{data.shown(path)}: missing; run `dvc repro scorer` to train the sample scorer")
     network = build_network(data.DATASETS[dataset].spec)
     network.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return network.eval()

@@ -256,7 +256,7 @@ def load(path: Path | str = PARAMS_FILE) -> Config:
         if name not in experiments:
             raise ConfigError(f"targets.{name}: no such experiment; known: {', '.join(experiments)}")
         for index, target in enumerate(entries if isinstance(entries, list) else [None]):
-            _check_target(target, f"targets.{name}[{index}]")
+            _check_target(target, f"targets.{name}[{index}]", experiments)
     return Config(tracking_experiment, data, experiments, targets)
 
 
@@ -314,15 +314,21 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
 
 
 _TARGET_FORMS = ({"metric", "at_least"}, {"metric", "at_most"},
-                 {"metric", "baseline", "at_least_delta"}, {"metric", "baseline", "at_most_ratio"})
+                 {"metric", "baseline", "at_least_delta"}, {"metric", "baseline", "at_most_ratio"},
+                 {"metric", "lowest_among"})
 
 
-def _check_target(target: Any, path: str) -> None:
+def _check_target(target: Any, path: str, experiments: dict) -> None:
     if not isinstance(target, dict) or set(target) not in _TARGET_FORMS:
         forms = "; ".join("{" + ", ".join(sorted(form)) + "}" for form in _TARGET_FORMS)
         raise ConfigError(f"{path}: a target is one of {forms}")
     for key, value in target.items():
-        if key not in ("metric", "baseline"):
+        if key == "lowest_among":
+            target[key] = _coerce(value, list[str], f"{path}.{key}")
+            unknown = [name for name in target[key] if name not in experiments]
+            if unknown or not target[key]:
+                raise ConfigError(f"{path}.{key}: must list experiments of params.yaml; unknown: {', '.join(unknown) or '(empty list)'}")
+        elif key not in ("metric", "baseline"):
             target[key] = _coerce(value, float, f"{path}.{key}")
 
 

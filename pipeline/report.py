@@ -3,7 +3,10 @@
     python -m pipeline.report
 
 Writes reports/comparison.md (one row per experiment and per baseline, then the targets of
-params.yaml with pass/fail) and reports/comparison.png.
+params.yaml with pass/fail) and reports/comparison.png. Generative experiments (their metrics have
+test/fid) get a table of their own, beside two reference rows scored the same way
+(pipeline.generative: the floor, training images against test images; a Gaussian fitted to the
+training pixels), their sample grids, and reports/generative.png.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from pipeline.params import ROOT, ConfigError, load
 REPORTS = ROOT / "reports"
 COLUMNS = ["test/accuracy", "test/f1", "test/auroc", "test/ece", "test/mse", "test/mse_over_noise", "test/mae", "test/r2",
            "test/token_accuracy", "test/exact_match", "test/perplexity"]
+GENERATIVE_COLUMNS = ["test/fid", "test/kid", "test/classes_covered", "test/class_kl", "test/mse", "test/pca_mse",
+                      "test/mse_over_pca", "test/neg_elbo"]
 
 
 def baselines(dataset: str) -> dict[str, object]:
@@ -68,9 +73,17 @@ def baseline_rows(dataset: str) -> list[dict]:
     return rows
 
 
-def check_target(target: dict, value: float | None, baseline_values: dict[str, float]) -> tuple[str, bool | None]:
-    """A target of params.yaml -> (its statement, whether it holds; None if it could not be checked)."""
+def check_target(target: dict, value: float | None, baseline_values: dict[str, float],
+                 experiment_values: dict[str, float | None] | None = None) -> tuple[str, bool | None]:
+    """A target of params.yaml -> (its statement, whether it holds; None if it could not be checked).
+    `experiment_values`: the metric of every experiment, for `lowest_among`."""
     metric = target["metric"]
+    if "lowest_among" in target:
+        others = {name: (experiment_values or {}).get(name) for name in target["lowest_among"]}
+        statement = f"{metric} below each of {', '.join(others)}"
+        if any(v is None for v in others.values()):
+            return statement + " (some have no value)", None
+        return statement, value is not None and all(value < v for v in others.values())
     if "at_least" in target:
         threshold, statement = target["at_least"], f"{metric} >= {target['at_least']}"
         ok = value is not None and value >= threshold
@@ -90,6 +103,38 @@ def check_target(target: dict, value: float | None, baseline_values: dict[str, f
             statement = f"{metric} <= {target['at_most_ratio']:g} x {target['baseline']} = {threshold:.4f}"
             ok = value is not None and value <= threshold
     return statement, ok
+
+
+def _generative_section(rows: list[dict]) -> list[str]:
+    """The generative models beside the reference rows, then each model's sample grid."""
+    from pipeline import generative as gen
+
+    columns = [c for c in GENERATIVE_COLUMNS if any(c in row for row in rows)]
+    header = ["name", "kind", "family", "dataset", *columns, "parameters", "train seconds"]
+    datasets = sorted({row["dataset"] for row in rows})
+    scorers = ", ".join(f"{d} {gen.scorer_accuracy(d):.4f}" for d in datasets if gen.scorer_accuracy(d) is not None)
+    lines = [
+        "",
+        "## Generative models",
+        "",
+        "N generated samples against the N test images (N = the test split's size), scored with the penultimate",
+        "layer of a CNN the `scorer` stage trains on the dataset (test accuracy: " + scorers + "): FID and KID",
+        "(lower is better), how many classes the scorer finds among the samples and the KL divergence of that",
+        "class histogram from uniform. Reference rows: `train_images`, N training images against the test images",
+        "(the floor); `gaussian_pixels`, samples of a Gaussian fitted to the training pixels. Autoencoders: test",
+        "reconstruction MSE per pixel beside PCA's with the same k fitted on the training split (`test/pca_mse`);",
+        "VAE: test negative ELBO in nats per image.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for row in sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "model", r.get("test/fid", 0))):
+        lines.append("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |")
+    lines += ["", "![generative](generative.png)", ""]
+    for row in rows:
+        if row["kind"] == "model":
+            lines.append(f"![{row['name']} samples](../plots/figures/{row['name']}/samples.png)")
+    return lines
 
 
 def _fmt(value) -> str:
@@ -121,12 +166,23 @@ def main(argv: list[str] | None = None) -> int:
                 **json.loads(metrics_file.read_text()),
             }
         )
-    datasets = sorted({row["dataset"] for row in rows})
-    for index, dataset in enumerate(datasets, 1):
-        print(f"[{index}/{len(datasets)}] fitting scikit-learn baselines on {dataset}")
+    generative = {row["name"] for row in rows if "test/fid" in row}
+    supervised_datasets = sorted({row["dataset"] for row in rows if row["name"] not in generative})
+    generative_datasets = sorted({row["dataset"] for row in rows if row["name"] in generative})
+    steps = len(supervised_datasets) + len(generative_datasets)
+    for index, dataset in enumerate(supervised_datasets, 1):
+        print(f"[{index}/{steps}] fitting scikit-learn baselines on {dataset}", flush=True)
         rows.extend(baseline_rows(dataset))
+    for index, dataset in enumerate(generative_datasets, len(supervised_datasets) + 1):
+        print(f"[{index}/{steps}] scoring the reference samples of {dataset}", flush=True)
+        from pipeline import generative as gen
 
-    columns = [c for c in COLUMNS if any(c in row for row in rows)]
+        rows.extend({**row, "generative": True} for row in gen.reference_rows(dataset))
+    is_generative = lambda row: row["name"] in generative or row.get("generative")  # noqa: E731
+    supervised_rows = [row for row in rows if not is_generative(row)]
+    generative_rows = [row for row in rows if is_generative(row)]
+
+    columns = [c for c in COLUMNS if any(c in row for row in supervised_rows)]
     header = ["name", "kind", "family", "dataset", *columns, "parameters", "train seconds"]
     lines = [
         "# Comparison",
@@ -139,8 +195,10 @@ def main(argv: list[str] | None = None) -> int:
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for row in sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "model", r["name"])):
+    for row in sorted(supervised_rows, key=lambda r: (r["dataset"], r["kind"] != "model", r["name"])):
         lines.append("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |")
+    if generative_rows:
+        lines += _generative_section(generative_rows)
 
     lines += ["", "## Targets", "", "| experiment | target | value | holds |", "|---|---|---|---|"]
     failures = 0
@@ -152,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
                 for row in rows
                 if row["kind"] == "baseline" and row["dataset"] == model_row["dataset"]
             }
-            statement, ok = check_target(target, model_row.get(target["metric"]), reference)
+            by_experiment = {row["name"]: row.get(target["metric"]) for row in rows if row["kind"] == "model"}
+            statement, ok = check_target(target, model_row.get(target["metric"]), reference, by_experiment)
             failures += ok is False
             verdict = {True: "yes", False: "**no**", None: "unchecked"}[ok]
             lines.append(f"| {name} | {statement} | {_fmt(model_row.get(target['metric']))} | {verdict} |")
@@ -162,6 +221,10 @@ def main(argv: list[str] | None = None) -> int:
 
     REPORTS.mkdir(exist_ok=True)
     figures.comparison(rows, "test/accuracy", REPORTS / "comparison.png")
+    if generative_rows:
+        figures.comparison(generative_rows, "test/fid", REPORTS / "generative.png")
+    else:
+        (REPORTS / "generative.png").unlink(missing_ok=True)
     tmp = REPORTS / "comparison.md.tmp"
     tmp.write_text("\n".join(lines))
     tmp.replace(REPORTS / "comparison.md")

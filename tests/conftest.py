@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # models gain nothing from more, pytest's workers run stages side by side, and float sums, hence
 # metrics compared digit for digit, depend on the thread count.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-OUTPUTS = ("data", "models", "metrics", "plots", "reports", "dvc.lock", "mlflow.db", "dvc_plots")
+OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "dvc.lock", "mlflow.db", "dvc_plots")
 
 
 def project_files() -> list[str]:

@@ -58,9 +58,10 @@ def test_repro_runs_every_stage_in_order(repro):
     ran = stages_run(result.stdout)
     names = list(params["experiments"])
     assert ran[0] == "prepare" and ran[-1] == "report"
-    assert sorted(ran[1:-1]) == sorted([f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
+    assert sorted(ran[1:-1]) == sorted(["scorer"] + [f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
     for name in names:
         assert ran.index(f"train@{name}") < ran.index(f"evaluate@{name}")
+        assert ran.index("scorer") < ran.index(f"evaluate@{name}")
 
 
 def test_metrics_files_have_the_task_keys(repro):

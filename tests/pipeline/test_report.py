@@ -1,0 +1,37 @@
+"""The report's target checks (pipeline.report.check_target), every form of params.yaml's targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.report import check_target
+
+
+@pytest.mark.parametrize(
+    ("target", "value", "holds"),
+    [
+        ({"metric": "test/accuracy", "at_least": 0.9}, 0.95, True),
+        ({"metric": "test/accuracy", "at_least": 0.9}, 0.85, False),
+        ({"metric": "test/mse_over_pca", "at_most": 1.02}, 1.01, True),
+        ({"metric": "test/mse_over_pca", "at_most": 1.02}, 1.03, False),
+        ({"metric": "test/accuracy", "baseline": "svc", "at_least_delta": -0.01}, 0.976, True),
+        ({"metric": "test/accuracy", "baseline": "svc", "at_least_delta": -0.01}, 0.974, False),
+        ({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 1.0}, 18.0, True),
+        ({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 1.0}, 19.0, False),
+        ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, 3.0, True),
+        ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, 5.0, False),  # not below the VAE's 4.0
+        ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, None, False),
+    ],
+)
+def test_each_target_form_holds_or_not(target, value, holds):
+    baselines = {"svc": 0.985, "gaussian_pixels": 18.5}
+    experiments = {"vae": 4.0, "gan": 9.0}
+    statement, ok = check_target(target, value, baselines, experiments)
+    assert ok is holds
+    assert statement.startswith(target["metric"])
+
+
+def test_a_target_that_cannot_be_checked_says_so():
+    assert check_target({"metric": "test/fid", "baseline": "nope", "at_most_ratio": 1.0}, 3.0, {}, {})[1] is None
+    statement, ok = check_target({"metric": "test/fid", "lowest_among": ["vae"]}, 3.0, {}, {"vae": None})
+    assert ok is None and "no value" in statement

@@ -65,6 +65,11 @@ class FamilyModule(L.LightningModule):
         """Raise ValueError("key: what is allowed") for values the types alone don't rule out."""
 
     @classmethod
+    def check_experiment(cls, experiment) -> None:
+        """Raise ValueError("key: what is allowed") for an experiment setting outside `model:` (a
+        pipeline.params.ExperimentConfig, keys relative to it) the family cannot train with."""
+
+    @classmethod
     def monitors(cls, data: DataSpec) -> tuple[str, ...]:
         """The validation metrics early stopping and the best checkpoint may monitor."""
         return ("val/loss",)

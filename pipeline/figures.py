@@ -24,15 +24,20 @@ def _read(csv_path: Path) -> list[dict]:
 
 
 def learning_curve(loss_csv: Path, metric_csv: Path, png_path: Path, title: str) -> None:
-    """Train and validation loss per epoch (log scale), and the validation metric beside them."""
-    figure, (loss_ax, metric_ax) = plt.subplots(1, 2, figsize=(9, 3.5))
-    for ax, rows in ((loss_ax, _read(loss_csv)), (metric_ax, _read(metric_csv))):
-        epochs = [int(row["epoch"]) for row in rows]
+    """Train and validation loss per epoch (log scale while every value is positive), and the
+    validation metric beside them if the family has one besides the loss (generative ones do not)."""
+    losses, metrics = _read(loss_csv), _read(metric_csv)
+    has_metric = any(k != "epoch" for k in (metrics[0] if metrics else {}))
+    figure, axes = plt.subplots(1, 2 if has_metric else 1, figsize=(9 if has_metric else 4.8, 3.5), squeeze=False)
+    values = []
+    for ax, rows in zip(axes[0], (losses, metrics)):
         for key in (k for k in (rows[0] if rows else {}) if k != "epoch"):
-            ax.plot(epochs, [float(row[key]) for row in rows], label=key)
+            points = [(int(row["epoch"]), float(row[key])) for row in rows if row[key] != ""]
+            ax.plot([e for e, _ in points], [v for _, v in points], label=key)
+            values += [v for _, v in points] if ax is axes[0][0] else []
         ax.set(xlabel="epoch", title=title)
         ax.legend()
-    loss_ax.set(ylabel="loss", yscale="log")
+    axes[0][0].set(ylabel="loss", yscale="log" if values and min(values) > 0 else "linear")
     _save(figure, png_path)
 
 

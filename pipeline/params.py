@@ -310,6 +310,10 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
             f"{path}.early_stopping.monitor: unknown metric {config.early_stopping.monitor!r}; allowed: {', '.join(monitors)}"
         )
     model = model_kwargs(model_cls, config.model, f"{path}.model", spec_)
+    try:
+        model_cls.check_experiment(config)
+    except ValueError as error:
+        raise ConfigError(f"{path}.{error}") from None
     return dataclasses.replace(config, model=model)
 
 

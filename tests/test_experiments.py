@@ -45,10 +45,10 @@ def test_every_experiment_trains_a_few_batches_as_configured(name, prepared, mon
     trainer.fit(model, datamodule=data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed))
     metrics = trainer.callback_metrics
     batches = min(3, math.ceil(len(data.load_split(experiment.dataset, "train")[0]) / experiment.batch_size))
-    if model.automatic_optimization:  # under manual optimization (GANs) every optimizer's step counts
+    if model.automatic_optimization:
         assert trainer.global_step == 2 * batches // t.accumulate_grad_batches
-    else:
-        assert trainer.global_step >= 2 * batches
+    else:  # manual optimization (the GAN): Lightning counts every optimizer step the family makes
+        assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 2 * batches
     assert math.isfinite(float(metrics["train/loss"])) and math.isfinite(float(metrics["val/loss"]))
-    for monitor in model.monitors(data.DATASETS[experiment.dataset].spec):
-        assert monitor in metrics
+    # the metrics early stopping may monitor: val/loss, and val/<primary metric> for supervised families
+    assert set(model.monitors(data.DATASETS[experiment.dataset].spec)) <= set(metrics)

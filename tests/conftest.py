@@ -81,8 +81,8 @@ def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = No
     for experiment in params["experiments"].values():
         experiment["max_epochs"] = min(epochs, experiment.get("max_epochs", epochs))
         model = experiment.get("model", {})
-        if "hidden_sizes" in model:
-            model["hidden_sizes"] = [32]
+        for key in [k for k in model if k.endswith("_sizes") and model[k]]:  # hidden_sizes, generator_sizes, ...
+            model[key] = [32]
         if "channels" in model:
             model["channels"] = [8, 8]
         if "hidden_size" in model:  # recurrent

@@ -87,6 +87,8 @@ def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = No
             model["channels"] = [8, 8]
         if "hidden_size" in model:  # recurrent
             model.update(hidden_size=8, num_layers=1)
+        if "time_features" in model:  # diffusion: a small denoiser, a short chain
+            model.update(features=32, blocks=1, time_features=16, steps=50, ddim_steps=10)
         if "width" in model:  # transformers
             model.update(width=16, heads=2, layers=1, ff_size=16)
     params["targets"] = {}  # toy epochs do not meet the quality targets

@@ -27,7 +27,7 @@ def test_default_params_are_valid_and_name_the_experiments():
     assert list(config.experiments) == [
         "linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
         "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
-        "transformer_seq2seq", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits",
+        "transformer_seq2seq", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
     ]
     assert {config.experiments[f"{cell}_seq_digits"].model["cell"] for cell in ("rnn", "lstm", "gru")} == {"rnn", "lstm", "gru"}
     mlp = config.experiments["mlp_digits"]
@@ -46,7 +46,7 @@ def test_experiment_overrides_merge_over_defaults():
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, gan, linear_regression, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, gan, linear_regression, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
          r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),

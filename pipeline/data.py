@@ -294,7 +294,7 @@ def load_split(dataset: str, name: str):
     """One split as (x, y) tensors; a clear error naming the file if it is missing or unreadable."""
     import torch
 
-    if DATASETS[dataset].is_environment:
+    if dataset in DATASETS and DATASETS[dataset].is_environment:
         raise ConfigError(f"{dataset}: an environment ({DATASETS[dataset].spec.environment}) has no {name} split")
     path = prepared_dir(dataset) / f"{name}.pt"
     rel = shown(path)

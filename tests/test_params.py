@@ -47,7 +47,7 @@ def test_experiment_overrides_merge_over_defaults():
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, gan, linear_regression, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, linear_regression, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
          r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
@@ -128,7 +128,7 @@ BAD_EDITS = [
          r"^experiments\.dqn_cartpole\.model\.learning_starts: must be at least minibatch_size \(64\) "),
         (lambda p: p["experiments"]["dqn_cartpole"].update(early_stopping={"monitor": "val/loss"}),
          r"^experiments\.dqn_cartpole\.early_stopping\.monitor: unknown metric 'val/loss'; allowed: val/mean_return$"),
-        (lambda p: p["experiments"]["dqn_cartpole"].update(early_stopping={"mode": "min"}),
+        (lambda p: p["experiments"]["dqn_cartpole"]["early_stopping"].update(mode="min"),
          r"^experiments\.dqn_cartpole\.early_stopping\.mode: val/mean_return is a return to maximise; set it to max$"),
         (lambda p: p["experiments"]["ppo_cartpole"].update(scheduler={"name": "onecycle"}),
          r"^experiments\.ppo_cartpole\.scheduler\.name: onecycle needs the number of steps in advance"),

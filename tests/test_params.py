@@ -125,7 +125,7 @@ BAD_EDITS = [
         (lambda p: p["experiments"]["dqn_cartpole"]["model"].update(gamma=1.0),
          r"^experiments\.dqn_cartpole\.model\.gamma: must be in \[0, 1\), got 1\.0$"),
         (lambda p: p["experiments"]["dqn_cartpole"]["model"].update(learning_starts=10),
-         r"^experiments\.dqn_cartpole\.model\.learning_starts: must be at least minibatch_size \(64\) "),
+         r"^experiments\.dqn_cartpole\.model\.learning_starts: must be at least minibatch_size \(\d+\) "),
         (lambda p: p["experiments"]["dqn_cartpole"].update(early_stopping={"monitor": "val/loss"}),
          r"^experiments\.dqn_cartpole\.early_stopping\.monitor: unknown metric 'val/loss'; allowed: val/mean_return$"),
         (lambda p: p["experiments"]["dqn_cartpole"]["early_stopping"].update(mode="min"),

@@ -23,15 +23,16 @@ SPLITS = ("train", "val", "test")
 class DataSpec:
     """What a family needs to know about its data: task, input shape, number of classes."""
 
-    task: str  # regression | binary | multiclass | sequence (a target token per output position)
-    input_shape: tuple[int, ...]  # one sample, e.g. (10,), (1, 8, 8) images or (8, 8) sequences of T steps x D features
-    num_classes: int  # 0 for regression; the target tokens' vocabulary for sequence
+    task: str  # regression | binary | multiclass | sequence (a target token per output position) | control (an environment)
+    input_shape: tuple[int, ...]  # one sample, e.g. (10,), (1, 8, 8) images or (8, 8) sequences of T steps x D features; control: one observation
+    num_classes: int  # 0 for regression; the target tokens' vocabulary for sequence; control: the number of discrete actions
     vocab_size: int = 0  # sequence: input tokens are 0 .. vocab_size - 1 (targets are the first num_classes of them)
     target_length: int = 0  # sequence: target tokens per sample, predicted at the input's last positions
+    environment: str = ""  # control: the gymnasium environment id the agent acts in (no prepared splits)
 
     @property
     def primary_metric(self) -> str:
-        return "mse" if self.task == "regression" else "accuracy"
+        return {"regression": "mse", "control": "mean_return"}.get(self.task, "accuracy")
 
     @property
     def num_outputs(self) -> int:
@@ -50,6 +51,12 @@ class Dataset:
     description: str
     scaling: str = "feature"  # feature | global | none (token ids, kept as integers)
     make_splits: Callable[..., tuple[dict, dict]] | None = None
+
+    @property
+    def is_environment(self) -> bool:
+        """An environment an agent acts in: prepare checks it and writes meta.json only; there are no
+        splits, and the family's own rollouts are its training data (make_datamodule gives None)."""
+        return bool(self.spec.environment)
 
 
 def _diabetes():
@@ -160,6 +167,10 @@ DATASETS: dict[str, Dataset] = {
         f"distinct random strings of {REVERSE_LENGTH} digits and their reversal, {REVERSE_SAMPLES} drawn",
         "none", _reverse_splits,
     ),
+    "cartpole": Dataset(
+        DataSpec("control", (4,), 2, environment="CartPole-v1"), None,
+        "gymnasium CartPole-v1: observations of 4 numbers, 2 actions, +1 a step, at most 500 steps", "none",
+    ),
 }
 
 
@@ -201,6 +212,8 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
 
     entry = DATASETS[dataset]
     spec = entry.spec
+    if entry.is_environment:
+        return _prepare_environment(dataset, out_dir)
     parts, facts = _split_with_facts(dataset, config)
     x_train = parts["train"][0].reshape(len(parts["train"][0]), -1)
     if entry.scaling == "global":  # images, one series: one mean and scale for all values keeps a background uniform
@@ -230,6 +243,24 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
     return meta
 
 
+def _prepare_environment(dataset: str, out_dir: Path) -> dict:
+    """An environment has no data to split: check that gymnasium makes it with the spec's observation
+    shape and number of actions, and write meta.json."""
+    import gymnasium
+
+    spec = DATASETS[dataset].spec
+    env = gymnasium.make(spec.environment)
+    shape, actions = tuple(env.observation_space.shape), int(env.action_space.n)
+    env.close()
+    if shape != spec.input_shape or actions != spec.num_classes:
+        raise ConfigError(f"{dataset}: {spec.environment} has observations {shape} and {actions} actions, "
+                          f"not {spec.input_shape} and {spec.num_classes}")
+    meta = {"dataset": dataset, **asdict(spec), "max_episode_steps": env.spec.max_episode_steps, "sizes": {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
 # ---------------------------------------------------------------------------------------------
 # Load
 
@@ -250,10 +281,21 @@ def load_meta(dataset: str) -> dict:
     return json.loads(path.read_text())
 
 
+def check_prepared(dataset: str) -> None:
+    """A clear error if `prepare` has not built the dataset: every split, or an environment's meta.json."""
+    if DATASETS[dataset].is_environment:
+        load_meta(dataset)
+    else:
+        for name in SPLITS:
+            load_split(dataset, name)
+
+
 def load_split(dataset: str, name: str):
     """One split as (x, y) tensors; a clear error naming the file if it is missing or unreadable."""
     import torch
 
+    if dataset in DATASETS and DATASETS[dataset].is_environment:
+        raise ConfigError(f"{dataset}: an environment ({DATASETS[dataset].spec.environment}) has no {name} split")
     path = prepared_dir(dataset) / f"{name}.pt"
     rel = shown(path)
     if not path.exists():
@@ -364,6 +406,10 @@ class TrainBatches:
 
 
 def make_datamodule(dataset: str, batch_size: int, seed: int):
+    """The DataModule of a prepared dataset; None for an environment, whose family module makes its
+    own training data (rollouts) and validation episodes."""
+    if DATASETS[dataset].is_environment:
+        return None
     import lightning as L
     import torch
     from torch.utils.data import BatchSampler, DataLoader, SequentialSampler

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     for path in (checkpoint, run_file):
         if not path.exists():
             raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
-    x, y = data.load_split(experiment.dataset, "test")
+    # an environment has no test split: its family's evaluate plays test episodes
+    x, y = (None, None) if data.DATASETS[experiment.dataset].is_environment else data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
     tracking.check_reachable()  # before any work, not after predicting
     launch.check_experiment(experiment)
@@ -95,14 +96,15 @@ def main(argv: list[str] | None = None) -> int:
     tmp = out.with_suffix(".json.tmp")
     tmp.write_text(json.dumps(results, indent=2) + "\n")
     tmp.replace(out)
-    print(f"{experiment.name}: {len(y)} test samples on {experiment.trainer.world_size} process(es): "
+    tested = "test episodes" if y is None else f"{len(y)} test samples"
+    print(f"{experiment.name}: {tested} on {experiment.trainer.world_size} process(es): "
           + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return 0
 
 
 @dataclass
 class Context:
-    """What a family's `evaluate` gets: the experiment, the test split (as prepared), the dataset's
+    """What a family's `evaluate` gets: the experiment, the test split (as prepared; None for an environment), the dataset's
     facts, where its figures go (plots/figures/EXPERIMENT/, PNG) and its DVC plot rows
     (plots/predictions/EXPERIMENT.csv: actual, predicted); `examples` is text it may leave for MLflow."""
 

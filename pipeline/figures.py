@@ -27,15 +27,17 @@ def learning_curve(loss_csv: Path, metric_csv: Path, png_path: Path, title: str)
     """Train and validation loss per epoch (log scale while every value is positive), and the
     validation metric beside them if the family has one besides the loss (generative ones do not)."""
     losses, metrics = _read(loss_csv), _read(metric_csv)
-    has_metric = any(k != "epoch" for k in (metrics[0] if metrics else {}))
+    # a counter column (e.g. train/env_steps) is the metric panel's x axis in place of the epoch
+    counter = next((k for k in (metrics[0] if metrics else {}) if k.endswith("_steps")), "epoch")
+    has_metric = any(k not in ("epoch", counter) for k in (metrics[0] if metrics else {}))
     figure, axes = plt.subplots(1, 2 if has_metric else 1, figsize=(9 if has_metric else 4.8, 3.5), squeeze=False)
     values = []
-    for ax, rows in zip(axes[0], (losses, metrics)):
-        for key in (k for k in (rows[0] if rows else {}) if k != "epoch"):
-            points = [(int(row["epoch"]), float(row[key])) for row in rows if row[key] != ""]
+    for ax, rows, x in zip(axes[0], (losses, metrics), ("epoch", counter)):
+        for key in (k for k in (rows[0] if rows else {}) if k not in ("epoch", x)):
+            points = [(float(row[x]), float(row[key])) for row in rows if row[key] != "" and row[x] != ""]
             ax.plot([e for e, _ in points], [v for _, v in points], label=key)
             values += [v for _, v in points] if ax is axes[0][0] else []
-        ax.set(xlabel="epoch", title=title)
+        ax.set(xlabel=x, title=title)
         ax.legend()
     axes[0][0].set(ylabel="loss", yscale="log" if values and min(values) > 0 else "linear")
     _save(figure, png_path)
@@ -86,4 +88,14 @@ def sample_grid(images, png_path: Path, title: str) -> None:
         if index < n:
             ax.imshow(images[index][0].detach().cpu().numpy(), cmap="gray_r", interpolation="nearest")
     figure.suptitle(title, fontsize=9)
+    _save(figure, png_path)
+
+
+def return_histogram(returns, png_path: Path, title: str) -> None:
+    """The returns of a policy's test episodes, with their mean."""
+    figure, ax = plt.subplots(figsize=(4.8, 3.5))
+    ax.hist(returns.numpy(), bins=20)
+    ax.axvline(float(returns.mean()), color="black", linestyle="--", label=f"mean {float(returns.mean()):.1f}")
+    ax.set(xlabel="episode return", ylabel="episodes", title=title)
+    ax.legend()
     _save(figure, png_path)

@@ -21,7 +21,7 @@ from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
 COLUMNS = ["test/accuracy", "test/f1", "test/auroc", "test/ece", "test/mse", "test/mse_over_noise", "test/mae", "test/r2",
-           "test/token_accuracy", "test/exact_match", "test/perplexity"]
+           "test/token_accuracy", "test/exact_match", "test/perplexity", "test/mean_return", "test/std_return"]
 GENERATIVE_COLUMNS = ["test/fid", "test/kid", "test/classes_covered", "test/class_kl", "test/mse", "test/pca_mse",
                       "test/mse_over_pca", "test/neg_elbo"]
 
@@ -51,6 +51,8 @@ def baseline_rows(dataset: str) -> list[dict]:
     from pipeline import metrics
 
     spec = data.DATASETS[dataset].spec
+    if data.DATASETS[dataset].is_environment:  # no split to fit a scikit-learn model on
+        return []
     meta = data.load_meta(dataset)
     x_train, y_train = (t.flatten(1).numpy() if t.dim() > 1 else t.numpy() for t in data.load_split(dataset, "train"))
     x_test, y_test = data.load_split(dataset, "test")

@@ -28,8 +28,7 @@ def main(argv: list[str] | None = None) -> int:
 
     config, experiment = load_experiment(args.experiment)
     launch.check_experiment(experiment)
-    for split in data.SPLITS:  # fail on missing or corrupt data before any run is created
-        data.load_split(experiment.dataset, split)
+    data.check_prepared(experiment.dataset)  # fail on missing or corrupt data before any run is created
 
     from pipeline import resume
     from pipeline.params import family_class

@@ -78,9 +78,12 @@ class LearningCurve(Callback):
         self.rows = list(state.get("rows", []))
 
     def write(self, loss_path: Path, metric_path: Path) -> None:
-        """Two CSVs for DVC plots: epoch, train/loss, val/loss; and epoch, val/<metric> (its only y)."""
+        """Two CSVs for DVC plots: epoch, train/loss, val/loss; and epoch with every other epoch metric
+        but the learning rate: val/<metric> (a supervised family's only y), or e.g. a reinforcement
+        learning family's train/episode_return against train/env_steps beside val/mean_return."""
         losses = ("epoch", "train/loss", "val/loss")
-        metrics = ["epoch", *(k for k in (self.rows[0] if self.rows else {}) if k.startswith("val/") and k != "val/loss")]
+        logged = sorted({k for row in self.rows for k in row} - {"epoch", *losses, "train/lr"})
+        metrics = ["epoch", *(k for k in logged if not k.startswith("val/")), *(k for k in logged if k.startswith("val/"))]
         for path, fields in ((loss_path, losses), (metric_path, metrics)):
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(".csv.tmp")

@@ -89,6 +89,12 @@ def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = No
             model.update(hidden_size=8, num_layers=1)
         if "time_features" in model:  # diffusion: a small denoiser, a short chain
             model.update(features=32, blocks=1, time_features=16, steps=50, ddim_steps=10)
+        if "steps_per_epoch" in model:  # reinforcement learning: a few hundred environment steps an epoch
+            model.update(steps_per_epoch=200, val_episodes=2, solved_return=0)
+        if "learning_starts" in model:  # DQN
+            model.update(buffer_size=1000, minibatch_size=32, learning_starts=64, exploration_steps=200)
+        if "rollout_steps" in model:  # PPO
+            model.update(num_envs=2, rollout_steps=16, update_epochs=2, num_minibatches=2)
         if "width" in model:  # transformers
             model.update(width=16, heads=2, layers=1, ff_size=16)
     params["targets"] = {}  # toy epochs do not meet the quality targets

@@ -28,6 +28,7 @@ def test_default_params_are_valid_and_name_the_experiments():
         "linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
         "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
         "transformer_seq2seq", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
+        "dqn_cartpole", "ppo_cartpole",
     ]
     assert {config.experiments[f"{cell}_seq_digits"].model["cell"] for cell in ("rnn", "lstm", "gru")} == {"rnn", "lstm", "gru"}
     mlp = config.experiments["mlp_digits"]
@@ -46,9 +47,9 @@ def test_experiment_overrides_merge_over_defaults():
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, gan, linear_regression, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, linear_regression, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
-         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits$"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
          r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
         (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
@@ -121,6 +122,22 @@ BAD_EDITS = [
          r"^experiments\.linear_diabetes\.launcher\.name: unknown value 'mpirun'; allowed: none, torchrun, srun$"),
         (lambda p: p.update(experiments={}), r"^experiments: at least one experiment is needed$"),
         (lambda p: p.update(defaults=3), r"^defaults: missing or not a mapping$"),
+        (lambda p: p["experiments"]["dqn_cartpole"]["model"].update(gamma=1.0),
+         r"^experiments\.dqn_cartpole\.model\.gamma: must be in \[0, 1\), got 1\.0$"),
+        (lambda p: p["experiments"]["dqn_cartpole"]["model"].update(learning_starts=10),
+         r"^experiments\.dqn_cartpole\.model\.learning_starts: must be at least minibatch_size \(\d+\) "),
+        (lambda p: p["experiments"]["dqn_cartpole"].update(early_stopping={"monitor": "val/loss"}),
+         r"^experiments\.dqn_cartpole\.early_stopping\.monitor: unknown metric 'val/loss'; allowed: val/mean_return$"),
+        (lambda p: p["experiments"]["dqn_cartpole"]["early_stopping"].update(mode="min"),
+         r"^experiments\.dqn_cartpole\.early_stopping\.mode: val/mean_return is a return to maximise; set it to max$"),
+        (lambda p: p["experiments"]["ppo_cartpole"].update(scheduler={"name": "onecycle"}),
+         r"^experiments\.ppo_cartpole\.scheduler\.name: onecycle needs the number of steps in advance"),
+        (lambda p: p["experiments"]["ppo_cartpole"]["model"].update(clip=1.5),
+         r"^experiments\.ppo_cartpole\.model\.clip: must be in \(0, 1\), got 1\.5$"),
+        (lambda p: p["experiments"]["ppo_cartpole"].update(dataset="digits"),
+         r"^experiments\.ppo_cartpole: family 'ppo' handles control data, but dataset 'digits' is multiclass$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(dataset="cartpole"),
+         r"^experiments\.mlp_digits: family 'mlp' handles regression/binary/multiclass data, but dataset 'cartpole' is control$"),
 ]
 
 

@@ -1,0 +1,255 @@
+"""What the reinforcement-learning families share (ch. 8): an agent acting in a gymnasium environment
+(a dataset of task `control`, pipeline.data), trained on its own experience, judged by the return of
+its greedy policy.
+
+A family subclasses `ReinforcementModule` and writes `act_greedy(observations)` (the action it
+takes without exploring), `experience()` (a generator that acts in the environment with the current
+network, exploration included, and yields the training batches of one epoch; an epoch is
+`steps_per_epoch` environment steps), `training_step(batch)` (the loss of one batch), and
+`rollout_state()` / `load_rollout_state(state)` (what a resumed training needs besides the weights:
+replay buffer, step counters, random generator).
+
+The data path is Lightning's own: `train_dataloader` is a DataLoader over `Experience`, an
+IterableDataset whose iterator is `experience()`, in the training process (no workers), so the
+rollouts see the weights as they train; checkpoints, logging, strategies and resume work as for
+every family. Under DDP each process acts in its own environment, seeded apart by its rank.
+
+Validation: `val_episodes` greedy episodes from fixed seeds (VAL_SEED + i), run side by side;
+val/mean_return (torchmetrics) is what early stopping and the best checkpoint monitor. Training
+stops once it reaches `solved_return` (0: never). The learning curve, logged once an epoch:
+train/episode_return, the mean return of the training episodes (exploration included) that ended in
+the epoch, and train/env_steps, the environment steps taken so far; both go to MLflow and to
+plots/validation/EXPERIMENT.csv (pipeline.trainer.LearningCurve), whose figure draws them against
+train/env_steps (pipeline.figures.learning_curve).
+
+Test (the evaluate stage): TEST_EPISODES greedy episodes from fixed seeds TEST_SEED + i, disjoint from
+the validation seeds; test/mean_return, test/std_return, test/min_return, test/max_return.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+from torchmetrics import MaxMetric, MeanMetric, MinMetric
+from torchmetrics.aggregation import CatMetric
+
+from pipeline.data import DataSpec
+from pipeline.family import FamilyModule
+from pipeline.params import OptimizerConfig, SchedulerConfig
+
+VAL_SEED = 1_000  # validation episode i starts from seed VAL_SEED + i
+TEST_SEED = 10_000  # test episode i starts from seed TEST_SEED + i
+TEST_EPISODES = 100  # CartPole-v1 is solved at a mean return of 475 over 100 consecutive episodes
+RETURN_BUCKETS = (100, 200, 300, 400, 475)  # the evaluate stage's plot: each test episode's return bucket
+
+
+def make_env(environment: str):
+    import gymnasium
+
+    return gymnasium.make(environment)
+
+
+@torch.no_grad()
+def greedy_returns(policy: Callable[[torch.Tensor], torch.Tensor], environment: str, seeds: list[int]) -> torch.Tensor:
+    """The undiscounted return G = Σ_t r_t of one episode per seed, all played side by side with
+    `policy` (observations (B, *obs) -> actions (B,)), each environment reset with its seed."""
+    envs = [make_env(environment) for _ in seeds]
+    observations = [env.reset(seed=int(seed))[0] for env, seed in zip(envs, seeds)]
+    returns = torch.zeros(len(seeds), dtype=torch.float64)
+    active = list(range(len(seeds)))
+    while active:
+        actions = policy(torch.as_tensor(np.stack([observations[i] for i in active]), dtype=torch.float32))
+        still = []
+        for i, action in zip(active, actions.tolist()):
+            observations[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += reward
+            if not (terminated or truncated):
+                still.append(i)
+        active = still
+    for env in envs:
+        env.close()
+    return returns
+
+
+def return_bucket(value: float) -> str:
+    """The bucket of RETURN_BUCKETS a return falls in, e.g. '400-475' or '475+'."""
+    lower = 0
+    for upper in RETURN_BUCKETS:
+        if value < upper:
+            return f"{lower}-{upper}"
+        lower = upper
+    return f"{lower}+"
+
+
+class Experience(IterableDataset):
+    """One epoch of training batches: the family's `experience()` generator, run in the training process."""
+
+    def __init__(self, module: ReinforcementModule):
+        super().__init__()
+        self.module = module
+
+    def __iter__(self) -> Iterator:
+        return self.module.experience()
+
+
+class ReinforcementModule(FamilyModule):
+    """An agent for a discrete-action environment; val/mean_return is its greedy policy's return."""
+
+    TASKS = ("control",)
+    CHAPTER = 8
+
+    @classmethod
+    def monitors(cls, data: DataSpec) -> tuple[str, ...]:
+        return ("val/mean_return",)
+
+    @staticmethod
+    def check_config(model: dict, data: DataSpec | None = None) -> None:
+        for key in ("steps_per_epoch", "val_episodes"):
+            if model[key] < 1:
+                raise ValueError(f"{key}: must be a positive integer, got {model[key]}")
+        if model["solved_return"] < 0:
+            raise ValueError(f"solved_return: must be 0 (never stop early) or a positive return, got {model['solved_return']}")
+
+    @classmethod
+    def check_experiment(cls, experiment) -> None:
+        if experiment.early_stopping.mode != "max":
+            raise ValueError("early_stopping.mode: val/mean_return is a return to maximise; set it to max")
+        if experiment.scheduler.name == "onecycle":
+            raise ValueError("scheduler.name: onecycle needs the number of steps in advance, which rollouts do not have; "
+                             "allowed: none, step, cosine")
+        if experiment.optimizer.name == "lbfgs":
+            raise ValueError("optimizer.name: lbfgs re-evaluates a batch, but every rollout batch is new; "
+                             "allowed: sgd, adam, adamw, rmsprop, adagrad")
+
+    def __init__(self, *, data: DataSpec, optimizer: OptimizerConfig, scheduler: SchedulerConfig,
+                 steps_per_epoch: int, val_episodes: int, solved_return: float):
+        super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
+        self.steps_per_epoch = steps_per_epoch
+        self.val_episodes = val_episodes
+        self.solved_return = solved_return
+        self.val_return = MeanMetric()
+        self.train_return = MeanMetric()  # the training episodes that ended this epoch
+        self.env_steps = 0  # environment steps taken so far (this process)
+        self._restored: dict | None = None  # rollout state from a checkpoint, applied when rollouts start
+
+    # --- what a family writes -------------------------------------------------------------------
+
+    def act_greedy(self, observations: torch.Tensor) -> torch.Tensor:
+        """The actions (B,) the policy takes in observations (B, *obs) when it does not explore."""
+        raise NotImplementedError
+
+    def experience(self) -> Iterator:
+        """Act for `steps_per_epoch` environment steps, yielding the training batches."""
+        raise NotImplementedError
+
+    def rollout_state(self) -> dict:
+        """Tensors and numbers that let a resumed training go on (buffer, counters, generator state)."""
+        return {}
+
+    def load_rollout_state(self, state: dict) -> None:
+        """Restore `rollout_state()`; called when the rollouts of a resumed training start."""
+
+    # --- shared helpers -------------------------------------------------------------------------
+
+    @property
+    def environment(self) -> str:
+        return self.data_spec.environment
+
+    def rollout_seed(self) -> int:
+        """The seed of this process's environment and exploration: drawn from torch's global generator
+        (seeded by the experiment's seed), apart for each rank."""
+        rank = self.trainer.global_rank if self._trainer is not None else 0
+        return int(torch.randint(2**31 - 1, ())) + 7919 * rank
+
+    def episode_finished(self, episode_return: float) -> None:
+        self.train_return.update(torch.tensor(episode_return, dtype=torch.float64))
+
+    def restored_state(self) -> dict | None:
+        """The rollout state of the checkpoint training resumed from, once; None otherwise."""
+        state, self._restored = self._restored, None
+        return state
+
+    @torch.no_grad()
+    def _greedy(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.act_greedy(observations.to(self.device)).cpu()
+
+    # --- the loop -------------------------------------------------------------------------------
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(Experience(self), batch_size=None)
+
+    def val_dataloader(self) -> DataLoader:
+        seeds = torch.arange(self.val_episodes) + VAL_SEED
+        return DataLoader(seeds, batch_size=self.val_episodes)  # one batch: the episodes run side by side
+
+    def validation_step(self, batch, batch_idx):
+        self.val_return.update(greedy_returns(self._greedy, self.environment, batch.tolist()))
+
+    def on_train_epoch_start(self) -> None:
+        super().on_train_epoch_start()
+        self.train_return.reset()
+
+    def validation_metrics(self) -> dict[str, torch.Tensor]:
+        metrics = {"val/mean_return": self.val_return.compute().float()}
+        self.val_return.reset()
+        if self.training_started and self.train_return.update_count:
+            metrics["train/episode_return"] = self.train_return.compute().float()
+        if self.training_started:
+            metrics["train/env_steps"] = torch.tensor(float(self.env_steps))
+        self._val_mean_return = float(metrics["val/mean_return"])
+        return metrics
+
+    @property
+    def training_started(self) -> bool:
+        """Within trainer.fit (its validation too), not a lone validate."""
+        return self._trainer is not None and self.trainer.state.fn == "fit"
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        if self.solved_return and self.training_started and self._val_mean_return >= self.solved_return:
+            self.trainer.should_stop = True  # the same value on every process: MeanMetric syncs it
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        checkpoint["rollouts"] = {"env_steps": self.env_steps, **self.rollout_state()}
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        if "rollouts" in checkpoint:
+            self.env_steps = checkpoint["rollouts"]["env_steps"]
+            self._restored = checkpoint["rollouts"]
+
+    # --- the evaluate stage ---------------------------------------------------------------------
+
+    def evaluate(self, context) -> dict[str, float] | None:
+        return evaluate_greedy(self, context)
+
+
+def evaluate_greedy(model: ReinforcementModule, context) -> dict[str, float] | None:
+    """TEST_EPISODES greedy episodes (seeds TEST_SEED + i), their returns aggregated with torchmetrics;
+    the DVC plot rows (actual = greedy policy, predicted = the return's bucket); a histogram of the
+    returns. Global rank 0 only."""
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
+    from pipeline import figures as fig
+    from pipeline.evaluate import write_csv
+
+    if rank_zero_only.rank != 0:
+        return None
+    returns = greedy_returns(model._greedy, model.environment, [TEST_SEED + i for i in range(TEST_EPISODES)])
+    mean, low, high, every = MeanMetric(), MinMetric(), MaxMetric(), CatMetric()
+    for metric in (mean, low, high, every):
+        metric.update(returns)
+    results = {
+        "test/mean_return": float(mean.compute()),
+        "test/std_return": float(every.compute().double().std()),
+        "test/min_return": float(low.compute()),
+        "test/max_return": float(high.compute()),
+    }
+    write_csv(context.predictions, ["actual", "predicted"], (("greedy policy", return_bucket(r)) for r in returns.tolist()))
+    fig.return_histogram(returns, context.figures / "test_returns.png",
+                         f"{context.experiment.name}: {TEST_EPISODES} greedy test episodes")
+    return {k: round(v, 6) for k, v in sorted(results.items())}

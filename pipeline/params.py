@@ -294,6 +294,15 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
             f"{path}: family {config.family!r} handles {'/'.join(model_cls.TASKS)} data, "
             f"but dataset {config.dataset!r} is {spec_.task}"
         )
+    kind = datasets.DATASETS[config.dataset].kind
+    if model_cls.GRAPH_INPUT != (kind == "graph"):
+        graphs = ", ".join(name for name, entry in datasets.DATASETS.items() if entry.kind == "graph")
+        raise ConfigError(
+            f"{path}.dataset: family {config.family!r} needs a graph dataset ({graphs}), but dataset {config.dataset!r} is not one"
+            if model_cls.GRAPH_INPUT else
+            f"{path}.dataset: family {config.family!r} takes samples, but dataset {config.dataset!r} is one graph "
+            f"(its families: {', '.join(f for f in families if getattr(family_class(f), 'GRAPH_INPUT', False))})"
+        )
     if model_cls.IMAGE_INPUT and len(spec_.input_shape) != 3:
         raise ConfigError(
             f"{path}.dataset: family {config.family!r} needs image data (C, H, W), "

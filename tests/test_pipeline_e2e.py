@@ -18,6 +18,7 @@ TEST_KEYS = {  # by dataset: its task's metrics (the AR series adds its error ov
     "diabetes": REGRESSION_KEYS,
     "ar_series": REGRESSION_KEYS | {"test/mse_over_noise"},
     "reverse_digits": {"test/token_accuracy", "test/exact_match", "test/perplexity"},
+    "sbm": CLASSIFICATION_KEYS | {"test/accuracy_mean", "test/accuracy_std"},  # over the re-fits with seeds 0-9
 }
 
 

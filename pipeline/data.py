@@ -57,6 +57,7 @@ class Dataset:
     make_splits: Callable[..., tuple[dict, dict]] | None = None
     kind: str = "samples"  # samples (independent rows) | graph (one graph: `make_graph` builds it)
     make_graph: Callable[..., tuple[dict, dict]] | None = None
+    download: bool = False  # from the network: prepared only if params.yaml's data.download names it
 
 
 def _diabetes():
@@ -213,6 +214,21 @@ def _sbm(config) -> tuple[dict, dict]:
     return {"x": x, "edge_index": edge_index_of(graph), "y": y, "masks": masks}, {"community_means": means.tolist()}
 
 
+RAW = ROOT / "data" / "raw"  # what opt-in datasets download, kept between runs of prepare
+
+
+def _cora(config) -> tuple[dict, dict]:
+    """Cora (PyTorch Geometric's Planetoid, downloaded into data/raw/): 2708 papers, their citations,
+    1433 bag-of-words features, 7 topics; Planetoid's public split (20 labelled papers per topic, 500
+    validate, 1000 test), so results compare with the literature's. The split seed does not apply."""
+    from torch_geometric.datasets import Planetoid
+
+    graph = Planetoid(str(RAW / "Planetoid"), "Cora")[0]
+    masks = {name: getattr(graph, f"{name}_mask").numpy() for name in SPLITS}
+    arrays = {"x": graph.x.numpy(), "edge_index": graph.edge_index.numpy(), "y": graph.y.numpy(), "masks": masks}
+    return arrays, {"source": "torch_geometric.datasets.Planetoid('Cora'), public split"}
+
+
 DATASETS: dict[str, Dataset] = {
     "diabetes": Dataset(DataSpec("regression", (10,), 0), _diabetes, "scikit-learn diabetes, 442 x 10"),
     "breast_cancer": Dataset(
@@ -242,6 +258,10 @@ DATASETS: dict[str, Dataset] = {
         f"stochastic block model, {SBM_BLOCKS} x {SBM_BLOCK_SIZE} nodes, p_in {SBM_P_IN}, p_out {SBM_P_OUT}, "
         f"{SBM_FEATURES} noisy features; {SBM_LABELLED} labelled nodes per community",
         "none", kind="graph", make_graph=_sbm,
+    ),
+    "cora": Dataset(  # opt-in: needs network (data.download: [cora])
+        DataSpec("multiclass", (1433,), 7), None, "Cora citation graph (Planetoid), 2708 nodes, public split",
+        "none", kind="graph", make_graph=_cora, download=True,
     ),
 }
 

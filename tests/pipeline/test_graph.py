@@ -150,3 +150,40 @@ def test_baselines_see_the_node_features_only_and_report_their_spread_over_seeds
     assert rows["mlp_classifier"]["test/accuracy_mean"] < 0.7
     assert rows["mlp_classifier"]["test/accuracy_std"] >= 0 and "test/accuracy_std" in rows["logistic_regression"]
     assert rows["mlp_classifier"]["family"] == "scikit-learn, node features only"
+
+
+def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path):
+    import dataclasses
+
+    from pipeline import prepare as stage
+
+    prepared: list[str] = []
+
+    def record(dataset, config, out_dir):
+        prepared.append(dataset)
+        out_dir.mkdir(parents=True)
+        return {"sizes": {}}
+
+    monkeypatch.setattr(stage, "PREPARED", tmp_path)
+    monkeypatch.setattr(stage, "prepare", record)
+    config = load()
+    assert config.data.download == []
+    for download in ([], ["cora"]):
+        prepared.clear()
+        monkeypatch.setattr(stage, "load", lambda: dataclasses.replace(config, data=dataclasses.replace(config.data, download=download)))
+        stage.main([])
+        assert ("cora" in prepared) == bool(download) and {"karate", "sbm", "digits"} <= set(prepared)
+
+
+def test_cora_keeps_planetoids_public_split(monkeypatch):
+    """Planetoid itself downloads; a stand-in with its attributes checks what `_cora` makes of them."""
+    import torch_geometric.datasets
+    from torch_geometric.data import Data
+
+    masks = {name: torch.tensor([i % 3 == k for i in range(9)]) for k, name in enumerate(data.SPLITS)}
+    fake = Data(x=torch.randn(9, 4), edge_index=torch.tensor([[0, 1], [1, 0]]), y=torch.arange(9) % 2,
+                **{f"{name}_mask": mask for name, mask in masks.items()})
+    monkeypatch.setattr(torch_geometric.datasets, "Planetoid", lambda root, name: [fake] if name == "Cora" else None)
+    arrays, _ = data._cora(CONFIG)
+    assert all(np.array_equal(arrays["masks"][name], masks[name].numpy()) for name in data.SPLITS)
+    assert np.array_equal(arrays["x"], fake.x.numpy()) and np.array_equal(arrays["y"], fake.y.numpy())

@@ -20,8 +20,8 @@ from pipeline import cli, data
 from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
-COLUMNS = ["test/accuracy", "test/accuracy_mean", "test/accuracy_std", "test/f1", "test/auroc", "test/ece", "test/mse", "test/mse_over_noise", "test/mae", "test/r2",
-           "test/token_accuracy", "test/exact_match", "test/perplexity"]
+COLUMNS = ["test/accuracy", "test/accuracy_mean", "test/accuracy_std", "test/f1", "test/auroc", "test/ece", "test/mse",
+           "test/mse_over_noise", "test/mae", "test/r2", "test/token_accuracy", "test/exact_match", "test/perplexity"]
 GENERATIVE_COLUMNS = ["test/fid", "test/kid", "test/classes_covered", "test/class_kl", "test/mse", "test/pca_mse",
                       "test/mse_over_pca", "test/neg_elbo"]
 
@@ -72,9 +72,10 @@ def baseline_rows(dataset: str) -> list[dict]:
             prediction = probabilities[:, 1] if spec.task == "binary" else probabilities
             target = y_test
         row = metrics.test_metrics(spec.task, prediction, target, spec.num_classes, meta.get("noise_variance"))
+        family = "scikit-learn"
         if data.DATASETS[dataset].kind == "graph":
             row.update(_over_seeds(model, x_train, y_train, x_test.flatten(1).numpy(), y_test.numpy()))
-        family = "scikit-learn, node features only" if data.DATASETS[dataset].kind == "graph" else "scikit-learn"
+            family = "scikit-learn, node features only"
         rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset, **row})
     return rows
 
@@ -209,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         "Regression errors are in the target's own units; test/mse_over_noise divides a synthetic series' error by",
         "its noise variance σ² (the noise_floor row), the least mean squared error any forecaster can reach.",
         "Sequence metrics: token accuracy, exact match (whole target right) and perplexity per target token.",
-        "Graph datasets (karate, sbm): node classification, the test split is the unlabelled nodes; the baselines",
+        "Graph datasets (karate, sbm): node classification; the test split is the unlabelled nodes, the baselines",
         "see the node features alone; test/accuracy_mean and _std are over seeds 0-9 (models re-fitted with the",
         "same config, baselines with each random_state).",
         "",

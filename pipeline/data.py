@@ -2,6 +2,11 @@
 
 Prepared data is plain tensors in `data/prepared/<dataset>/{train,val,test}.pt` plus `meta.json`,
 read back with `torch.load(weights_only=True)`. Preprocessing is fitted on the training split only.
+
+A graph dataset (kind "graph", ch. 8) is one graph whose nodes are the samples: `graph.pt` holds its
+node features, edges, labels and the train/val/test node masks (semi-supervised: a few labelled nodes
+train, the unlabelled ones are the test split). Its split, as `load_split` gives it, is the whole
+graph (a PyTorch Geometric `Data` with that split's `mask`) and the labels of the split's nodes.
 """
 
 from __future__ import annotations
@@ -51,6 +56,9 @@ class Dataset:
     description: str
     scaling: str = "feature"  # feature | global | none (token ids, kept as integers)
     make_splits: Callable[..., tuple[dict, dict]] | None = None
+    kind: str = "samples"  # samples (independent rows) | graph (one graph: `make_graph` builds it)
+    make_graph: Callable[..., tuple[dict, dict]] | None = None
+    download: bool = False  # from the network: prepared only if params.yaml's data.download names it
 
     @property
     def is_environment(self) -> bool:
@@ -148,6 +156,86 @@ def _reverse_splits(config) -> tuple[dict, dict]:
     return {name: reverse_task(part) for name, part in parts.items()}, {"task_rule": "target = source reversed"}
 
 
+# Graph datasets (ch. 8): one graph, node classification, semi-supervised. `make_graph(config)`
+# returns the arrays x (N, F) float, edge_index (2, E) int (both directions of every undirected
+# edge), y (N,) int and masks {split: (N,) bool}, and facts for meta.json. The data config's
+# fractions do not apply: a few labelled nodes per class train, as many validate, the rest test.
+
+
+def node_split(y: np.ndarray, train_per_class: int, val_per_class: int, seed: int) -> dict[str, np.ndarray]:
+    """Seeded masks: `train_per_class` nodes of each class, then `val_per_class` more; the rest is test."""
+    rng = np.random.default_rng(seed)
+    masks = {name: np.zeros(len(y), dtype=bool) for name in SPLITS}
+    for k in np.unique(y):
+        nodes = rng.permutation(np.flatnonzero(y == k))
+        masks["train"][nodes[:train_per_class]] = True
+        masks["val"][nodes[train_per_class : train_per_class + val_per_class]] = True
+    masks["test"] = ~(masks["train"] | masks["val"])
+    return masks
+
+
+def edge_index_of(graph) -> np.ndarray:
+    """A networkx graph's edges as (2, E) node indices, each undirected edge in both directions."""
+    edges = np.array(list(graph.edges()), dtype=np.int64).reshape(-1, 2)
+    return np.concatenate([edges, edges[:, ::-1]]).T.copy()
+
+
+KARATE_LABELLED = 2  # labelled nodes per club, for training and again for validation
+
+
+def _karate(config) -> tuple[dict, dict]:
+    """Zachary's karate club (networkx): 34 members, 78 friendships; the label is the club each member
+    joined after the split ('Mr. Hi' 0, 'Officer' 1); features are one-hot node identities, so only
+    the graph tells an unlabelled member's club."""
+    import networkx as nx
+
+    graph = nx.karate_club_graph()
+    clubs = sorted({club for _, club in graph.nodes(data="club")})
+    y = np.array([clubs.index(graph.nodes[node]["club"]) for node in range(graph.number_of_nodes())])
+    masks = node_split(y, KARATE_LABELLED, KARATE_LABELLED, config.split_seed)
+    arrays = {"x": np.eye(len(y)), "edge_index": edge_index_of(graph), "y": y, "masks": masks}
+    return arrays, {"classes": clubs}
+
+
+# The stochastic block model: SBM_BLOCKS planted communities of SBM_BLOCK_SIZE nodes, an edge inside a
+# community with probability SBM_P_IN and between two with SBM_P_OUT (mean degree about 8). Node
+# features: the community's mean μ_k ~ N(0, SBM_SIGNAL² I) plus N(0, I) noise, too noisy alone to
+# tell the community of most nodes; a node's neighbours, mostly of its own community, average the
+# noise away.
+SBM_BLOCKS, SBM_BLOCK_SIZE, SBM_P_IN, SBM_P_OUT = 4, 100, 0.05, 0.01
+SBM_FEATURES, SBM_SIGNAL = 16, 0.5
+SBM_LABELLED = 10  # labelled nodes per community, for training and again for validation
+SBM_SEED = 0  # the graph and its features; the split follows data.split_seed
+
+
+def _sbm(config) -> tuple[dict, dict]:
+    import networkx as nx
+
+    probabilities = [[SBM_P_IN if i == j else SBM_P_OUT for j in range(SBM_BLOCKS)] for i in range(SBM_BLOCKS)]
+    graph = nx.stochastic_block_model([SBM_BLOCK_SIZE] * SBM_BLOCKS, probabilities, seed=SBM_SEED)
+    y = np.array([graph.nodes[node]["block"] for node in range(graph.number_of_nodes())])
+    rng = np.random.default_rng(SBM_SEED)
+    means = rng.normal(0.0, SBM_SIGNAL, size=(SBM_BLOCKS, SBM_FEATURES))  # μ_k
+    x = means[y] + rng.normal(size=(len(y), SBM_FEATURES))
+    masks = node_split(y, SBM_LABELLED, SBM_LABELLED, config.split_seed)
+    return {"x": x, "edge_index": edge_index_of(graph), "y": y, "masks": masks}, {"community_means": means.tolist()}
+
+
+RAW = ROOT / "data" / "raw"  # what opt-in datasets download, kept between runs of prepare
+
+
+def _cora(config) -> tuple[dict, dict]:
+    """Cora (PyTorch Geometric's Planetoid, downloaded into data/raw/): 2708 papers, their citations,
+    1433 bag-of-words features, 7 topics; Planetoid's public split (20 labelled papers per topic, 500
+    validate, 1000 test), so results compare with the literature's. The split seed does not apply."""
+    from torch_geometric.datasets import Planetoid
+
+    graph = Planetoid(str(RAW / "Planetoid"), "Cora")[0]
+    masks = {name: getattr(graph, f"{name}_mask").numpy() for name in SPLITS}
+    arrays = {"x": graph.x.numpy(), "edge_index": graph.edge_index.numpy(), "y": graph.y.numpy(), "masks": masks}
+    return arrays, {"source": "torch_geometric.datasets.Planetoid('Cora'), public split"}
+
+
 DATASETS: dict[str, Dataset] = {
     "diabetes": Dataset(DataSpec("regression", (10,), 0), _diabetes, "scikit-learn diabetes, 442 x 10"),
     "breast_cancer": Dataset(
@@ -170,6 +258,21 @@ DATASETS: dict[str, Dataset] = {
     "cartpole": Dataset(
         DataSpec("control", (4,), 2, environment="CartPole-v1"), None,
         "gymnasium CartPole-v1: observations of 4 numbers, 2 actions, +1 a step, at most 500 steps", "none",
+    ),
+    "karate": Dataset(
+        DataSpec("multiclass", (34,), 2), None,
+        f"Zachary's karate club (networkx), 34 nodes, 78 edges, the two clubs; {KARATE_LABELLED} labelled nodes per club",
+        "none", kind="graph", make_graph=_karate,
+    ),
+    "sbm": Dataset(
+        DataSpec("multiclass", (SBM_FEATURES,), SBM_BLOCKS), None,
+        f"stochastic block model, {SBM_BLOCKS} x {SBM_BLOCK_SIZE} nodes, p_in {SBM_P_IN}, p_out {SBM_P_OUT}, "
+        f"{SBM_FEATURES} noisy features; {SBM_LABELLED} labelled nodes per community",
+        "none", kind="graph", make_graph=_sbm,
+    ),
+    "cora": Dataset(  # opt-in: needs network (data.download: [cora])
+        DataSpec("multiclass", (1433,), 7), None, "Cora citation graph (Planetoid), 2708 nodes, public split",
+        "none", kind="graph", make_graph=_cora, download=True,
     ),
 }
 
@@ -214,6 +317,8 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
     spec = entry.spec
     if entry.is_environment:
         return _prepare_environment(dataset, out_dir)
+    if entry.kind == "graph":
+        return _prepare_graph(dataset, config, out_dir)
     parts, facts = _split_with_facts(dataset, config)
     x_train = parts["train"][0].reshape(len(parts["train"][0]), -1)
     if entry.scaling == "global":  # images, one series: one mean and scale for all values keeps a background uniform
@@ -261,6 +366,30 @@ def _prepare_environment(dataset: str, out_dir: Path) -> dict:
     return meta
 
 
+GRAPH_FILE = "graph.pt"
+
+
+def _prepare_graph(dataset: str, config: DataConfig, out_dir: Path) -> dict:
+    """One graph: x (N, F) float32, edge_index (2, E) int64, y (N,) int64, {split}_mask (N,) bool."""
+    import torch
+
+    entry = DATASETS[dataset]
+    arrays, facts = entry.make_graph(config)
+    blob = {
+        "x": torch.tensor(arrays["x"], dtype=torch.float32),
+        "edge_index": torch.tensor(arrays["edge_index"], dtype=torch.long),
+        "y": torch.tensor(arrays["y"], dtype=torch.long),
+        **{f"{name}_mask": torch.tensor(arrays["masks"][name]) for name in SPLITS},
+    }
+    meta = {"dataset": dataset, **asdict(entry.spec), "kind": "graph", **facts,
+            "nodes": len(blob["y"]), "edges": blob["edge_index"].shape[1] // 2,
+            "sizes": {name: int(blob[f"{name}_mask"].sum()) for name in SPLITS}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.save(blob, out_dir / GRAPH_FILE)
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
 # ---------------------------------------------------------------------------------------------
 # Load
 
@@ -291,20 +420,38 @@ def check_prepared(dataset: str) -> None:
 
 
 def load_split(dataset: str, name: str):
-    """One split as (x, y) tensors; a clear error naming the file if it is missing or unreadable."""
+    """One split as (x, y); a clear error naming the file if it is missing or unreadable. For a graph
+    dataset x is the whole graph, a PyTorch Geometric Data (x, edge_index, and the split's node `mask`),
+    and y the labels of the split's nodes."""
     import torch
 
     if dataset in DATASETS and DATASETS[dataset].is_environment:
         raise ConfigError(f"{dataset}: an environment ({DATASETS[dataset].spec.environment}) has no {name} split")
     path = prepared_dir(dataset) / f"{name}.pt"
+    graph = DATASETS[dataset].kind == "graph" if dataset in DATASETS else False
+    path = prepared_dir(dataset) / (GRAPH_FILE if graph else f"{name}.pt")
     rel = shown(path)
     if not path.exists():
         raise ConfigError(f"{rel}: prepared dataset missing; run `dvc repro prepare` to build it")
     try:
         blob = torch.load(path, weights_only=True)
-        return blob["x"], blob["y"]
+        if not graph:
+            return blob["x"], blob["y"]
+        from torch_geometric.data import Data
+
+        mask = blob[f"{name}_mask"]
+        return Data(x=blob["x"], edge_index=blob["edge_index"], mask=mask, num_nodes=len(blob["y"])), blob["y"][mask]
     except Exception as error:  # truncated zip, wrong pickle, missing keys
         raise ConfigError(f"{rel}: unreadable ({type(error).__name__}); run `dvc repro -f prepare` to rebuild it") from None
+
+
+def load_features(dataset: str, name: str):
+    """One split as rows of features (n, ...) and targets (n,): the split itself, or for a graph
+    dataset the features of the split's nodes alone (what a model that ignores the edges sees)."""
+    x, y = load_split(dataset, name)
+    if DATASETS[dataset].kind == "graph":
+        return x.x[x.mask], y
+    return x, y
 
 
 class BatchIndexDataset:
@@ -406,10 +553,52 @@ class TrainBatches:
 
 
 def make_datamodule(dataset: str, batch_size: int, seed: int):
-    """The DataModule of a prepared dataset; None for an environment, whose family module makes its
-    own training data (rollouts) and validation episodes."""
+    """The DataModule of a dataset's kind: batches of samples, or the one graph (full batch); None for
+    an environment, whose family module makes its own training data (rollouts) and validation episodes."""
     if DATASETS[dataset].is_environment:
         return None
+    if DATASETS[dataset].kind == "graph":
+        return _graph_datamodule(dataset)
+    return _samples_datamodule(dataset, batch_size, seed)
+
+
+def _graph_datamodule(dataset: str):
+    import lightning as L
+
+    class GraphDataModule(L.LightningDataModule):
+        """Full-batch: every step (training, validation, test) sees the whole graph, one batch an
+        epoch, as (graph with the split's node mask, labels of those nodes); the masked nodes alone
+        enter the loss and the metrics. Nothing is random in it, so it has no state to checkpoint."""
+
+        def setup(self, stage: str) -> None:
+            self.splits = {name: load_split(dataset, name) for name in SPLITS}
+
+        def train_dataloader(self) -> OneBatch:
+            return OneBatch(self.splits["train"])
+
+        def val_dataloader(self) -> OneBatch:
+            return OneBatch(self.splits["val"])
+
+        def test_dataloader(self) -> OneBatch:
+            return OneBatch(self.splits["test"])
+
+    return GraphDataModule()
+
+
+class OneBatch:
+    """An epoch of one batch (a plain iterable: Lightning would take a list for several dataloaders)."""
+
+    def __init__(self, batch):
+        self.batch = batch
+
+    def __len__(self) -> int:
+        return 1
+
+    def __iter__(self):
+        yield self.batch
+
+
+def _samples_datamodule(dataset: str, batch_size: int, seed: int):
     import lightning as L
     import torch
     from torch.utils.data import BatchSampler, DataLoader, SequentialSampler

@@ -58,6 +58,7 @@ class FamilyModule(L.LightningModule):
     TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
     IMAGE_INPUT = False  # True if samples must be (C, H, W) images
     SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
+    GRAPH_INPUT = False  # True for node classification on a graph dataset (pipeline.graph); False for samples
     CHAPTER = 0  # the book's chapter, a tag in MLflow
 
     @staticmethod

@@ -191,11 +191,13 @@ class ExperimentConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How prepare splits every embedded dataset: seeded, stratified for classification."""
+    """How prepare splits every embedded dataset: seeded, stratified for classification; and which
+    datasets that come from the network (opt-in, e.g. Cora) it may download as well."""
 
     split_seed: int
     val_fraction: float
     test_fraction: float
+    download: list[str] = field(default_factory=list)
 
     def check(self, path: str) -> None:
         for key in ("val_fraction", "test_fraction"):
@@ -204,6 +206,12 @@ class DataConfig:
                 raise ConfigError(f"{path}.{key}: must be between 0 and 1, got {value!r}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(f"{path}.test_fraction: val_fraction + test_fraction must stay below 0.9")
+        from pipeline import data as datasets
+
+        downloadable = [name for name, entry in datasets.DATASETS.items() if entry.download]
+        for index, name in enumerate(self.download):
+            if name not in downloadable:
+                raise ConfigError(f"{path}.download[{index}]: unknown value {name!r}; allowed: {', '.join(downloadable)}")
 
 
 @dataclass(frozen=True)
@@ -251,6 +259,12 @@ def load(path: Path | str = PARAMS_FILE) -> Config:
     }
     if not experiments:
         raise ConfigError("experiments: at least one experiment is needed")
+    from pipeline import data as datasets
+
+    for name, config in experiments.items():
+        if datasets.DATASETS[config.dataset].download and config.dataset not in data.download:
+            raise ConfigError(f"experiments.{name}.dataset: {config.dataset!r} is downloaded from the network; "
+                              f"opt in with data.download: [{config.dataset}]")
     targets = raw.get("targets") or {}
     for name, entries in targets.items():
         if name not in experiments:
@@ -293,6 +307,15 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
         raise ConfigError(
             f"{path}: family {config.family!r} handles {'/'.join(model_cls.TASKS)} data, "
             f"but dataset {config.dataset!r} is {spec_.task}"
+        )
+    kind = datasets.DATASETS[config.dataset].kind
+    if model_cls.GRAPH_INPUT != (kind == "graph"):
+        graphs = ", ".join(name for name, entry in datasets.DATASETS.items() if entry.kind == "graph")
+        raise ConfigError(
+            f"{path}.dataset: family {config.family!r} needs a graph dataset ({graphs}), but dataset {config.dataset!r} is not one"
+            if model_cls.GRAPH_INPUT else
+            f"{path}.dataset: family {config.family!r} takes samples, but dataset {config.dataset!r} is one graph "
+            f"(its families: {', '.join(f for f in families if getattr(family_class(f), 'GRAPH_INPUT', False))})"
         )
     if model_cls.IMAGE_INPUT and len(spec_.input_shape) != 3:
         raise ConfigError(

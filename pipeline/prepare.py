@@ -2,6 +2,7 @@
 
     python -m pipeline.prepare
 
+Datasets from the network (Cora) are prepared only when params.yaml's data.download names them.
 Writes data/prepared/<dataset>/{train,val,test}.pt and meta.json, each dataset into a staging
 folder first, moved into place when complete.
 """
@@ -20,7 +21,7 @@ from pipeline.params import load
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.splitlines()[0]).parse_args(argv)
     config = load()  # the whole file, so a typo anywhere stops the pipeline before it writes anything
-    datasets = sorted(DATASETS)
+    datasets = sorted(name for name, entry in DATASETS.items() if not entry.download or name in config.data.download)
     for index, dataset in enumerate(datasets, 1):
         staging = PREPARED / f".{dataset}.partial"
         shutil.rmtree(staging, ignore_errors=True)

@@ -64,12 +64,13 @@ def dvc(*args: str, cwd: Path, check: bool = True, extra_env: dict | None = None
     return run([sys.executable, "-m", "dvc", *args], cwd=cwd, check=check, extra_env=extra_env)
 
 
-# The experiments the end-to-end pipelines run: every family, dataset and task, and both forms of the
-# transformer (encoder, decoder). Left out: the recurrent models on digit rows, which differ from
-# lstm_ar_series by their cell and data (tests/modules/test_rnn.py covers each cell);
+# The experiments the end-to-end pipelines run: every family, dataset and task, both forms of the
+# transformer (encoder, decoder) and a graph family (full batch). Left out: the recurrent models on digit
+# rows, which differ from lstm_ar_series by their cell and data (tests/modules/test_rnn.py covers each
+# cell), and the other graph experiments, which differ from gcn_sbm by their layer or their graph;
 # tests/test_experiments.py trains every experiment of params.yaml, these too, in-process.
 E2E_EXPERIMENTS = ("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
-                   "lstm_ar_series", "transformer_seq_digits", "transformer_seq2seq")
+                   "lstm_ar_series", "transformer_seq_digits", "transformer_seq2seq", "gcn_sbm")
 
 
 def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = None) -> dict:

@@ -42,12 +42,13 @@ def test_every_experiment_trains_a_few_batches_as_configured(name, prepared, mon
         gradient_clip_val=t.gradient_clip_val or None, accumulate_grad_batches=t.accumulate_grad_batches,
         use_distributed_sampler=False,
     )
-    trainer.fit(model, datamodule=data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed))
+    datamodule = data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    trainer.fit(model, datamodule=datamodule)
     metrics = trainer.callback_metrics
     if data.DATASETS[experiment.dataset].is_environment:  # rollouts: as many batches as the limit allows
         batches = 3
-    else:
-        batches = min(3, math.ceil(len(data.load_split(experiment.dataset, "train")[0]) / experiment.batch_size))
+    else:  # a graph dataset: one full batch an epoch
+        batches = min(3, len(datamodule.train_dataloader()))
     if model.automatic_optimization:
         assert trainer.global_step == 2 * batches // t.accumulate_grad_batches
     else:  # manual optimization (the GAN): Lightning counts every optimizer step the family makes

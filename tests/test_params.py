@@ -29,6 +29,7 @@ def test_default_params_are_valid_and_name_the_experiments():
         "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
         "transformer_seq2seq", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
         "dqn_cartpole", "ppo_cartpole",
+        "gcn_sbm", "gcn_karate", "sage_sbm",
     ]
     assert {config.experiments[f"{cell}_seq_digits"].model["cell"] for cell in ("rnn", "lstm", "gru")} == {"rnn", "lstm", "gru"}
     mlp = config.experiments["mlp_digits"]
@@ -47,9 +48,9 @@ def test_experiment_overrides_merge_over_defaults():
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, linear_regression, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, linear_regression, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
-         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole$"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
          r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
         (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
@@ -138,6 +139,19 @@ BAD_EDITS = [
          r"^experiments\.ppo_cartpole: family 'ppo' handles control data, but dataset 'digits' is multiclass$"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="cartpole"),
          r"^experiments\.mlp_digits: family 'mlp' handles regression/binary/multiclass data, but dataset 'cartpole' is control$"),
+        (lambda p: p["experiments"]["gcn_sbm"].update(dataset="digits"),
+         r"^experiments\.gcn_sbm\.dataset: family 'gcn' needs a graph dataset \(karate, sbm, cora\), but dataset 'digits' is not one$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(dataset="sbm"),
+         r"^experiments\.mlp_digits\.dataset: family 'mlp' takes samples, but dataset 'sbm' is one graph \(its families: gcn, sage\)$"),
+        (lambda p: p["experiments"]["gcn_sbm"]["model"].update(dropout=1.5),
+         r"^experiments\.gcn_sbm\.model\.dropout: must be in \[0, 1\), got 1\.5$"),
+        (lambda p: p["experiments"]["sage_sbm"]["model"].update(hidden_sizes=[0]),
+         r"^experiments\.sage_sbm\.model\.hidden_sizes: widths must be positive integers, got \[0\]$"),
+        (lambda p: p["experiments"]["gcn_sbm"].update(dataset="cora"),
+         r"^experiments\.gcn_sbm\.dataset: 'cora' is downloaded from the network; opt in with data\.download: \[cora\]$"),
+        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora$"),
+        (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
+         r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),
 ]
 
 

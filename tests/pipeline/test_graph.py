@@ -1,0 +1,189 @@
+"""Graph datasets and the graph families' base (ch. 8): seeded preparation, disjoint node masks, the
+karate club's labels from networkx, the SBM's planted communities, full-batch loading, the re-fits
+behind test/accuracy_mean and test/accuracy_std, and the features-only baselines."""
+
+from __future__ import annotations
+
+import json
+
+import networkx as nx
+import numpy as np
+import pytest
+import torch
+
+from pipeline import data, graph
+from pipeline.params import ConfigError, DataConfig, load
+
+CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
+GRAPHS = ("karate", "sbm")
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "ROOT", tmp_path)
+    monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
+    for dataset in GRAPHS:
+        data.prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
+    return tmp_path / "prepared"
+
+
+def masks(dataset: str, seed: int) -> dict[str, np.ndarray]:
+    arrays, _ = data.DATASETS[dataset].make_graph(DataConfig(split_seed=seed, val_fraction=0.1, test_fraction=0.2))
+    return arrays["masks"]
+
+
+@pytest.mark.parametrize("dataset", GRAPHS)
+def test_node_masks_are_disjoint_cover_every_node_and_label_a_few_per_class(dataset):
+    arrays, _ = data.DATASETS[dataset].make_graph(CONFIG)
+    split = arrays["masks"]
+    assert sum(split[name].astype(int) for name in data.SPLITS).tolist() == [1] * len(arrays["y"])
+    labelled = data.KARATE_LABELLED if dataset == "karate" else data.SBM_LABELLED
+    for name in ("train", "val"):
+        assert np.bincount(arrays["y"][split[name]]).tolist() == [labelled] * data.DATASETS[dataset].spec.num_classes
+    assert split["test"].sum() > split["train"].sum()  # semi-supervised: most nodes are unlabelled
+
+
+@pytest.mark.parametrize("dataset", GRAPHS)
+def test_preparation_is_seeded_and_the_split_changes_with_the_seed(dataset):
+    first, again, other = masks(dataset, 0), masks(dataset, 0), masks(dataset, 1)
+    assert all(np.array_equal(first[name], again[name]) for name in data.SPLITS)
+    assert not np.array_equal(first["train"], other["train"])
+    x, y = (data.DATASETS[dataset].make_graph(CONFIG)[0][key] for key in ("x", "y"))
+    x1, y1 = (data.DATASETS[dataset].make_graph(DataConfig(1, 0.1, 0.2))[0][key] for key in ("x", "y"))
+    assert np.array_equal(x, x1) and np.array_equal(y, y1)  # the graph itself does not follow the split seed
+
+
+def test_karate_labels_are_the_clubs_networkx_records():
+    arrays, facts = data._karate(CONFIG)
+    club = nx.get_node_attributes(nx.karate_club_graph(), "club")
+    assert facts["classes"] == ["Mr. Hi", "Officer"]
+    assert [facts["classes"][k] for k in arrays["y"]] == [club[node] for node in range(34)]
+    assert arrays["edge_index"].shape == (2, 2 * 78) and np.array_equal(arrays["x"], np.eye(34))
+
+
+def test_sbm_labels_are_the_planted_communities_and_edges_mostly_stay_inside_them():
+    arrays, _ = data._sbm(CONFIG)
+    y, (source, target) = arrays["y"], arrays["edge_index"]
+    assert np.bincount(y).tolist() == [data.SBM_BLOCK_SIZE] * data.SBM_BLOCKS
+    inside = (y[source] == y[target]).mean()
+    expected = data.SBM_P_IN * (data.SBM_BLOCK_SIZE - 1) / (
+        data.SBM_P_IN * (data.SBM_BLOCK_SIZE - 1) + data.SBM_P_OUT * data.SBM_BLOCK_SIZE * (data.SBM_BLOCKS - 1))
+    assert inside == pytest.approx(expected, abs=0.05)
+    assert set(zip(source.tolist(), target.tolist())) == set(zip(target.tolist(), source.tolist()))  # undirected
+
+
+def test_load_split_gives_the_whole_graph_with_the_splits_mask_and_its_labels(prepared):
+    blob = torch.load(prepared / "sbm" / data.GRAPH_FILE, weights_only=True)
+    meta = json.loads((prepared / "sbm" / "meta.json").read_text())
+    for name in data.SPLITS:
+        g, y = data.load_split("sbm", name)
+        assert g.x.shape == (400, data.SBM_FEATURES) and torch.equal(g.edge_index, blob["edge_index"])
+        assert torch.equal(g.mask, blob[f"{name}_mask"]) and torch.equal(y, blob["y"][g.mask])
+        assert len(y) == meta["sizes"][name]
+        x_nodes, y_nodes = data.load_features("sbm", name)
+        assert torch.equal(x_nodes, blob["x"][blob[f"{name}_mask"]]) and torch.equal(y_nodes, y)
+
+
+def test_a_missing_or_unreadable_graph_names_the_file(prepared):
+    (prepared / "karate" / data.GRAPH_FILE).write_bytes(b"truncated")
+    with pytest.raises(ConfigError, match=r"^prepared/karate/graph\.pt: unreadable \("):
+        data.load_split("karate", "train")
+    (prepared / "karate" / data.GRAPH_FILE).unlink()
+    with pytest.raises(ConfigError, match=r"^prepared/karate/graph\.pt: prepared dataset missing; run `dvc repro prepare`"):
+        data.load_split("karate", "test")
+
+
+def test_the_graph_datamodule_yields_the_one_graph_each_epoch(prepared):
+    datamodule = data.make_datamodule("karate", 64, seed=0)
+    datamodule.setup("fit")
+    for name, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader())):
+        ((g, y),) = list(loader)
+        assert len(loader) == 1 and torch.equal(g.mask, data.load_split("karate", name)[0].mask) and len(y) == 4
+
+
+def test_refits_are_seeded_and_the_evaluation_reports_their_mean_and_spread(prepared, monkeypatch, tmp_path):
+    from pipeline.evaluate import Context
+
+    experiment = load().experiments["gcn_karate"]
+    experiment = type(experiment)(**{**experiment.__dict__, "max_epochs": 30})
+    assert graph.refit_accuracy(experiment, 3) == graph.refit_accuracy(experiment, 3)
+    monkeypatch.setattr(graph, "SEEDS", (0, 1, 2))
+    model = graph.refit(experiment, 0)
+    x, y = data.load_split("karate", "test")
+    context = Context(experiment, x, y, data.load_meta("karate"), tmp_path / "figures", tmp_path / "predictions.csv")
+    context.figures.mkdir()
+    results = model.evaluate(context)
+    accuracies = torch.tensor([graph.refit_accuracy(experiment, seed) for seed in (0, 1, 2)])
+    assert results["test/accuracy_mean"] == pytest.approx(float(accuracies.mean()), abs=1e-6)
+    assert results["test/accuracy_std"] == pytest.approx(float(accuracies.std()), abs=1e-6)
+    assert results["test/accuracy"] == pytest.approx(float(accuracies[0]), abs=1e-6)  # seed 0 is the model itself
+    assert {"test/f1", "test/auroc", "test/ece"} <= set(results) and (context.figures / "confusion_matrix.png").exists()
+
+
+def test_refit_keeps_the_best_epoch_when_the_experiment_says_so(prepared):
+    from pipeline.params import EarlyStoppingConfig
+
+    experiment = load().experiments["gcn_sbm"]
+    best = type(experiment)(**{**experiment.__dict__, "max_epochs": 15, "checkpoint": "best",
+                               "early_stopping": EarlyStoppingConfig("val/loss", "min", 0)})
+    keep = graph.KeepBest("val/loss", "min")
+    values = [3.0, 1.0, 2.0]
+
+    class Trainer:
+        callback_metrics: dict = {}
+
+    module = torch.nn.Linear(1, 1)
+    for value in values:
+        Trainer.callback_metrics = {"val/loss": torch.tensor(value)}
+        with torch.no_grad():
+            module.weight.fill_(value)
+        keep.on_validation_end(Trainer, module)
+    assert keep.best == 1.0 and float(keep.state["weight"]) == 1.0
+    assert graph.refit(best, 0).training is False
+
+
+def test_baselines_see_the_node_features_only_and_report_their_spread_over_seeds(prepared):
+    from pipeline import report
+
+    rows = {row["name"]: row for row in report.baseline_rows("karate")}
+    # one-hot identities: an unlabelled member's features say nothing, so no baseline beats a coin by much
+    assert rows["mlp_classifier"]["test/accuracy_mean"] < 0.7
+    assert rows["mlp_classifier"]["test/accuracy_std"] >= 0 and "test/accuracy_std" in rows["logistic_regression"]
+    assert rows["mlp_classifier"]["family"] == "scikit-learn, node features only"
+
+
+def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path):
+    import dataclasses
+
+    from pipeline import prepare as stage
+
+    prepared: list[str] = []
+
+    def record(dataset, config, out_dir):
+        prepared.append(dataset)
+        out_dir.mkdir(parents=True)
+        return {"sizes": {}}
+
+    monkeypatch.setattr(stage, "PREPARED", tmp_path)
+    monkeypatch.setattr(stage, "prepare", record)
+    config = load()
+    assert config.data.download == []
+    for download in ([], ["cora"]):
+        prepared.clear()
+        monkeypatch.setattr(stage, "load", lambda: dataclasses.replace(config, data=dataclasses.replace(config.data, download=download)))
+        stage.main([])
+        assert ("cora" in prepared) == bool(download) and {"karate", "sbm", "digits"} <= set(prepared)
+
+
+def test_cora_keeps_planetoids_public_split(monkeypatch):
+    """Planetoid itself downloads; a stand-in with its attributes checks what `_cora` makes of them."""
+    import torch_geometric.datasets
+    from torch_geometric.data import Data
+
+    masks = {name: torch.tensor([i % 3 == k for i in range(9)]) for k, name in enumerate(data.SPLITS)}
+    fake = Data(x=torch.randn(9, 4), edge_index=torch.tensor([[0, 1], [1, 0]]), y=torch.arange(9) % 2,
+                **{f"{name}_mask": mask for name, mask in masks.items()})
+    monkeypatch.setattr(torch_geometric.datasets, "Planetoid", lambda root, name: [fake] if name == "Cora" else None)
+    arrays, _ = data._cora(CONFIG)
+    assert all(np.array_equal(arrays["masks"][name], masks[name].numpy()) for name in data.SPLITS)
+    assert np.array_equal(arrays["x"], fake.x.numpy()) and np.array_equal(arrays["y"], fake.y.numpy())

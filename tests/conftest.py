@@ -70,7 +70,8 @@ def dvc(*args: str, cwd: Path, check: bool = True, extra_env: dict | None = None
 # cell), and the other graph experiments, which differ from gcn_sbm by their layer or their graph;
 # tests/test_experiments.py trains every experiment of params.yaml, these too, in-process.
 E2E_EXPERIMENTS = ("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
-                   "lstm_ar_series", "transformer_seq_digits", "transformer_seq2seq", "gcn_sbm")
+                   "lstm_ar_series", "transformer_seq_digits", "transformer_seq2seq", "gcn_sbm", "dqn_cartpole",
+                   "ppo_cartpole")
 
 
 def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = None) -> dict:

@@ -10,6 +10,9 @@ import pytest
 import yaml
 from conftest import dvc, git_init
 
+from pipeline.data import DATASETS
+from pipeline.params import family_class
+
 pytestmark = pytest.mark.slow
 
 CLASSIFICATION_KEYS = {"test/accuracy", "test/f1", "test/auroc", "test/ece"}
@@ -19,6 +22,7 @@ TEST_KEYS = {  # by dataset: its task's metrics (the AR series adds its error ov
     "ar_series": REGRESSION_KEYS | {"test/mse_over_noise"},
     "reverse_digits": {"test/token_accuracy", "test/exact_match", "test/perplexity"},
     "sbm": CLASSIFICATION_KEYS | {"test/accuracy_mean", "test/accuracy_std"},  # over the re-fits with seeds 0-9
+    "cartpole": {"test/mean_return", "test/std_return", "test/min_return", "test/max_return"},  # 100 greedy episodes
 }
 
 
@@ -104,7 +108,9 @@ def test_mlflow_holds_one_complete_run_per_experiment(repro):
         assert int(tags["book.chapter"]) in (2, 3, 5, 6, 7, 8)  # 8: gcn_sbm
         assert run.data.params["optimizer.name"] == params["experiments"][name]["optimizer"]["name"]
         assert run.data.params["max_epochs"] == str(params["experiments"][name]["max_epochs"])
-        history = client.get_metric_history(run.info.run_id, "val/loss")
+        experiment = params["experiments"][name]
+        monitor = family_class(experiment["family"]).monitors(DATASETS[experiment["dataset"]].spec)[0]  # val/loss, val/mean_return
+        history = client.get_metric_history(run.info.run_id, monitor)
         assert len(history) == params["experiments"][name]["max_epochs"], name
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(history)
         test_key = sorted(TEST_KEYS.get(params["experiments"][name]["dataset"], CLASSIFICATION_KEYS))[0]

@@ -57,8 +57,11 @@ class GCNLayer(nn.Module):
         return torch.sparse.mm(adjacency, self.linear(h)) + self.bias  # every node sums its messages at once
 
 
-class GraphConvolutionalNetwork(GraphModule):
-    """X (N, F) -> [dropout -> GCN layer -> σ] x L -> dropout -> GCN layer -> scores (N, K)."""
+class GraphLayerStack(GraphModule):
+    """X (N, F) -> [dropout -> layer -> σ] x L -> dropout -> layer -> scores (N, K), each layer taking
+    (H, P) with P the family's sparse propagation matrix; GCN here, GraphSAGE (modules/sage.py) too."""
+
+    LAYER: type[nn.Module]  # (in_features, out_features) -> a module of (h, propagation)
 
     def __init__(
         self,
@@ -66,13 +69,13 @@ class GraphConvolutionalNetwork(GraphModule):
         data: DataSpec,
         optimizer: OptimizerConfig,
         scheduler: SchedulerConfig,
-        hidden_sizes: list[int],  # widths of the hidden GCN layers; its length is L (0: one layer)
+        hidden_sizes: list[int],  # widths of the hidden layers; its length is L (0: one layer)
         activation: Activation,  # σ between layers
         dropout: float,  # dropout probability on each layer's input, in [0, 1)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         widths = [data.input_shape[0], *hidden_sizes, data.num_outputs]
-        self.layers = nn.ModuleList(GCNLayer(fan_in, fan_out) for fan_in, fan_out in zip(widths[:-1], widths[1:]))
+        self.layers = nn.ModuleList(self.LAYER(fan_in, fan_out) for fan_in, fan_out in zip(widths[:-1], widths[1:]))
         self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
 
@@ -83,14 +86,26 @@ class GraphConvolutionalNetwork(GraphModule):
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
 
+    @staticmethod
+    def propagation(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
+        """The sparse (N, N) matrix each layer multiplies the node states by."""
+        raise NotImplementedError
+
     def node_scores(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        adjacency = normalized_adjacency(edge_index, len(x))  # (N, N) sparse
+        propagation = self.propagation(edge_index, len(x))  # (N, N) sparse
         h = x
         for index, layer in enumerate(self.layers):
-            h = layer(self.dropout(h), adjacency)
+            h = layer(self.dropout(h), propagation)
             if index < len(self.layers) - 1:
                 h = self.activation(h)
         return h  # (N, K)
+
+
+class GraphConvolutionalNetwork(GraphLayerStack):
+    """GCN layers, propagation D̂^{-1/2} Â D̂^{-1/2}."""
+
+    LAYER = GCNLayer
+    propagation = staticmethod(normalized_adjacency)
 
 
 MODEL = GraphConvolutionalNetwork

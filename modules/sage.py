@@ -18,10 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.mlp import ACTIVATIONS, Activation
-from pipeline.data import DataSpec
-from pipeline.graph import GraphModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from modules.gcn import GraphLayerStack
 
 
 def mean_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
@@ -44,40 +41,11 @@ class SAGELayer(nn.Module):
         return self.neighbours(torch.sparse.mm(mean, h)) + self.root(h)
 
 
-class GraphSAGE(GraphModule):
-    """X (N, F) -> [dropout -> SAGE layer -> σ] x L -> dropout -> SAGE layer -> scores (N, K)."""
+class GraphSAGE(GraphLayerStack):
+    """SAGE layers, propagation D⁻¹ A (the neighbours' mean); the layer stack is modules/gcn.py's."""
 
-    def __init__(
-        self,
-        *,
-        data: DataSpec,
-        optimizer: OptimizerConfig,
-        scheduler: SchedulerConfig,
-        hidden_sizes: list[int],  # widths of the hidden SAGE layers; its length is L (0: one layer)
-        activation: Activation,  # σ between layers
-        dropout: float,  # dropout probability on each layer's input, in [0, 1)
-    ):
-        super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
-        widths = [data.input_shape[0], *hidden_sizes, data.num_outputs]
-        self.layers = nn.ModuleList(SAGELayer(fan_in, fan_out) for fan_in, fan_out in zip(widths[:-1], widths[1:]))
-        self.activation = ACTIVATIONS[activation]()
-        self.dropout = nn.Dropout(dropout)
-
-    @staticmethod
-    def check_config(model: dict, data: DataSpec | None = None) -> None:
-        if not 0 <= model["dropout"] < 1:
-            raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
-        if any(width < 1 for width in model["hidden_sizes"]):
-            raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
-
-    def node_scores(self, x: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
-        mean = mean_adjacency(edge_index, len(x))  # (N, N) sparse
-        h = x
-        for index, layer in enumerate(self.layers):
-            h = layer(self.dropout(h), mean)
-            if index < len(self.layers) - 1:
-                h = self.activation(h)
-        return h  # (N, K)
+    LAYER = SAGELayer
+    propagation = staticmethod(mean_adjacency)
 
 
 MODEL = GraphSAGE

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.mlp import ACTIVATIONS, Activation
+from modules.mlp import ACTIVATIONS, Activation, FeedforwardNetwork
 from pipeline.data import DataSpec
 from pipeline.graph import GraphModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
@@ -79,12 +79,7 @@ class GraphLayerStack(GraphModule):
         self.activation = ACTIVATIONS[activation]()
         self.dropout = nn.Dropout(dropout)
 
-    @staticmethod
-    def check_config(model: dict, data: DataSpec | None = None) -> None:
-        if not 0 <= model["dropout"] < 1:
-            raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
-        if any(width < 1 for width in model["hidden_sizes"]):
-            raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+    check_config = staticmethod(FeedforwardNetwork.check_config)  # the same keys: dropout, hidden_sizes
 
     @staticmethod
     def propagation(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:

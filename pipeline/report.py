@@ -147,16 +147,19 @@ def _generative_section(rows: list[dict]) -> list[str]:
         "reconstruction MSE per pixel beside PCA's with the same k fitted on the training split (`test/pca_mse`);",
         "VAE: test negative ELBO in nats per image.",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *_table(header, sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "model", r.get("test/fid", 0)))),
     ]
-    for row in sorted(rows, key=lambda r: (r["dataset"], r["kind"] != "model", r.get("test/fid", 0))):
-        lines.append("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |")
     lines += ["", "![generative](generative.png)", ""]
     for row in rows:
         if row["kind"] == "model":
             lines.append(f"![{row['name']} samples](../plots/figures/{row['name']}/samples.png)")
     return lines
+
+
+def _table(header: list[str], rows: list[dict]) -> list[str]:
+    """A markdown table: the header, then one line per row with its values of the header's keys."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
+            *("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |" for row in rows)]
 
 
 def _fmt(value) -> str:
@@ -217,11 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         "see the node features alone; test/accuracy_mean and _std are over seeds 0-9 (models re-fitted with the",
         "same config, baselines with each random_state).",
         "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
+        *_table(header, sorted(supervised_rows, key=lambda r: (r["dataset"], r["kind"] != "model", r["name"]))),
     ]
-    for row in sorted(supervised_rows, key=lambda r: (r["dataset"], r["kind"] != "model", r["name"])):
-        lines.append("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |")
     if generative_rows:
         lines += _generative_section(generative_rows)
 

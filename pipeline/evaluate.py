@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import cli, data, launch, tracking
+from pipeline import cli, data, launch, stagestats, tracking
 from pipeline.params import ROOT, ConfigError, ExperimentConfig, load_experiment
 
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                       plots / "predictions" / f"{experiment.name}.csv")
     context.figures.mkdir(parents=True, exist_ok=True)
     context.predictions.parent.mkdir(exist_ok=True)
+    stagestats.mark("work")
     results = model.evaluate(context)
     if results is None:  # not global rank 0: its share is with rank 0
         return 0

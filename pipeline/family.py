@@ -11,6 +11,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 
+from pipeline import stagestats
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
@@ -110,6 +111,8 @@ class FamilyModule(L.LightningModule):
         self._train_batches += 1
 
     def on_train_start(self) -> None:
+        stagestats.mark("work")  # the stage's start-up ends here (bench/benchmarks.py)
+        self.first_epoch = self.current_epoch  # 0, or the epoch a resumed fit starts at
         self._train_loss_sum = self._train_loss_sum.to(self.device)  # restored from a checkpoint on the CPU
 
     def on_train_epoch_start(self) -> None:
@@ -148,6 +151,10 @@ class FamilyModule(L.LightningModule):
             optimizer, self.scheduler_config, self.trainer.max_epochs, int(self.trainer.estimated_stepping_batches)
         )
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
+
+    def work_done(self, epochs: int) -> tuple[float, str]:
+        """What `epochs` epochs of this fit processed, for run.json's throughput: (amount, unit)."""
+        return epochs * len(self.trainer.datamodule.splits["train"]), "samples"
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())

@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torchmetrics import MeanMetric
 
+from pipeline import stagestats
 from pipeline.data import DataSpec
 from pipeline.family import FamilyModule
 from pipeline.params import ROOT, ConfigError, OptimizerConfig, SchedulerConfig
@@ -209,8 +210,10 @@ def evaluate_generative(model: GenerativeModule, context) -> dict[str, float] | 
     x_train, _ = data.load_split(experiment.dataset, "train")
     generator = torch.Generator().manual_seed(experiment.seed)
     with torch.no_grad():
+        stagestats.mark("sampling")
         model.fit_sampler(x_train)
         samples = model.sample(len(x), generator)
+        stagestats.mark("sampled")
         own = model.test_metrics(x, x_train)
         classes = scorer(samples.float()).argmax(-1)
     results = {f"test/{k}": v for k, v in sample_scores(samples, x, scorer, experiment.seed).items()}

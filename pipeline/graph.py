@@ -49,6 +49,9 @@ class GraphModule(SupervisedModule):
     def forward(self, graph) -> torch.Tensor:
         return self.node_scores(graph.x, graph.edge_index)[graph.mask]  # (n, K), the split's nodes
 
+    def work_done(self, epochs: int) -> tuple[float, str]:
+        return epochs * len(self.trainer.datamodule.splits["train"][1]), "training nodes"  # one full-graph step an epoch
+
     def evaluate(self, context) -> dict[str, float] | None:
         from pipeline.evaluate import evaluate_supervised
 

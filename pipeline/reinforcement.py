@@ -224,6 +224,9 @@ class ReinforcementModule(FamilyModule):
 
     # --- the evaluate stage ---------------------------------------------------------------------
 
+    def work_done(self, epochs: int) -> tuple[float, str]:
+        return self.env_steps, "environment steps"
+
     def evaluate(self, context) -> dict[str, float] | None:
         return evaluate_greedy(self, context)
 

@@ -16,7 +16,7 @@ import json
 import shutil
 import sys
 
-from pipeline import cli, data
+from pipeline import cli, data, stagestats
 from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig
 
 SEED = 0
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         data.load_split(dataset, "train")  # a clear error if prepare has not run
     import torch
 
+    stagestats.mark("work")
     out = ROOT / "scorers"
     staging = ROOT / ".scorers.partial"
     shutil.rmtree(staging, ignore_errors=True)

@@ -114,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         "epochs_trained": trainer.current_epoch,
         "world_size": trainer.world_size,
         "train_seconds": round(seconds, 3),
+        **_throughput(model, seconds),
         "parameters": model.num_parameters(),
     }
     shutil.rmtree(staging, ignore_errors=True)
@@ -133,6 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{experiment.name}: {trainer.current_epoch} epochs in {seconds:.1f} s, kept epoch {summary['checkpoint_epoch']} "
           f"({experiment.checkpoint}), MLflow run {run_id}")
     return 0
+
+
+def _throughput(model, seconds: float) -> dict:
+    """The work this process's fit did per second (samples, training nodes or environment steps)."""
+    amount, unit = model.work_done(model.current_epoch - model.first_epoch)
+    return {"throughput": round(amount / seconds, 1), "throughput_unit": f"{unit} per second"}
 
 
 def _checkpoint_epoch(rows: list[dict], experiment) -> int:

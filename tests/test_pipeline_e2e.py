@@ -10,7 +10,7 @@ import pytest
 import yaml
 from conftest import dvc, git_init
 
-from pipeline.data import DATASETS
+from pipeline.data import DATASETS, GRAPH_FILE
 from pipeline.params import family_class
 
 pytestmark = pytest.mark.slow
@@ -77,6 +77,30 @@ def test_metrics_files_have_the_task_keys(repro):
         assert set(metrics) == expected, name
         assert all(isinstance(v, float) for v in metrics.values())
     assert 0 <= json.loads((project / "metrics" / "softmax_digits.json").read_text())["test/accuracy"] <= 1
+
+
+def test_run_json_throughput_is_the_fits_work_over_its_seconds(repro):
+    import csv
+
+    import torch
+
+    project, params, _ = repro
+    units = set()
+    for name, experiment in params["experiments"].items():
+        run = json.loads((project / "models" / name / "run.json").read_text())
+        units.add(run["throughput_unit"])
+        if run["throughput_unit"] == "environment steps per second":
+            rows = list(csv.DictReader((project / "plots" / "validation" / f"{name}.csv").open()))
+            work = float(rows[-1]["train/env_steps"])
+        else:
+            folder = project / "data" / "prepared" / experiment["dataset"]
+            if DATASETS[experiment["dataset"]].kind == "graph":  # full-batch: the training nodes, each epoch
+                size = int(torch.load(folder / GRAPH_FILE, weights_only=True)["train_mask"].sum())
+            else:
+                size = len(torch.load(folder / "train.pt", weights_only=True)["y"])
+            work = run["epochs_trained"] * size
+        assert run["throughput"] == pytest.approx(work / run["train_seconds"], rel=0.02), name  # train_seconds is rounded to ms
+    assert units == {"samples per second", "training nodes per second", "environment steps per second"}
 
 
 def test_report_has_a_row_per_experiment_and_baselines(repro):

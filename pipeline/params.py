@@ -226,8 +226,11 @@ class Config:
 # Loading
 
 
-def load(path: Path | str = PARAMS_FILE) -> Config:
-    """Load and validate the whole params file (every experiment), raising ConfigError."""
+def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
+    """Load and validate the whole params file (every experiment), raising ConfigError. With
+    family_checks=False, each experiment's checks against its family class (model config, tasks, monitors)
+    are skipped: those import every family, so torch, Lightning and torchmetrics, which a stage that
+    trains nothing (prepare) does not otherwise need; train and evaluate still make them."""
     path = Path(path)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     top = ("tracking", "data", "defaults", "experiments", "targets")
@@ -259,7 +262,7 @@ def load(path: Path | str = PARAMS_FILE) -> Config:
     data = _build(DataConfig, raw["data"], "data")
     data.check("data")
     experiments = {
-        name: experiment(name, raw["defaults"], spec) for name, spec in raw["experiments"].items()
+        name: experiment(name, raw["defaults"], spec, family_checks) for name, spec in raw["experiments"].items()
     }
     if not experiments:
         raise ConfigError("experiments: at least one experiment is needed")
@@ -285,8 +288,9 @@ def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, 
     return config, config.experiments[name]
 
 
-def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
-    """Merge one experiment over the defaults and validate it, its family and its dataset."""
+def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True) -> ExperimentConfig:
+    """Merge one experiment over the defaults and validate it, its dataset and (with `family_checks`) its
+    config against its family class."""
     from pipeline import data as datasets
 
     path = f"experiments.{name}"
@@ -305,6 +309,8 @@ def experiment(name: str, defaults: dict, spec: Any) -> ExperimentConfig:
         )
     config = _build(ExperimentConfig, {"name": name, **merged}, path)
     config.check(path)
+    if not family_checks:
+        return config
     model_cls = family_class(config.family)
     spec_ = datasets.DATASETS[config.dataset].spec
     if spec_.task not in model_cls.TASKS:

@@ -20,7 +20,9 @@ from pipeline.params import load
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.prepare", description=__doc__.splitlines()[0]).parse_args(argv)
-    config = load()  # the whole file, so a typo anywhere stops the pipeline before it writes anything
+    # the whole file, so a typo stops the pipeline before it writes anything; without the checks against each
+    # family class, which import torch, Lightning and torchmetrics (train@EXPERIMENT makes them)
+    config = load(family_checks=False)
     datasets = sorted(name for name, entry in DATASETS.items() if not entry.download or name in config.data.download)
     for index, dataset in enumerate(datasets, 1):
         staging = PREPARED / f".{dataset}.partial"

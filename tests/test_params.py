@@ -205,3 +205,30 @@ def test_every_family_file_a_family_imports_is_a_dependency_of_every_train_stage
         for name in imported:
             if name.startswith("modules.") and name != f"modules.{family}":
                 assert f"{name.replace('.', '/')}.py" in train_deps, (family, name)
+
+
+def imported_after(code: str) -> set[str]:
+    """The heavy top-level packages in sys.modules after `code` runs in a fresh interpreter (this one has
+    imported them all)."""
+    import subprocess
+    import sys
+
+    heavy = ["torch", "lightning", "torchmetrics", "mlflow", "matplotlib", "sklearn", "networkx", "gymnasium",
+             "torch_geometric", "torchvision"]
+    probe = f"{code}\nimport sys\nprint(' '.join(name for name in {heavy!r} if name in sys.modules))"
+    result = subprocess.run([sys.executable, "-c", probe], cwd=params.ROOT, capture_output=True, text=True, check=True)
+    return set(result.stdout.split())
+
+
+def test_loading_params_imports_every_family_but_no_environment_graph_or_tracking_library():
+    """Every stage loads the whole params file, which imports every family: a family or its pipeline
+    module importing gymnasium, PyTorch Geometric or MLflow at the top would put it in every stage."""
+    imported = imported_after("from pipeline.params import load\nload()")
+    assert "lightning" in imported  # the families were imported, so the check below means something
+    assert not imported & {"mlflow", "sklearn", "networkx", "gymnasium", "torch_geometric", "torchvision"}
+
+
+def test_prepare_loads_params_without_torch_or_lightning():
+    """prepare needs torch only to write tensors, when it prepares a dataset, and never Lightning."""
+    imported = imported_after("import pipeline.prepare\nfrom pipeline.params import load\nload(family_checks=False)")
+    assert not imported & {"torch", "lightning", "torchmetrics", "mlflow", "gymnasium", "torch_geometric"}

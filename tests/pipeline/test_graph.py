@@ -170,7 +170,7 @@ def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path
     assert config.data.download == []
     for download in ([], ["cora"]):
         prepared.clear()
-        monkeypatch.setattr(stage, "load", lambda: dataclasses.replace(config, data=dataclasses.replace(config.data, download=download)))
+        monkeypatch.setattr(stage, "load", lambda **_: dataclasses.replace(config, data=dataclasses.replace(config.data, download=download)))
         stage.main([])
         assert ("cora" in prepared) == bool(download) and {"karate", "sbm", "digits"} <= set(prepared)
 

@@ -282,6 +282,41 @@ def measure(experiment, args, env, trainer_factory=None) -> dict:
     return runs
 
 
+# Where an epoch with validation goes on our path: cProfile's cumulative seconds of the parts (a
+# profile inflates Python-heavy code, so these are shares, not timings).
+EPOCH_PARTS = (
+    ("training steps (fetch, forward, backward, optimizer, Lightning's per-step hooks)",
+     "loops/training_epoch_loop.py", "advance"),
+    ("… of which the optimizer step with its closure", "torch/optim/adam.py", "step"),
+    ("… … of which the module's training_step (forward and loss)", "pipeline/supervised.py", "training_step"),
+    ("… … of which backward", "torch/autograd/__init__.py", "backward"),
+    ("… … of which Adam's parameter update", "torch/optim/adam.py", "adam"),
+    ("validation loop (forward on the split, torchmetrics update)", "loops/evaluation_loop.py", "run"),
+    ("validation metrics computed and logged (on_validation_epoch_end)", "pipeline/family.py", "on_validation_epoch_end"),
+    ("checkpoint written (ModelCheckpoint, torch.save)", "callbacks/model_checkpoint.py", "on_train_epoch_end"),
+    ("MLflow logging (MLFlowLogger.log_metrics, SQLite)", "loggers/mlflow.py", "log_metrics"),
+    ("progress bar", "callbacks/progress/tqdm_progress.py", "on_train_epoch_end"),
+)
+
+
+def profile_epochs(experiment, env, epochs: int, threads: int) -> list[tuple[str, float, float]]:
+    """(part, seconds per epoch under cProfile, share of the epoch) for `epochs` epochs of our path."""
+    import cProfile
+    import pstats
+
+    profiler = cProfile.Profile()
+    profiler.enable()
+    timer = fit_ours(experiment, times=1, epochs=epochs, warmup=0, env=env, threads=threads)
+    profiler.disable()
+    epoch = statistics.median(wall for wall, _ in timer.epoch_seconds()[1:])
+    stats = pstats.Stats(profiler).stats  # {(file, line, function): (calls, ncalls, tottime, cumtime, callers)}
+    parts = []
+    for label, file_part, function in EPOCH_PARTS:
+        cumulative = sum(v[3] for (f, _, fn), v in stats.items() if fn == function and f.endswith(file_part))
+        parts.append((label, cumulative / epochs, cumulative / epochs / epoch))
+    return [("one epoch with validation, under cProfile", epoch, 1.0), *parts]
+
+
 def medians(samples: list[tuple[float, float]]) -> tuple[float, float]:
     return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
 
@@ -384,6 +419,8 @@ def parse_args(argv=None):
         "per process turn other load into 10-30x slower steps)",
     )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_loop.md")
+    parser.add_argument("--profile-epochs", type=int, default=0,
+                        help="also profile this many epochs of our path on the real split (where an epoch goes)")
     parser.add_argument("--json", type=Path, help="also write the summary (ratios, seconds per step) as JSON here")
     return parser.parse_args(argv)
 
@@ -420,6 +457,10 @@ def main(argv=None, trainer_factory=None) -> dict:
         start = time.perf_counter()
         runs = measure(experiment, args, env, trainer_factory)
         text = table(experiment, args, runs, env)
+        profile = profile_epochs(experiment, env, args.profile_epochs, args.threads) if args.profile_epochs else []
+        if profile:
+            text += "\n| where our path's epoch goes (cProfile, cumulative) | ms / epoch | share |\n|---|---:|---:|\n"
+            text += "".join(f"| {label} | {seconds * 1e3:.1f} | {share:.0%} |\n" for label, seconds, share in profile)
         if env.get("deterministic_after_fit") != experiment.trainer.deterministic:
             text += "\nNote: the Trainer left torch's deterministic flag different from the config.\n"
         text += f"\n(measured in {time.perf_counter() - start:.0f} s)\n"
@@ -427,7 +468,7 @@ def main(argv=None, trainer_factory=None) -> dict:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     if args.json:
-        args.json.write_text(json.dumps(summary(runs), indent=2) + "\n")
+        args.json.write_text(json.dumps({**summary(runs), "epoch_profile": profile}, indent=2) + "\n")
     return summary(runs)
 
 

@@ -13,7 +13,7 @@ import argparse
 import shutil
 import sys
 
-from pipeline import cli
+from pipeline import cli, stagestats
 from pipeline.data import DATASETS, PREPARED, prepare
 from pipeline.params import load
 
@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     # the whole file, so a typo stops the pipeline before it writes anything; without the checks against each
     # family class, which import torch, Lightning and torchmetrics (train@EXPERIMENT makes them)
     config = load(family_checks=False)
+    stagestats.mark("work")  # the datasets' own imports (scikit-learn, networkx, gymnasium) come as they are made
     datasets = sorted(name for name, entry in DATASETS.items() if not entry.download or name in config.data.download)
     for index, dataset in enumerate(datasets, 1):
         staging = PREPARED / f".{dataset}.partial"

@@ -16,7 +16,7 @@ import json
 import sys
 import warnings
 
-from pipeline import cli, data
+from pipeline import cli, data, stagestats
 from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
@@ -172,7 +172,8 @@ def _fmt(value) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0]).parse_args(argv)
-    config = load()
+    config = load()  # imports every family, so torch, Lightning and torchmetrics
+    stagestats.mark("work")
     rows = []
     for name, experiment in config.experiments.items():
         metrics_file, run_file = ROOT / "metrics" / f"{name}.json", ROOT / "models" / name / "run.json"

@@ -213,9 +213,9 @@ def imported_after(code: str) -> set[str]:
     import subprocess
     import sys
 
-    heavy = ["torch", "lightning", "torchmetrics", "mlflow", "matplotlib", "sklearn", "networkx", "gymnasium",
-             "torch_geometric", "torchvision"]
-    probe = f"{code}\nimport sys\nprint(' '.join(name for name in {heavy!r} if name in sys.modules))"
+    from pipeline.stagestats import HEAVY
+
+    probe = f"{code}\nimport sys\nprint(' '.join(name for name in {list(HEAVY)!r} if name in sys.modules))"
     result = subprocess.run([sys.executable, "-c", probe], cwd=params.ROOT, capture_output=True, text=True, check=True)
     return set(result.stdout.split())
 

@@ -134,11 +134,28 @@ def quiet_trainer(**kwargs):
 ONE_WORKER = ("tests/cluster/", "tests/test_resume.py")
 
 
+# The files that take longest, longest first (--durations): with --dist loadfile, xdist hands out
+# files in collection order, so a long file collected last would end the run alone. The rest keep
+# their order after these.
+SLOWEST_FIRST = ("tests/test_pipeline_e2e.py", ONE_WORKER, "tests/test_generative_e2e.py", "tests/test_distributed.py",
+                 "tests/test_launch.py", "tests/test_concurrency.py", "tests/test_cli_errors.py", "tests/test_non_finite.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        return next((i for i, prefix in enumerate(SLOWEST_FIRST) if item.nodeid.startswith(prefix)), len(SLOWEST_FIRST))
+
+    items.sort(key=rank)  # stable: the tests of a file keep their order
+
+
 def pytest_xdist_make_scheduler(config, log):
     """pytest-xdist sends each test file to one worker (as --dist loadfile), and the ONE_WORKER files
-    all to the same worker. (--dist loadgroup with xdist_group marks does not group under pytest
+    all to the same worker, in the order collected (SLOWEST_FIRST), not xdist's default of the files
+    with the most tests first. (--dist loadgroup with xdist_group marks does not group under pytest
     9.2: pytest-dev/pytest-xdist#1386.)"""
     from xdist.scheduler import LoadFileScheduling
+
+    config.option.loadscopereorder = False
 
     class SharedFixtureScheduling(LoadFileScheduling):
         def _split_scope(self, nodeid: str) -> str:

@@ -8,7 +8,7 @@ import re
 
 import pytest
 import yaml
-from conftest import dvc, git_init
+from conftest import dvc, git_init, run
 
 from pipeline.data import DATASETS, GRAPH_FILE
 from pipeline.params import family_class
@@ -204,3 +204,52 @@ def test_tracking_credentials_never_reach_the_store_the_outputs_or_the_logs(repr
              if p.is_file() and ".git" not in p.parts and SECRET.encode() in p.read_bytes()]
     assert leaks == []
     assert (project / "mlflow.db").stat().st_size > 0 and any((project / "mlruns").rglob("*.ckpt"))
+
+
+QUEUED = ("linear_diabetes", "lstm_ar_series")  # last in this file: it commits the workspace
+
+
+def test_queued_dvc_experiments_run_two_at_a_time_into_the_repositorys_store(repro):
+    """Concurrency through DVC's own queue: two queued experiments, `dvc queue start -j 2`, each in
+    its own temporary copy, both logging into the repository's SQLite store (the default store is an
+    absolute path, so the queue's copies log into it): every run complete and evaluated, one MLflow
+    experiment. Concurrent writers to a real `mlflow server` are tests/test_concurrency.py's."""
+    import time
+
+    from mlflow import MlflowClient
+
+    project, _, _ = repro
+    # The queue copies the committed workspace: commit the reproduced state, so that each queued
+    # experiment reruns only its own stages and the report.
+    run(["git", "add", "-A"], cwd=project)
+    run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced"], cwd=project)
+    uri = f"sqlite:///{project / 'mlflow.db'}"
+    store, epochs = "queued", 4  # a new value: no queued experiment is a cached one
+    queued = list(QUEUED)
+    names = [f"{store}-{name.replace('_', '-')}" for name in queued]
+    for name, exp_name in zip(queued, names):
+        dvc("exp", "run", "--queue", "--name", exp_name, "-S", f"experiments.{name}.max_epochs={epochs}", cwd=project)
+    dvc("queue", "start", "-j", "2", cwd=project)
+    deadline = time.monotonic() + 900
+    while True:  # the workers stop by themselves once the queue is empty
+        status = dvc("queue", "status", cwd=project).stdout
+        ours = [line for line in status.splitlines() if any(n in line for n in names)]
+        if len(ours) == len(names) and not any(w in line for line in ours for w in ("Queued", "Running")):
+            break
+        if time.monotonic() > deadline:
+            # (a stop request waits in DVC's broker for the next workers: send it only when giving up)
+            dvc("queue", "stop", "--kill", cwd=project, check=False)
+            raise AssertionError(f"queued experiments still running after 900 s:\n{status}")
+        time.sleep(2)
+    assert all("Success" in line for line in ours), status
+
+    client = MlflowClient(uri)
+    [experiment] = [e for e in client.search_experiments() if e.name == "mathematical-engineering-of-deep-learning"]
+    runs = client.search_runs([experiment.experiment_id], f"tags.`dvc.exp_name` LIKE '{store}-%'")
+    assert sorted(r.data.tags["experiment"] for r in runs) == sorted(queued)
+    for run_ in runs:
+        assert run_.info.status == "FINISHED"
+        assert run_.data.params["max_epochs"] == str(epochs)
+        assert len(client.get_metric_history(run_.info.run_id, "val/loss")) == epochs
+        assert any(key.startswith("test/") for key in run_.data.metrics)  # evaluate logged into the same run
+        assert {a.path for a in client.list_artifacts(run_.info.run_id)} >= {"checkpoint", "config.json", "figures"}

@@ -20,7 +20,7 @@ core; two such trainings on 2 cores oversubscribe them and run 10 to 80 times sl
 is already set or `--threads` says otherwise (`--threads 0`: leave it alone).
 
 The stage commands' `python` is this interpreter's (its bin directory is put first on PATH).
-MLflow runs land in the clone's own mlflow.db: pipeline/tracking.py maps a queued copy under
+MLflow runs land in the clone's own mlflow.db: pipeline/core/tracking.py maps a queued copy under
 `.dvc/tmp/exps/` back to the repository root. Prints a markdown table of the phase timings.
 """
 

@@ -3,7 +3,7 @@ CartPole's "solved" level, through the pipeline's own Trainer.
 
     python bench/rl_time.py [--experiment dqn_cartpole] [--threshold 475] [--out bench/results/rl_time.md]
 
-The experiment trains as `python -m pipeline.train` trains it (pipeline.trainer.build_trainer, its
+The experiment trains as `python -m pipeline.train` trains it (pipeline.core.trainer.build_trainer, its
 MLflow logger on a throwaway SQLite store, the same seed), with its own stopping rule switched off
 (solved_return 0, patience 0) and max_epochs as in params.yaml. Every finished training episode
 (exploration included, as CleanRL counts its episodic return) is recorded with the environment
@@ -42,9 +42,10 @@ def main(argv=None) -> dict:
     import lightning as L
     import torch
 
-    from pipeline import data, tracking
+    from pipeline import data
+    from pipeline.core import tracking
     from pipeline.params import family_class, load_experiment
-    from pipeline.trainer import LearningCurve, build_trainer
+    from pipeline.core.trainer import LearningCurve, build_trainer
 
     config, experiment = load_experiment(args.experiment)
     experiment = dataclasses.replace(

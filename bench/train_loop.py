@@ -3,7 +3,7 @@
     python bench/train_loop.py [--experiment mlp_digits] [--out bench/results/train_loop.md]
 
 Both paths train the same model class (same init seed) on the same tensors, with the same batch
-size, optimizer (pipeline.supervised.build_optimizer) and shuffled batch indexing, whole batches
+size, optimizer (pipeline.core.supervised.build_optimizer) and shuffled batch indexing, whole batches
 indexed at once (ours: the DataModule's seeded EpochBatches; the plain loop: a seeded BatchSampler
 over a RandomSampler, which gives the same order).
 
@@ -20,7 +20,7 @@ over a RandomSampler, which gives the same order).
 A third path, a bare Lightning Trainer (no logger, callbacks, progress bar or checkpointing) over
 the same module and DataModule, measures Lightning's own per-step floor on the machine.
 
-Our path is `pipeline.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
+Our path is `pipeline.core.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
 bar, checkpoint and learning-curve callbacks, deterministic flag, MLflow logger) with
 `pipeline.data.make_datamodule`, logging to a throwaway SQLite MLflow store in a temporary folder.
 """
@@ -89,7 +89,7 @@ def per_step(start: tuple[float, float], end: tuple[float, float], steps: int) -
 
 
 # ---------------------------------------------------------------------------------------------
-# Our path: pipeline.trainer.build_trainer + pipeline.data.make_datamodule
+# Our path: pipeline.core.trainer.build_trainer + pipeline.data.make_datamodule
 
 
 def _timer_callback(warmup: int):
@@ -132,7 +132,7 @@ def _timer_callback(warmup: int):
 
 def make_trainer(experiment, checkpoint_dir: Path, uri: str, run_id: str):
     """The pipeline's Trainer construction; a benchmark variant may replace this function."""
-    from pipeline.trainer import LearningCurve, build_trainer
+    from pipeline.core.trainer import LearningCurve, build_trainer
 
     return build_trainer(experiment, checkpoint_dir, uri, run_id, LearningCurve())
 
@@ -188,7 +188,7 @@ def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int,
     validation forward on the val split and the scheduler step. Returns (step seconds, epoch seconds)."""
     from torch.utils.data import BatchSampler, RandomSampler
 
-    from pipeline.supervised import build_optimizer, build_scheduler, task_prediction
+    from pipeline.core.supervised import build_optimizer, build_scheduler, task_prediction
 
     model = build_model(experiment)
     x, y = replicate(*datasets.load_split(experiment.dataset, "train"), times)
@@ -288,11 +288,11 @@ EPOCH_PARTS = (
     ("training steps (fetch, forward, backward, optimizer, Lightning's per-step hooks)",
      "loops/training_epoch_loop.py", "advance"),
     ("… of which the optimizer step with its closure", "torch/optim/adam.py", "step"),
-    ("… … of which the module's training_step (forward and loss)", "pipeline/supervised.py", "training_step"),
+    ("… … of which the module's training_step (forward and loss)", "pipeline/core/supervised.py", "training_step"),
     ("… … of which backward", "torch/autograd/__init__.py", "backward"),
     ("… … of which Adam's parameter update", "torch/optim/adam.py", "adam"),
     ("validation loop (forward on the split, torchmetrics update)", "loops/evaluation_loop.py", "run"),
-    ("validation metrics computed and logged (on_validation_epoch_end)", "pipeline/family.py", "on_validation_epoch_end"),
+    ("validation metrics computed and logged (on_validation_epoch_end)", "pipeline/core/family.py", "on_validation_epoch_end"),
     ("checkpoint written (ModelCheckpoint, torch.save)", "callbacks/model_checkpoint.py", "on_train_epoch_end"),
     ("MLflow logging (MLFlowLogger.log_metrics, SQLite)", "loggers/mlflow.py", "log_metrics"),
     ("progress bar", "callbacks/progress/tqdm_progress.py", "on_train_epoch_end"),
@@ -386,7 +386,7 @@ def table(experiment, args, runs: dict, env: dict) -> str:
         "",
         "| path | ms / step, wall | wall range | ms / step, CPU | ms / epoch with val, wall | ms / epoch with val, CPU |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| ours: Lightning Trainer (pipeline.trainer.build_trainer) + DataModule | {ms('ours_step', 0)} | "
+        f"| ours: Lightning Trainer (pipeline.core.trainer.build_trainer) + DataModule | {ms('ours_step', 0)} | "
         f"{spread('ours_step')} | {ms('ours_step', 1)} | {ms('ours_epoch', 0)} | {ms('ours_epoch', 1)} |",
         f"| plain PyTorch loop | {ms('plain_step', 0)} | {spread('plain_step')} | {ms('plain_step', 1)} | "
         f"{ms('plain_epoch', 0)} | {ms('plain_epoch', 1)} |",
@@ -434,7 +434,7 @@ def quiet() -> None:
 def setup_env(experiment, tmp: str) -> dict:
     """A throwaway SQLite MLflow store and one run for all fits, as `pipeline.train` creates it."""
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp}/mlflow.db"
-    from pipeline import tracking
+    from pipeline.core import tracking
 
     config_name = "bench-train-loop"
     run_id = tracking.start_run(config_name, experiment, family_class(experiment.family).CHAPTER)

@@ -30,7 +30,7 @@ from torch import nn
 
 from modules.mlp import ACTIVATIONS, Activation
 from pipeline.data import DataSpec
-from pipeline.generative import GenerativeModule
+from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 

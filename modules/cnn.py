@@ -19,7 +19,7 @@ from torch import nn
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule
 
 
 def conv_output_size(n: int, kernel_size: int, padding: int, stride: int) -> int:

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from pipeline.data import DataSpec
-from pipeline.generative import GenerativeModule
+from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 Prediction = Literal["epsilon", "x0"]

@@ -29,7 +29,7 @@ from torch import nn
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.reinforcement import ReinforcementModule, make_env
+from pipeline.core.reinforcement import ReinforcementModule, make_env
 
 
 def epsilon_schedule(step: int, start: float, end: float, duration: int) -> float:

@@ -46,8 +46,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.data import DataSpec
-from pipeline.family import build_optimizer, build_scheduler
-from pipeline.generative import GenerativeModule
+from pipeline.core.family import build_optimizer, build_scheduler
+from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 Loss = Literal["standard", "wgan_gp", "wgan_clip"]

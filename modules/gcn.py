@@ -23,7 +23,7 @@ from torch import nn
 
 from modules.mlp import ACTIVATIONS, Activation, FeedforwardNetwork
 from pipeline.data import DataSpec
-from pipeline.graph import GraphModule
+from pipeline.core.graph import GraphModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 

@@ -15,7 +15,7 @@ from torch import nn
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule
 
 
 def design_matrix(x: torch.Tensor) -> torch.Tensor:

@@ -19,7 +19,7 @@ from torch import nn
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule
 
 Activation = Literal["relu", "tanh", "sigmoid", "gelu", "leaky_relu"]
 Init = Literal["xavier", "he"]

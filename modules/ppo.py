@@ -37,7 +37,7 @@ from torch.distributions import Categorical
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.reinforcement import ReinforcementModule, make_env
+from pipeline.core.reinforcement import ReinforcementModule, make_env
 
 
 def generalized_advantages(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,

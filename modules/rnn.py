@@ -37,7 +37,7 @@ from torch import nn
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule
 
 Cell = Literal["rnn", "lstm", "gru"]
 LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}

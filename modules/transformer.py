@@ -32,7 +32,7 @@ from torch import nn
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule
 
 Norm = Literal["pre", "post"]
 

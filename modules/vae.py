@@ -29,7 +29,7 @@ from torch import nn
 from modules.autoencoder import feedforward
 from modules.mlp import Activation
 from pipeline.data import DataSpec
-from pipeline.generative import GenerativeModule
+from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 TEST_DRAWS = 32  # Monte Carlo draws of z per test image for the test ELBO

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import cli, data, launch, stagestats, tracking
+from pipeline import cli, data, stagestats
+from pipeline.core import launch, tracking
 from pipeline.params import ROOT, ConfigError, ExperimentConfig, load_experiment
 
 
@@ -72,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     results = model.evaluate(context)
     if results is None:  # not global rank 0: its share is with rank 0
         return 0
-    from pipeline import figures as fig
+    from pipeline.core import figures as fig
 
     fig.learning_curve(
         plots / "learning_curves" / f"{experiment.name}.csv",
@@ -123,8 +124,8 @@ def evaluate_supervised(model, context: Context) -> dict[str, float] | None:
     training had), torchmetrics per task, the confusion plot (deciles for regression), the figures."""
     import torch
 
-    from pipeline import figures as fig
-    from pipeline import metrics
+    from pipeline.core import figures as fig
+    from pipeline.core import metrics
 
     experiment, x, y, meta = context.experiment, context.x, context.y, context.meta
     spec = data.DATASETS[experiment.dataset].spec
@@ -158,7 +159,7 @@ def _predict_distributed(model, x, experiment):
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.trainer import NoProfiler
+    from pipeline.core.trainer import NoProfiler
 
     class Shares(L.LightningModule):
         def __init__(self):
@@ -205,7 +206,7 @@ def _predict_distributed(model, x, experiment):
 
 def _plot_labels(task: str, prediction, y) -> tuple[list, list]:
     """Class labels, or for regression the decile (d1..d10 of the test targets) of each value."""
-    from pipeline import metrics
+    from pipeline.core import metrics
 
     if task != "regression":  # classes; for sequences every target token
         return y.long().flatten().tolist(), metrics.predicted_labels(task, prediction).flatten().tolist()

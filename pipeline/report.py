@@ -5,7 +5,7 @@
 Writes reports/comparison.md (one row per experiment and per baseline, then the targets of
 params.yaml with pass/fail) and reports/comparison.png. Generative experiments (their metrics have
 test/fid) get a table of their own, beside two reference rows scored the same way
-(pipeline.generative: the floor, training images against test images; a Gaussian fitted to the
+(pipeline.core.generative: the floor, training images against test images; a Gaussian fitted to the
 training pixels), their sample grids, and reports/generative.png.
 """
 
@@ -49,10 +49,10 @@ def baselines(dataset: str) -> dict[str, object]:
 def baseline_rows(dataset: str) -> list[dict]:
     """Each baseline's test metrics. On a graph dataset the baselines see the node features alone (not
     the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
-    the graph families are re-fitted, pipeline.graph.SEEDS) for test/accuracy_mean and test/accuracy_std."""
+    the graph families are re-fitted, pipeline.core.graph.SEEDS) for test/accuracy_mean and test/accuracy_std."""
     import torch
 
-    from pipeline import metrics
+    from pipeline.core import metrics
 
     spec = data.DATASETS[dataset].spec
     if data.DATASETS[dataset].is_environment:  # no split to fit a scikit-learn model on
@@ -88,7 +88,7 @@ def _over_seeds(model, x_train, y_train, x_test, y_test) -> dict[str, float]:
     import numpy as np
     from sklearn.base import clone
 
-    from pipeline.graph import SEEDS
+    from pipeline.core.graph import SEEDS
 
     accuracies = [clone(model).set_params(random_state=seed).fit(x_train, y_train).score(x_test, y_test) for seed in SEEDS]
     return {"test/accuracy_mean": round(float(np.mean(accuracies)), 6),
@@ -129,7 +129,7 @@ def check_target(target: dict, value: float | None, baseline_values: dict[str, f
 
 def _generative_section(rows: list[dict]) -> list[str]:
     """The generative models beside the reference rows, then each model's sample grid."""
-    from pipeline import generative as gen
+    from pipeline.core import generative as gen
 
     columns = [c for c in GENERATIVE_COLUMNS if any(c in row for row in rows)]
     header = ["name", "kind", "family", "dataset", *columns, "parameters", "train seconds"]
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.extend(baseline_rows(dataset))
     for index, dataset in enumerate(generative_datasets, len(supervised_datasets) + 1):
         print(f"[{index}/{steps}] scoring the reference samples of {dataset}", flush=True)
-        from pipeline import generative as gen
+        from pipeline.core import generative as gen
 
         rows.extend({**row, "generative": True} for row in gen.reference_rows(dataset))
     is_generative = lambda row: row["name"] in generative or row.get("generative")  # noqa: E731
@@ -243,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
             lines.append(f"| {name} | {statement} | {_fmt(model_row.get(target['metric']))} | {verdict} |")
     lines += ["", "![comparison](comparison.png)", ""]
 
-    from pipeline import figures
+    from pipeline.core import figures
 
     REPORTS.mkdir(exist_ok=True)
     figures.comparison(rows, "test/accuracy", REPORTS / "comparison.png")

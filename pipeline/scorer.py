@@ -1,4 +1,4 @@
-"""Stage scorer: the classifier whose features score generated images (pipeline.generative).
+"""Stage scorer: the classifier whose features score generated images (pipeline.core.generative).
 
     python -m pipeline.scorer
 
@@ -44,7 +44,7 @@ def train(dataset: str):
     import torch
     from torchmetrics.classification import Accuracy
 
-    from pipeline.trainer import EpochProgressBar
+    from pipeline.core.trainer import EpochProgressBar
 
     L.seed_everything(SEED, workers=True, verbose=False)
     spec = data.DATASETS[dataset].spec

@@ -4,7 +4,7 @@
 
 Writes models/EXPERIMENT/{best.ckpt, run.json, config.json} and plots/{learning_curves,validation}/EXPERIMENT.csv. All
 of it is written to a staging folder first and moved into place only when training succeeded.
-Training checkpoints go to checkpoints/EXPERIMENT/ (pipeline.resume): a training that was killed or
+Training checkpoints go to checkpoints/EXPERIMENT/ (pipeline.core.resume): a training that was killed or
 requeued by SLURM resumes from there, into the same MLflow run, when the stage runs again.
 """
 
@@ -17,7 +17,8 @@ import shutil
 import sys
 import time
 
-from pipeline import cli, data, launch, tracking
+from pipeline import cli, data
+from pipeline.core import launch, tracking
 from pipeline.params import ROOT, ConfigError, load_experiment
 
 
@@ -30,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     launch.check_experiment(experiment)
     data.check_prepared(experiment.dataset)  # fail on missing or corrupt data before any run is created
 
-    from pipeline import resume
+    from pipeline.core import resume
     from pipeline.params import family_class
 
     model_cls = family_class(experiment.family)
@@ -49,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from pipeline.supervised import NonFiniteLoss
-    from pipeline.trainer import LearningCurve, build_trainer
+    from pipeline.core.supervised import NonFiniteLoss
+    from pipeline.core.trainer import LearningCurve, build_trainer
 
     L.seed_everything(experiment.seed, workers=True, verbose=False)
     model = model_cls(

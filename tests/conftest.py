@@ -69,9 +69,12 @@ def dvc(*args: str, cwd: Path, check: bool = True, extra_env: dict | None = None
 # rows, which differ from lstm_ar_series by their cell and data (tests/modules/test_rnn.py covers each
 # cell), and the other graph experiments, which differ from gcn_sbm by their layer or their graph;
 # tests/test_experiments.py trains every experiment of params.yaml, these too, in-process.
-E2E_EXPERIMENTS = ("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
-                   "lstm_ar_series", "transformer_seq_digits", "transformer_seq2seq", "gcn_sbm", "dqn_cartpole",
-                   "ppo_cartpole")
+# Two halves, one `dvc repro` each, in two test files that pytest-xdist runs at once
+# (tests/test_pipeline_e2e.py, tests/test_pipeline_e2e_more.py).
+E2E_HALVES = (("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
+               "lstm_ar_series", "transformer_seq2seq"),
+              ("transformer_seq_digits", "gcn_sbm", "dqn_cartpole", "ppo_cartpole"))
+E2E_EXPERIMENTS = E2E_HALVES[0] + E2E_HALVES[1]
 
 
 def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = None) -> dict:
@@ -111,7 +114,7 @@ def git_init(path: Path) -> None:
 
 def fit_batch(model, x, y, steps: int) -> None:
     """Plain optimization of one batch with the module's own optimizer config (overfitting tests)."""
-    from pipeline.supervised import build_optimizer
+    from pipeline.core.supervised import build_optimizer
 
     optimizer = build_optimizer(model.parameters(), model.optimizer_config)
     for step in range(steps):
@@ -137,7 +140,7 @@ ONE_WORKER = ("tests/cluster/", "tests/test_resume.py")
 # The files that take longest, longest first (--durations): with --dist loadfile, xdist hands out
 # files in collection order, so a long file collected last would end the run alone. The rest keep
 # their order after these.
-SLOWEST_FIRST = ("tests/test_pipeline_e2e.py", ONE_WORKER, "tests/test_generative_e2e.py", "tests/test_distributed.py",
+SLOWEST_FIRST = ("tests/test_pipeline_e2e.py", "tests/test_pipeline_e2e_more.py", ONE_WORKER, "tests/test_generative_e2e.py", "tests/test_distributed.py",
                  "tests/test_launch.py", "tests/test_concurrency.py", "tests/test_cli_errors.py", "tests/test_non_finite.py")
 
 
@@ -146,6 +149,13 @@ def pytest_collection_modifyitems(config, items):
         return next((i for i, prefix in enumerate(SLOWEST_FIRST) if item.nodeid.startswith(prefix)), len(SLOWEST_FIRST))
 
     items.sort(key=rank)  # stable: the tests of a file keep their order
+
+
+def pytest_xdist_auto_num_workers(config) -> int:
+    """`-n auto`: one worker more than the cores (at most 4, --maxprocesses). The slow tests wait on
+    subprocesses, DVC's queue, a SLURM cluster or a server for part of their time; on 2 cores a third
+    worker fills those gaps."""
+    return (os.cpu_count() or 1) + 1
 
 
 def pytest_xdist_make_scheduler(config, log):

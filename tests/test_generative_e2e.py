@@ -10,7 +10,7 @@ import json
 import pytest
 from conftest import copy_project, dvc, git_init, shrink_params
 
-from pipeline.generative import GenerativeModule
+from pipeline.core.generative import GenerativeModule
 from pipeline.params import family_class, load
 
 pytestmark = pytest.mark.slow

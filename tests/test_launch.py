@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from pipeline import launch
+from pipeline.core import launch
 from pipeline.params import ConfigError, load_experiment
 
 

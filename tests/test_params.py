@@ -185,7 +185,7 @@ def test_flat_config_holds_every_resolved_value():
 
 
 def test_store_root_inside_a_dvc_experiment_copy_is_the_outer_repository():
-    from pipeline.tracking import store_root
+    from pipeline.core.tracking import store_root
 
     assert store_root(Path("/home/u/proj/.dvc/tmp/exps/tmpab12/")) == Path("/home/u/proj")
     assert store_root(Path("/home/u/proj")) == Path("/home/u/proj")

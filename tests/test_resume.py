@@ -86,7 +86,7 @@ def test_a_corrupt_resume_checkpoint_is_named_and_nothing_is_overwritten(project
     damaged = b"PK\x03\x04" + bytes(range(256)) * 8  # the start of a zip, cut off
     (folder / "last.ckpt").write_bytes(damaged)
     fingerprint = subprocess.run(
-        [sys.executable, "-c", "from pipeline import resume; from pipeline.params import load_experiment; "
+        [sys.executable, "-c", "from pipeline.core import resume; from pipeline.params import load_experiment; "
          "print(resume.fingerprint(load_experiment('softmax_digits')[1]))"],
         cwd=project, env=env(), capture_output=True, text=True, check=True,
     ).stdout.strip()

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from modules.transformer import Transformer
-from pipeline import metrics
+from pipeline.core import metrics
 from pipeline.data import SEPARATOR, DataSpec, reverse_task
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import task_loss
+from pipeline.core.supervised import task_loss
 
 from conftest import fit_batch
 

@@ -1,4 +1,4 @@
-"""Scoring generated images (pipeline.generative) with the project's own scorer (pipeline.scorer):
+"""Scoring generated images (pipeline.core.generative) with the project's own scorer (pipeline.scorer):
 the class histogram's KL against scipy, FID and KID against torchmetrics-independent computations of
 what they must show, and the scorer stage's files."""
 
@@ -11,7 +11,8 @@ import pytest
 import torch
 from scipy import linalg, stats
 
-from pipeline import data, generative, scorer
+from pipeline import data, scorer
+from pipeline.core import generative
 from pipeline.params import ConfigError, load
 
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import data, graph
+from pipeline import data
+from pipeline.core import graph
 from pipeline.params import ConfigError, DataConfig, load
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)

@@ -7,7 +7,7 @@ import pytest
 import torch
 from sklearn import metrics as sk
 
-from pipeline import metrics  # the module, so pytest does not collect `metrics.test_metrics` as a test
+from pipeline.core import metrics  # the module, so pytest does not collect `metrics.test_metrics` as a test
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray, n_bins: int = 15) -> float:

@@ -11,7 +11,7 @@ import torch
 from pipeline import data
 from pipeline.evaluate import Context
 from pipeline.params import ConfigError, load
-from pipeline.reinforcement import TEST_EPISODES, evaluate_greedy, greedy_returns, return_bucket
+from pipeline.core.reinforcement import TEST_EPISODES, evaluate_greedy, greedy_returns, return_bucket
 
 
 def lean_on_the_pole(observations: torch.Tensor) -> torch.Tensor:

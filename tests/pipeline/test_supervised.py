@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.supervised import SupervisedModule, build_optimizer, build_scheduler, task_loss, task_prediction
+from pipeline.core.supervised import SupervisedModule, build_optimizer, build_scheduler, task_loss, task_prediction
 
 from conftest import quiet_trainer
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from pipeline import trainer as trainer_module
-from pipeline.trainer import EpochProgressBar
+from pipeline.core import trainer as trainer_module
+from pipeline.core.trainer import EpochProgressBar
 
 
 def test_progress_bar_redraws_at_most_once_an_interval_and_at_the_last_batch(monkeypatch):

@@ -19,8 +19,8 @@ val/mean_return (torchmetrics) is what early stopping and the best checkpoint mo
 stops once it reaches `solved_return` (0: never). The learning curve, logged once an epoch:
 train/episode_return, the mean return of the training episodes (exploration included) that ended in
 the epoch, and train/env_steps, the environment steps taken so far; both go to MLflow and to
-plots/validation/EXPERIMENT.csv (pipeline.trainer.LearningCurve), whose figure draws them against
-train/env_steps (pipeline.figures.learning_curve).
+plots/validation/EXPERIMENT.csv (pipeline.core.trainer.LearningCurve), whose figure draws them against
+train/env_steps (pipeline.core.figures.learning_curve).
 
 Test (the evaluate stage): TEST_EPISODES greedy episodes from fixed seeds TEST_SEED + i, disjoint from
 the validation seeds; test/mean_return, test/std_return, test/min_return, test/max_return.
@@ -37,7 +37,7 @@ from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from torchmetrics.aggregation import CatMetric
 
 from pipeline.data import DataSpec
-from pipeline.family import FamilyModule
+from pipeline.core.family import FamilyModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 VAL_SEED = 1_000  # validation episode i starts from seed VAL_SEED + i
@@ -237,7 +237,7 @@ def evaluate_greedy(model: ReinforcementModule, context) -> dict[str, float] | N
     returns. Global rank 0 only."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from pipeline import figures as fig
+    from pipeline.core import figures as fig
     from pipeline.evaluate import write_csv
 
     if rank_zero_only.rank != 0:

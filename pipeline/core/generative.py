@@ -27,7 +27,7 @@ from torchmetrics import MeanMetric
 
 from pipeline import stagestats
 from pipeline.data import DataSpec
-from pipeline.family import FamilyModule
+from pipeline.core.family import FamilyModule
 from pipeline.params import ROOT, ConfigError, OptimizerConfig, SchedulerConfig
 
 SCORERS = ROOT / "scorers"
@@ -198,7 +198,7 @@ def evaluate_generative(model: GenerativeModule, context) -> dict[str, float] | 
     (actual = generated, predicted = the scorer's class). Global rank 0 only."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
-    from pipeline import figures as fig
+    from pipeline.core import figures as fig
     from pipeline.evaluate import write_csv
 
     if rank_zero_only.rank != 0:

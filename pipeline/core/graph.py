@@ -22,7 +22,7 @@ import logging
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pipeline.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule
 
 SEEDS = tuple(range(10))  # the re-fits behind test/accuracy_mean and test/accuracy_std
 
@@ -84,7 +84,7 @@ def refit(experiment, seed: int) -> GraphModule:
 
     from pipeline import data
     from pipeline.params import family_class
-    from pipeline.trainer import NoProfiler
+    from pipeline.core.trainer import NoProfiler
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # ten fits' device banners are noise
     L.seed_everything(seed, verbose=False)

@@ -69,7 +69,7 @@ def fingerprint(experiment: ExperimentConfig) -> str:
     for path in (
         ROOT / "modules" / f"{experiment.family}.py",
         ROOT / "modules" / "linear_regression.py",  # imported by other families (a dependency of every train stage)
-        ROOT / "pipeline" / "supervised.py",
+        ROOT / "pipeline" / "core" / "supervised.py",
         ROOT / "data" / "prepared" / experiment.dataset / "meta.json",
     ):
         digest.update(path.read_bytes() if path.exists() else b"")
@@ -139,7 +139,7 @@ def _active_run(run_id: str):
     """The MLflow run, if the tracking store has it and it is not deleted; else None."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline import tracking
+    from pipeline.core import tracking
 
     try:
         run = tracking.client().get_run(run_id)
@@ -149,7 +149,7 @@ def _active_run(run_id: str):
 
 
 def _reopen_run(run, checkpoint: Path | None) -> None:
-    from pipeline import tracking
+    from pipeline.core import tracking
 
     client, run_id = tracking.client(), run.info.run_id
     client.update_run(run_id, status="RUNNING")

@@ -2,8 +2,8 @@
 over an epoch and logged once (no per-step logging), the learning rate, the epoch-so-far state in
 checkpoints, chapter 4's optimizers and schedules, and the evaluation entry point.
 
-A family subclasses `SupervisedModule` (pipeline.supervised) or `GenerativeModule`
-(pipeline.generative), never this class directly.
+A family subclasses `SupervisedModule` (pipeline.core.supervised) or `GenerativeModule`
+(pipeline.core.generative), never this class directly.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ class FamilyModule(L.LightningModule):
     TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
     IMAGE_INPUT = False  # True if samples must be (C, H, W) images
     SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
-    GRAPH_INPUT = False  # True for node classification on a graph dataset (pipeline.graph); False for samples
+    GRAPH_INPUT = False  # True for node classification on a graph dataset (pipeline.core.graph); False for samples
     CHAPTER = 0  # the book's chapter, a tag in MLflow
 
     @staticmethod

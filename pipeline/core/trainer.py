@@ -17,7 +17,7 @@ from pipeline.params import ExperimentConfig
 
 
 # Lightning's advice on loggers and tiny epochs is noise in a stage log.
-# checkpoints/EXPERIMENT/ holds resume.json before the first checkpoint (pipeline.resume owns that folder)
+# checkpoints/EXPERIMENT/ holds resume.json before the first checkpoint (pipeline.core.resume owns that folder)
 warnings.filterwarnings("ignore", message=".*(smaller than the logging interval|LeafSpec|litlogger|exists and is not empty).*")
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,4 +226,4 @@ def write_csv(path: Path, header: list[str], rows) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    cli.run_and_exit(main)

@@ -153,4 +153,4 @@ def _checkpoint_epoch(rows: list[dict], experiment) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.run(main))
+    cli.run_and_exit(main)

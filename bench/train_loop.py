@@ -18,7 +18,12 @@ over a RandomSampler, which gives the same order).
   steps the scheduler. The first epoch of each fit is not counted.
 
 A third path, a bare Lightning Trainer (no logger, callbacks, progress bar or checkpointing) over
-the same module and DataModule, measures Lightning's own per-step floor on the machine.
+the same module and DataModule, measures Lightning's own per-step floor on the machine. With
+--floors, two more bare-Trainer paths locate that floor: the module switched to Lightning's manual
+optimization (training_step calls the optimizer through Lightning: `manual_backward`, the
+LightningOptimizer's step, its hooks and step counting), and the same with the raw torch optimizer
+and `loss.backward()` (no Lightning hooks around backward and step, and no global step counted: not
+a usable training path, only where the cost lies).
 
 Our path is `pipeline.core.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
 bar, checkpoint and learning-curve callbacks, deterministic flag, MLflow logger) with
@@ -151,9 +156,35 @@ def make_bare_trainer(experiment, checkpoint_dir: Path, uri: str, run_id: str):
     )
 
 
-def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, threads: int, trainer_factory=None):
-    """One fit of our path; returns the timer callback."""
+def manual_optimization(model, raw: bool = False):
+    """The same module, its training step written with Lightning's manual optimization (forward, loss,
+    zero_grad, backward, step: what Lightning's automatic loop does through its closure). `raw`: the
+    torch optimizer and `loss.backward()` directly, bypassing Lightning's hooks and step counting."""
+    base = type(model)
+
+    class Manual(base):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            loss = self.loss(self(x), y) + self.penalty()
+            optimizer = self.optimizers(use_pl_optimizer=not raw)
+            optimizer.zero_grad()
+            loss.backward() if raw else self.manual_backward(loss)
+            optimizer.step()
+            return loss
+
+    Manual.__name__ = Manual.__qualname__ = f"Manual{base.__name__}"
+    model.__class__ = Manual
+    model.automatic_optimization = False
+    return model
+
+
+def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, threads: int, trainer_factory=None,
+             manual: str | None = None):
+    """One fit of our path (manual: None, "lightning" or "raw", see manual_optimization); returns the
+    timer callback."""
     model = build_model(experiment)
+    if manual:
+        model = manual_optimization(model, raw=manual == "raw")
     datamodule = datasets.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
     if times > 1:  # the pipeline's DataModule, its training split replicated
         setup = datamodule.setup
@@ -249,6 +280,9 @@ def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int,
 def measure(experiment, args, env, trainer_factory=None) -> dict:
     """Alternating repeats of both paths. Each entry a list of (wall, CPU) seconds."""
     runs = {"ours_step": [], "plain_step": [], "bare_step": [], "ours_epoch": [], "plain_epoch": []}
+    floors = {"manual": "lightning", "raw": "raw"} if args.floors else {}
+    for key in floors:
+        runs[f"{key}_step"] = []
     common = dict(warmup=args.warmup, threads=args.threads)
 
     def ours(times, epochs):
@@ -266,6 +300,13 @@ def measure(experiment, args, env, trainer_factory=None) -> dict:
             ),
             lambda: runs["plain_step"].append(
                 fit_plain(experiment, times=args.replicate, epochs=1, validate=False, **common)[0]
+            ),
+            *(
+                (lambda key=key, manual=manual: runs[f"{key}_step"].append(
+                    fit_ours(experiment, times=args.replicate, epochs=1, env=env, trainer_factory=make_bare_trainer,
+                             manual=manual, **common).step_seconds()
+                ))
+                for key, manual in floors.items()
             ),
         ]
         for run in pair if r % 2 == 0 else pair[::-1]:
@@ -329,11 +370,16 @@ def summary(runs: dict) -> dict:
         out[f"{kind}_ratio"] = (ours[0] / plain[0], ours[1] / plain[1])
     # Each per-step run of ours beside the plain run next to it: drift of the machine's speed over the
     # measurement (frequent on shared machines) cancels out of these ratios.
-    for path in ("ours", "bare"):
+    for path in ("ours", "bare", "manual", "raw"):
+        if f"{path}_step" not in runs:
+            continue
         pairs = list(zip(runs[f"{path}_step"], runs["plain_step"]))
         out[f"{path}_paired_ratio"] = tuple(statistics.median(o[i] / p[i] for o, p in pairs) for i in (0, 1))
-    bare, plain = out["bare_step"], out["plain_step"]
-    out["bare_ratio"] = (bare[0] / plain[0], bare[1] / plain[1])
+    plain = out["plain_step"]
+    for path in ("bare", "manual", "raw"):
+        if f"{path}_step" in out:
+            floor = out[f"{path}_step"]
+            out[f"{path}_ratio"] = (floor[0] / plain[0], floor[1] / plain[1])
     return out
 
 
@@ -378,7 +424,7 @@ def table(experiment, args, runs: dict, env: dict) -> str:
         f"paths; deterministic {experiment.trainer.deterministic} in both.",
         "",
         f"- Per training step: training split {train_size} x {args.replicate} = {steps_rep} steps in one epoch, the "
-        f"first {args.warmup} untimed; median of {args.repeats} rounds, each running the three paths in alternating order.",
+        f"first {args.warmup} untimed; median of {args.repeats} rounds, each running the {3 + 2 * args.floors} paths in alternating order.",
         f"- Per epoch with validation: the real split ({steps_real} steps, then validation on {env['val_size']} "
         f"samples); epochs 2-{args.epochs} of {args.epoch_repeats} alternating fits of each path, median.",
         "- wall = perf_counter; CPU = this process's CPU time (process_time), which other load on the machine "
@@ -400,9 +446,22 @@ def table(experiment, args, runs: dict, env: dict) -> str:
         f"{result['ours_paired_ratio'][0]:.3f} | | {result['ours_paired_ratio'][1]:.3f} | | |",
         f"| median of per-run ratios bare / plain | {result['bare_paired_ratio'][0]:.3f} | | "
         f"{result['bare_paired_ratio'][1]:.3f} | | |",
-        "",
     ]
+    for path, label in FLOOR_LABELS.items():
+        if f"{path}_step" in runs:
+            lines.append(
+                f"| {label} | {ms(f'{path}_step', 0)} ({result[f'{path}_ratio'][0]:.3f} x plain; paired "
+                f"{result[f'{path}_paired_ratio'][0]:.3f}) | {spread(f'{path}_step')} | {ms(f'{path}_step', 1)} | | |"
+            )
+    lines.append("")
     return "\n".join(lines)
+
+
+FLOOR_LABELS = {
+    "manual": "bare Trainer, manual optimization through Lightning (manual_backward, LightningOptimizer.step)",
+    "raw": "bare Trainer, manual optimization with the raw torch optimizer and loss.backward() (skips Lightning's "
+           "backward and step hooks and step counting: not usable, shows where the cost is)",
+}
 
 
 def parse_args(argv=None):
@@ -421,6 +480,8 @@ def parse_args(argv=None):
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_loop.md")
     parser.add_argument("--profile-epochs", type=int, default=0,
                         help="also profile this many epochs of our path on the real split (where an epoch goes)")
+    parser.add_argument("--floors", action="store_true",
+                        help="also time the bare Trainer with manual optimization, through Lightning and raw")
     parser.add_argument("--json", type=Path, help="also write the summary (ratios, seconds per step) as JSON here")
     return parser.parse_args(argv)
 

@@ -220,6 +220,7 @@ class Config:
     data: DataConfig
     experiments: dict[str, ExperimentConfig]
     targets: dict[str, list[dict[str, Any]]]
+    tracking_sweep: str = ""  # the MLflow tag `sweep` of every run this checkout trains (pipeline.sweep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,8 +258,10 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
     for key in ("tracking", "data", "defaults", "experiments"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{key}: missing or not a mapping")
-    _only_keys(raw["tracking"], {"experiment_name"}, "tracking")
+    _only_keys(raw["tracking"], {"experiment_name", "sweep"}, "tracking")
     tracking_experiment = _coerce(raw["tracking"].get("experiment_name"), str, "tracking.experiment_name")
+    sweep = raw["tracking"].get("sweep")
+    sweep = check_sweep_name("" if sweep is None else str(sweep), "tracking.sweep")
     data = _build(DataConfig, raw["data"], "data")
     data.check("data")
     experiments = {
@@ -278,7 +281,19 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
             raise ConfigError(f"targets.{name}: no such experiment; known: {', '.join(experiments)}")
         for index, target in enumerate(entries if isinstance(entries, list) else [None]):
             _check_target(target, f"targets.{name}[{index}]", experiments)
-    return Config(tracking_experiment, data, experiments, targets)
+    return Config(tracking_experiment, data, experiments, targets, sweep)
+
+
+SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_sweep_name(name: str, key: str) -> str:
+    """A sweep's name is an MLflow tag and a file name (sweeps/NAME.json): "" (no sweep) or up to 64
+    letters, digits, '.', '_' and '-', starting with a letter or digit."""
+    if name and not SWEEP_NAME.fullmatch(name):
+        raise ConfigError(f"{key}: {name!r} is not a sweep name; allowed: up to 64 letters, digits, '.', '_' "
+                          "and '-', starting with a letter or digit (or empty: no sweep)")
+    return name
 
 
 def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, ExperimentConfig]:

@@ -6,7 +6,8 @@ Writes reports/comparison.md (one row per experiment and per baseline, then the 
 params.yaml with pass/fail) and reports/comparison.png. Generative experiments (their metrics have
 test/fid) get a table of their own, beside two reference rows scored the same way
 (pipeline.core.generative: the floor, training images against test images; a Gaussian fitted to the
-training pixels), their sample grids, and reports/generative.png.
+training pixels), their sample grids, and reports/generative.png. Sweeps collected into sweeps/
+(python -m pipeline.sweep) get a table each: mean ± standard deviation over seeds per configuration.
 """
 
 from __future__ import annotations
@@ -156,6 +157,42 @@ def _generative_section(rows: list[dict]) -> list[str]:
     return lines
 
 
+def sweep_section(folder) -> list[str]:
+    """Markdown tables of the sweeps collected into `folder` (python -m pipeline.sweep NAME): per sweep
+    and experiment, one row per configuration with each test metric's mean ± standard deviation over
+    its seeds (n - 1 in the denominator; a lone seed shows its value alone)."""
+    lines = []
+    for path in sorted(folder.glob("*.json")):
+        sweep = json.loads(path.read_text())
+        for experiment, found in sweep["experiments"].items():
+            configurations = found["configurations"]
+            metrics = [c for c in COLUMNS + GENERATIVE_COLUMNS if any(c in row["metrics"] for row in configurations)]
+            metrics = list(dict.fromkeys(metrics))
+            header = [*found["axes"], "seeds", *metrics]
+            lines += ["", f"### Sweep `{sweep['sweep']}`: {experiment}", "",
+                      "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            for row in configurations:
+                cells = [row["params"][axis] for axis in found["axes"]]
+                cells.append(", ".join(str(seed) for seed in row["seeds"]))
+                for metric in metrics:
+                    value = row["metrics"].get(metric)
+                    if value is None:
+                        cells.append("")
+                    elif value["std"] is None:
+                        cells.append(_fmt(value["mean"]))
+                    else:
+                        cells.append(f"{_fmt(value['mean'])} ± {_fmt(value['std'])}")
+                lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
+            if found.get("incomplete"):
+                lines += ["", f"{found['incomplete']} run(s) of this sweep had no test metrics yet and are left out."]
+    if lines:
+        lines = ["", "## Sweeps", "",
+                 "Collected from MLflow by `python -m pipeline.sweep NAME`: the runs tagged with the sweep's name, one row",
+                 "per configuration (the params that vary in the sweep, the seed left out), each test metric as the mean ±",
+                 "the standard deviation over the configuration's seeds.", *lines]
+    return lines
+
+
 def _table(header: list[str], rows: list[dict]) -> list[str]:
     """A markdown table: the header, then one line per row with its values of the header's keys."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
@@ -225,6 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     if generative_rows:
         lines += _generative_section(generative_rows)
+    lines += sweep_section(ROOT / "sweeps")
 
     lines += ["", "## Targets", "", "| experiment | target | value | holds |", "|---|---|---|---|"]
     failures = 0

@@ -39,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     if decision is None:  # the process DVC started: resume or start the run, once, before any launch
         tracking.check_reachable()
         decision, note = resume.begin(
-            experiment, lambda: tracking.start_run(config.tracking_experiment, experiment, model_cls.CHAPTER)
+            experiment, lambda: tracking.start_run(
+                config.tracking_experiment, experiment, model_cls.CHAPTER, config.tracking_sweep
+            )
         )
         if note:
             print(note, flush=True)

@@ -149,6 +149,10 @@ BAD_EDITS = [
          r"^experiments\.sage_sbm\.model\.hidden_sizes: widths must be positive integers, got \[0\]$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(dataset="cora"),
          r"^experiments\.gcn_sbm\.dataset: 'cora' is downloaded from the network; opt in with data\.download: \[cora\]$"),
+        (lambda p: p["tracking"].update(sweep="lr width"),
+         r"^tracking\.sweep: 'lr width' is not a sweep name; allowed: up to 64 letters, digits, '\.', '_' and '-', "
+         r"starting with a letter or digit \(or empty: no sweep\)$"),
+        (lambda p: p["tracking"].update(sweeps="a"), r"^tracking\.sweeps: unknown key; allowed: experiment_name, sweep$"),
         (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
          r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),

@@ -5,9 +5,10 @@ experiment commands and its queue on this half."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
-from conftest import dvc, run
+from conftest import dvc, python, run
 from test_pipeline_e2e import (  # noqa: F401  (collected here too, on this file's `repro`)
     clean_repro,
     test_metrics_files_have_the_task_keys,
@@ -56,14 +57,18 @@ def test_dvc_experiment_commands_work_on_our_params_metrics_and_plots(repro):
     assert (project / "dvc_plots" / "index.html").exists(), html.stdout
 
 
-QUEUED = ("transformer_seq_digits", "gcn_sbm")  # last in this file: it commits the workspace
+SWEPT, SEEDS = "gcn_sbm", (1, 2)  # last in this file: it commits the workspace
 
 
-def test_queued_dvc_experiments_run_two_at_a_time_into_the_repositorys_store(repro):
-    """Concurrency through DVC's own queue: two queued experiments, `dvc queue start -j 2`, each in
-    its own temporary copy, both logging into the repository's SQLite store (the default store is an
-    absolute path, so the queue's copies log into it): every run complete and evaluated, one MLflow
-    experiment. Concurrent writers to a real `mlflow server` are tests/test_concurrency.py's."""
+def test_a_queued_sweep_runs_two_at_a_time_into_the_store_and_the_report(repro):
+    """A sweep as the README runs it: a grid of `-S` values queued with `dvc exp run --queue` (here
+    over seeds), `dvc queue start -j 2` running two at a time, each in its own temporary copy, both
+    logging into the repository's SQLite store (the default store is an absolute path, so the queue's
+    copies log into it) with the sweep's tag; every run complete and evaluated. Then
+    `python -m pipeline.sweep` and `dvc repro`, which reruns only the report, now with the sweep's
+    mean and standard deviation over the seeds (checked against the runs' own metrics). Concurrent
+    writers to a real `mlflow server` are tests/test_concurrency.py's."""
+    import statistics
     import time
 
     from mlflow import MlflowClient
@@ -74,11 +79,11 @@ def test_queued_dvc_experiments_run_two_at_a_time_into_the_repositorys_store(rep
     run(["git", "add", "-A"], cwd=project)
     run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "reproduced"], cwd=project)
     uri = f"sqlite:///{project / 'mlflow.db'}"
-    store, epochs = "queued", 4  # a new value: no queued experiment is a cached one
-    queued = list(QUEUED)
-    names = [f"{store}-{name.replace('_', '-')}" for name in queued]
-    for name, exp_name in zip(queued, names):
-        dvc("exp", "run", "--queue", "--name", exp_name, "-S", f"experiments.{name}.max_epochs={epochs}", cwd=project)
+    sweep, epochs = "queued", 4  # a new value: no queued experiment is a cached one
+    queued = dvc("exp", "run", "--queue", "-S", f"tracking.sweep={sweep}", "-S", f"experiments.{SWEPT}.max_epochs={epochs}",
+                 "-S", f"++experiments.{SWEPT}.seed={','.join(map(str, SEEDS))}", cwd=project).stdout
+    names = re.findall(r"Queued experiment '([^']+)'", queued)
+    assert len(names) == len(SEEDS), queued  # the grid: one queued experiment per seed
     dvc("queue", "start", "-j", "2", cwd=project)
     deadline = time.monotonic() + 900
     while True:  # the workers stop by themselves once the queue is empty
@@ -95,11 +100,24 @@ def test_queued_dvc_experiments_run_two_at_a_time_into_the_repositorys_store(rep
 
     client = MlflowClient(uri)
     [experiment] = [e for e in client.search_experiments() if e.name == "mathematical-engineering-of-deep-learning"]
-    runs = client.search_runs([experiment.experiment_id], f"tags.`dvc.exp_name` LIKE '{store}-%'")
-    assert sorted(r.data.tags["experiment"] for r in runs) == sorted(queued)
+    runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{sweep}'")
+    assert sorted(r.data.params["seed"] for r in runs) == [str(seed) for seed in SEEDS]
+    assert sorted(r.data.tags["dvc.exp_name"] for r in runs) == sorted(names)
     for run_ in runs:
+        assert run_.data.tags["experiment"] == SWEPT
         assert run_.info.status == "FINISHED"
         assert run_.data.params["max_epochs"] == str(epochs)
         assert len(client.get_metric_history(run_.info.run_id, "val/loss")) == epochs
         assert any(key.startswith("test/") for key in run_.data.metrics)  # evaluate logged into the same run
         assert {a.path for a in client.list_artifacts(run_.info.run_id)} >= {"checkpoint", "config.json", "figures"}
+
+    collected = python("-m", "pipeline.sweep", sweep, cwd=project)
+    assert f"{SWEPT}: {len(SEEDS)} run(s) in 1 configuration(s)" in collected.stdout
+    repro_again = dvc("repro", cwd=project).stdout
+    assert "Running stage 'report'" in repro_again
+    assert "Running stage 'train@" not in repro_again and "Running stage 'evaluate@" not in repro_again
+    report = (project / "reports" / "comparison.md").read_text()
+    assert f"### Sweep `{sweep}`: {SWEPT}" in report
+    accuracy = [r.data.metrics["test/accuracy"] for r in sorted(runs, key=lambda r: r.data.params["seed"])]
+    row = f"| {', '.join(map(str, SEEDS))} | {statistics.mean(accuracy):.4f} ± {statistics.stdev(accuracy):.4f} |"
+    assert row in report, report[report.index("## Sweeps"):]

@@ -105,8 +105,9 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_run(experiment_name: str, experiment, chapter: int) -> str:
-    """Create the run for one training of `experiment` (an ExperimentConfig) and log its params."""
+def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "") -> str:
+    """Create the run for one training of `experiment` (an ExperimentConfig) and log its params; `sweep`
+    (params.yaml's tracking.sweep), if any, becomes the tag the runs of one sweep share."""
     from mlflow.entities import Param
 
     mlflow_client = client()
@@ -119,6 +120,8 @@ def start_run(experiment_name: str, experiment, chapter: int) -> str:
         "dataset": experiment.dataset,
         "book.chapter": str(chapter),
     }
+    if sweep:
+        tags["sweep"] = sweep
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)

@@ -49,8 +49,8 @@ def test_experiment_overrides_merge_over_defaults():
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
          r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, linear_regression, .*mlp"),
-        (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
-         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(dataset="imagenet"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'imagenet'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora, mnist, fashion_mnist, cifar10$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
          r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
         (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
@@ -149,7 +149,7 @@ BAD_EDITS = [
          r"^experiments\.sage_sbm\.model\.hidden_sizes: widths must be positive integers, got \[0\]$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(dataset="cora"),
          r"^experiments\.gcn_sbm\.dataset: 'cora' is downloaded from the network; opt in with data\.download: \[cora\]$"),
-        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora$"),
+        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora, mnist, fashion_mnist, cifar10$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
          r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),
 ]

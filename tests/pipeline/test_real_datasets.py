@@ -8,8 +8,8 @@ import dataclasses
 import gzip
 import hashlib
 import io
-import json
 import pickle
+import re
 import tarfile
 import urllib.error
 import urllib.request
@@ -146,17 +146,13 @@ def test_the_val_split_follows_the_split_seed(raw, tmp_path):
 def test_idx_files_are_downloaded_from_the_next_mirror_and_checked(raw, tmp_path, monkeypatch):
     blobs = idx_files(small_idx_set(seed=3), gzipped=True)
     remote = with_digests(monkeypatch, "MNIST", blobs)
-    monkeypatch.setitem(data.DATASETS, "mnist", dataclasses.replace(
-        data.DATASETS["mnist"], fetch=lambda: downloads.fetch_idx(downloads.MNIST)))
-    second = remote.mirrors[1]
-    asked = serve(monkeypatch, {second + name: blob for name, blob in blobs.items()})  # the first mirror answers 404
-    meta = data.prepare("mnist", CONFIG, tmp_path / "out")
-    assert meta["sizes"]["test"] == 30
+    asked = serve(monkeypatch, {remote.mirrors[1] + name: blob for name, blob in blobs.items()})  # the first mirror answers 404
+    downloads.fetch_idx(remote)
     assert asked == [mirror + name for name in blobs for mirror in remote.mirrors]
-    assert sorted(p.name for p in (raw / "MNIST" / "raw").iterdir()) == sorted(blobs)  # no .partial left
     asked.clear()
-    data.prepare("mnist", CONFIG, tmp_path / "again")
-    assert asked == []  # present: not downloaded again
+    meta = data.prepare("mnist", CONFIG, tmp_path / "out")  # the registry's MNIST: files present, read as they are
+    assert meta["sizes"]["test"] == 30 and asked == []
+    assert sorted(p.name for p in (raw / "MNIST" / "raw").iterdir()) == sorted(blobs)  # no .partial left
 
 
 def test_a_download_with_the_wrong_digest_is_refused_and_not_kept(raw, monkeypatch):
@@ -350,7 +346,7 @@ def test_offline_prepare_stops_in_one_line_with_nothing_written(dataset, raw, tm
     assert cli.run(stage.main, []) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert __import__("re").fullmatch(f"error: {OFFLINE[dataset]}\n", err), err
+    assert re.fullmatch(f"error: {OFFLINE[dataset]}\n", err), err
     assert not (tmp_path / "prepared").exists()
     assert not raw.exists()  # no partial download, not even an empty folder
 
@@ -373,6 +369,18 @@ def test_the_default_pipeline_fetches_nothing(tmp_path, monkeypatch):
 # params.yaml: an experiment on each image dataset
 
 
+def with_download(raw_params: dict, tmp_path, dataset: str):
+    """The params file with data.download: [dataset], loaded."""
+    import yaml
+
+    from pipeline import params
+
+    raw_params["data"]["download"] = [dataset]
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw_params, sort_keys=False))
+    return params.load(path)
+
+
 @pytest.mark.parametrize("dataset", IMAGES)
 def test_an_experiment_selects_an_image_dataset_once_it_is_opted_in(dataset, tmp_path):
     import yaml
@@ -386,8 +394,47 @@ def test_an_experiment_selects_an_image_dataset_once_it_is_opted_in(dataset, tmp
     with pytest.raises(ConfigError, match=rf"^experiments\.cnn_digits\.dataset: '{dataset}' is downloaded from the network; "
                                           rf"opt in with data\.download: \[{dataset}\]$"):
         params.load(path)
-    raw_params["data"]["download"] = [dataset]
-    path.write_text(yaml.safe_dump(raw_params, sort_keys=False))
-    experiment = params.load(path).experiments["cnn_digits"]  # the cnn family's checks pass on its image shape
-    assert experiment.dataset == dataset
-    assert json.loads(json.dumps(dataclasses.asdict(data.DATASETS[dataset].spec)))["input_shape"][0] in (1, 3)
+    assert with_download(raw_params, tmp_path, dataset).experiments["cnn_digits"].dataset == dataset  # the cnn's checks pass
+
+
+def test_the_readmes_example_is_a_valid_config(tmp_path):
+    """The YAML block of the README's "Real datasets" section, merged into the real params.yaml."""
+    import yaml
+
+    from pipeline import params
+
+    section = params.ROOT.joinpath("README.md").read_text().split("## Real datasets (opt-in)")[1].split("\n## ")[0]
+    example = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    raw_params = yaml.safe_load(params.PARAMS_FILE.read_text())
+    raw_params["experiments"].update(example["experiments"])
+    config = with_download(raw_params, tmp_path, *example["data"]["download"])
+    assert config.experiments["cnn_mnist"].dataset == "mnist"
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "cifar10"])
+def test_the_cnn_trains_on_a_prepared_image_dataset(dataset, raw, tmp_path, monkeypatch):
+    """From the raw files through prepare, the DataModule and the cnn family: a few batches train."""
+    import yaml
+
+    from pipeline import params
+    from pipeline.params import family_class
+
+    from conftest import quiet_trainer
+
+    if dataset == "mnist":
+        (raw / "MNIST" / "raw").mkdir(parents=True)
+        for name, blob in idx_files(small_idx_set(seed=5), gzipped=True).items():
+            (raw / "MNIST" / "raw" / name).write_bytes(blob)
+    else:
+        raw.mkdir()
+        (raw / "cifar-10-python.tar.gz").write_bytes(small_cifar_archive(seed=5)[0])
+    monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
+    data.prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
+    raw_params = yaml.safe_load(params.PARAMS_FILE.read_text())
+    raw_params["experiments"]["cnn_digits"]["dataset"] = dataset
+    experiment = with_download(raw_params, tmp_path, dataset).experiments["cnn_digits"]
+    model = family_class("cnn")(data=data.DATASETS[dataset].spec, optimizer=experiment.optimizer,
+                                scheduler=experiment.scheduler, **experiment.model)
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
+    trainer.fit(model, datamodule=data.make_datamodule(dataset, 32, seed=0))
+    assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])

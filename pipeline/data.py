@@ -7,6 +7,10 @@ A graph dataset (kind "graph", ch. 8) is one graph whose nodes are the samples: 
 node features, edges, labels and the train/val/test node masks (semi-supervised: a few labelled nodes
 train, the unlabelled ones are the test split). Its split, as `load_split` gives it, is the whole
 graph (a PyTorch Geometric `Data` with that split's `mask`) and the labels of the split's nodes.
+
+The datasets from the network (MNIST, Fashion-MNIST, CIFAR-10, Cora) are opt-in: their `fetch`
+(pipeline/downloads.py) puts their raw files in data/raw/, downloading what is missing, and only
+for the datasets params.yaml's data.download names.
 """
 
 from __future__ import annotations
@@ -14,10 +18,12 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
+from pipeline import downloads
 from pipeline.params import ROOT, ConfigError, DataConfig
 
 PREPARED = ROOT / "data" / "prepared"
@@ -58,7 +64,12 @@ class Dataset:
     make_splits: Callable[..., tuple[dict, dict]] | None = None
     kind: str = "samples"  # samples (independent rows) | graph (one graph: `make_graph` builds it)
     make_graph: Callable[..., tuple[dict, dict]] | None = None
-    download: bool = False  # from the network: prepared only if params.yaml's data.download names it
+    fetch: Callable[[], None] | None = None  # from the network: puts the raw files in data/raw/, downloading what is missing
+
+    @property
+    def download(self) -> bool:
+        """Opt-in: prepared only if params.yaml's data.download names it (pipeline/downloads.py fetches it)."""
+        return self.fetch is not None
 
     @property
     def is_environment(self) -> bool:
@@ -221,19 +232,39 @@ def _sbm(config) -> tuple[dict, dict]:
     return {"x": x, "edge_index": edge_index_of(graph), "y": y, "masks": masks}, {"community_means": means.tolist()}
 
 
-RAW = ROOT / "data" / "raw"  # what opt-in datasets download, kept between runs of prepare
-
-
 def _cora(config) -> tuple[dict, dict]:
-    """Cora (PyTorch Geometric's Planetoid, downloaded into data/raw/): 2708 papers, their citations,
-    1433 bag-of-words features, 7 topics; Planetoid's public split (20 labelled papers per topic, 500
-    validate, 1000 test), so results compare with the literature's. The split seed does not apply."""
+    """Cora (PyTorch Geometric's Planetoid, from its raw files in data/raw/Planetoid/Cora/raw/): 2708
+    papers, their citations, 1433 bag-of-words features, 7 topics; Planetoid's public split (20
+    labelled papers per topic, 500 validate, 1000 test), so results compare with the literature's.
+    The split seed does not apply."""
     from torch_geometric.datasets import Planetoid
 
-    graph = Planetoid(str(RAW / "Planetoid"), "Cora")[0]
+    graph = Planetoid(str(downloads.RAW / "Planetoid"), "Cora")[0]
     masks = {name: getattr(graph, f"{name}_mask").numpy() for name in SPLITS}
     arrays = {"x": graph.x.numpy(), "edge_index": graph.edge_index.numpy(), "y": graph.y.numpy(), "masks": masks}
     return arrays, {"source": "torch_geometric.datasets.Planetoid('Cora'), public split"}
+
+
+# Image datasets from the network (pipeline/downloads.py reads their files): the official test set
+# is the test split; val is carved from the official training set.
+
+
+def _official_splits(read: Callable[[], tuple[dict, dict]], config) -> tuple[dict, dict]:
+    """The official test set as the test split (data.test_fraction does not apply); val_fraction of
+    the official training set, stratified by class and seeded with data.split_seed, as the val split.
+    Pixels become float32 here, so the scaling in `prepare` stays in float32 (a float64 copy of
+    CIFAR-10 is 1.1 GB)."""
+    from sklearn.model_selection import train_test_split
+
+    parts, facts = read()
+    x, y = parts["train"]
+    x_train, x_val, y_train, y_val = train_test_split(
+        x, y, test_size=config.val_fraction, random_state=config.split_seed, stratify=y
+    )
+    splits = {"train": (x_train, y_train), "val": (x_val, y_val), "test": parts["test"]}
+    facts = {**facts, "splits": f"test: the official test set; val: {config.val_fraction} of the official training set, "
+                                f"stratified, seed {config.split_seed}; train: the rest of it"}
+    return {name: (x.astype(np.float32), y) for name, (x, y) in splits.items()}, facts
 
 
 DATASETS: dict[str, Dataset] = {
@@ -270,9 +301,24 @@ DATASETS: dict[str, Dataset] = {
         f"{SBM_FEATURES} noisy features; {SBM_LABELLED} labelled nodes per community",
         "none", kind="graph", make_graph=_sbm,
     ),
-    "cora": Dataset(  # opt-in: needs network (data.download: [cora])
+    # opt-in, from the network (data.download: [cora, mnist, ...])
+    "cora": Dataset(
         DataSpec("multiclass", (1433,), 7), None, "Cora citation graph (Planetoid), 2708 nodes, public split",
-        "none", kind="graph", make_graph=_cora, download=True,
+        "none", kind="graph", make_graph=_cora, fetch=downloads.fetch_cora,
+    ),
+    "mnist": Dataset(
+        DataSpec("multiclass", (1, 28, 28), 10), None, "MNIST handwritten digits, 60000 + 10000 x 1x28x28", "global",
+        partial(_official_splits, partial(downloads.read_idx_dataset, downloads.MNIST, downloads.MNIST_CLASSES)),
+        fetch=partial(downloads.fetch_idx, downloads.MNIST),
+    ),
+    "fashion_mnist": Dataset(
+        DataSpec("multiclass", (1, 28, 28), 10), None, "Fashion-MNIST (Zalando), 60000 + 10000 x 1x28x28", "global",
+        partial(_official_splits, partial(downloads.read_idx_dataset, downloads.FASHION_MNIST, downloads.FASHION_MNIST_CLASSES)),
+        fetch=partial(downloads.fetch_idx, downloads.FASHION_MNIST),
+    ),
+    "cifar10": Dataset(
+        DataSpec("multiclass", (3, 32, 32), 10), None, "CIFAR-10, 50000 + 10000 x 3x32x32 colour images", "global",
+        partial(_official_splits, downloads.read_cifar10), fetch=downloads.fetch_cifar10,
     ),
 }
 
@@ -315,6 +361,8 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
 
     entry = DATASETS[dataset]
     spec = entry.spec
+    if entry.fetch is not None:
+        entry.fetch()
     if entry.is_environment:
         return _prepare_environment(dataset, out_dir)
     if entry.kind == "graph":

@@ -2,9 +2,11 @@
 
     python -m pipeline.prepare
 
-Datasets from the network (Cora) are prepared only when params.yaml's data.download names them.
-Writes data/prepared/<dataset>/{train,val,test}.pt and meta.json, each dataset into a staging
-folder first, moved into place when complete.
+Datasets from the network (MNIST, Fashion-MNIST, CIFAR-10, Cora) are prepared only when params.yaml's
+data.download names them; their files are fetched into data/raw/ first, before anything is prepared,
+so a file that cannot be fetched stops the stage with nothing written. Writes
+data/prepared/<dataset>/{train,val,test}.pt and meta.json, each dataset into a staging folder first,
+moved into place when complete.
 """
 
 from __future__ import annotations
@@ -24,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     config = load(family_checks=False)
     stagestats.mark("work")  # the datasets' own imports (scikit-learn, networkx, gymnasium) come as they are made
     datasets = sorted(name for name, entry in DATASETS.items() if not entry.download or name in config.data.download)
+    for dataset in datasets:
+        if DATASETS[dataset].download:
+            DATASETS[dataset].fetch()
     for index, dataset in enumerate(datasets, 1):
         staging = PREPARED / f".{dataset}.partial"
         shutil.rmtree(staging, ignore_errors=True)

@@ -49,8 +49,8 @@ def test_experiment_overrides_merge_over_defaults():
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
          r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, linear_regression, .*mlp"),
-        (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
-         r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora$"),
+        (lambda p: p["experiments"]["mlp_digits"].update(dataset="imagenet"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'imagenet'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora, mnist, fashion_mnist, cifar10$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
          r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
         (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
@@ -153,7 +153,7 @@ BAD_EDITS = [
          r"^tracking\.sweep: 'lr width' is not a sweep name; allowed: up to 64 letters, digits, '\.', '_' and '-', "
          r"starting with a letter or digit \(or empty: no sweep\)$"),
         (lambda p: p["tracking"].update(sweeps="a"), r"^tracking\.sweeps: unknown key; allowed: experiment_name, sweep$"),
-        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora$"),
+        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora, mnist, fashion_mnist, cifar10$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
          r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),
 ]

@@ -167,6 +167,7 @@ def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path
 
     monkeypatch.setattr(stage, "PREPARED", tmp_path)
     monkeypatch.setattr(stage, "prepare", record)
+    monkeypatch.setitem(data.DATASETS, "cora", dataclasses.replace(data.DATASETS["cora"], fetch=lambda: None))  # no network
     config = load()
     assert config.data.download == []
     for download in ([], ["cora"]):

@@ -1,0 +1,247 @@
+"""The opt-in datasets' raw files: where they come from, fetching them into data/raw/, reading them.
+
+Nothing here runs unless params.yaml's data.download names a dataset (pipeline/prepare.py). The files
+are kept in data/raw/ as torchvision and PyTorch Geometric lay them out under a root data/raw, so
+what either library downloaded elsewhere, or files fetched by hand on another machine, can be
+copied in as they are:
+
+    data/raw/MNIST/raw/          train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz,
+    data/raw/FashionMNIST/raw/     t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (or unzipped)
+    data/raw/                    cifar-10-python.tar.gz (or its folder cifar-10-batches-py/)
+    data/raw/Planetoid/Cora/raw/ ind.cora.x, .tx, .allx, .y, .ty, .ally, .graph, .test.index
+
+The image readers are ours, not torchvision's: the two formats (IDX, pickled CIFAR batches) take a
+few lines of numpy, while torchvision must match the torch build exactly (PyPI's Linux torchvision is
+built against the CUDA torch and does not import beside the CPU build this project installs).
+
+A missing file is downloaded from the first mirror that answers into a temporary name, checked
+against its published MD5 digest, then renamed: an interrupted download leaves nothing that looks
+complete. A failure is one line naming what could not be fetched and where to place it by hand.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.params import ROOT, ConfigError
+
+# The standard library's hashlib, pickle, shutil, tarfile, urllib are imported where used: every stage
+# imports this module through pipeline.data, and only prepare with data.download set needs them.
+
+RAW = ROOT / "data" / "raw"  # kept between runs of prepare; read at call time, so tests can point it elsewhere
+TIMEOUT = 60  # seconds a mirror may stay silent before it counts as unreachable
+
+
+@dataclass(frozen=True)
+class Remote:
+    """A dataset's files on the network: each of `files` (name, MD5 digest or "" where none is
+    published) lies under every one of `mirrors` and is kept in data/raw/<folder>/."""
+
+    dataset: str
+    folder: str
+    mirrors: tuple[str, ...]
+    files: tuple[tuple[str, str], ...]
+    by_hand: str  # what a user without network places in the folder instead
+
+    @property
+    def directory(self) -> Path:
+        return RAW / self.folder
+
+
+MNIST = Remote(
+    "mnist", "MNIST/raw", ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"),
+    (("train-images-idx3-ubyte.gz", "f68b3c2dcbeaaa9fbdd348bbdeb94873"),
+     ("train-labels-idx1-ubyte.gz", "d53e105ee54ea40749a09fcbcd1e9432"),
+     ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
+     ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
+    "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (gzipped or not)",
+)
+FASHION_MNIST = Remote(
+    "fashion_mnist", "FashionMNIST/raw", ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+    (("train-images-idx3-ubyte.gz", "8d4fb7e6c68d591d4c3dfef9ec88bf0d"),
+     ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
+     ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
+     ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
+    MNIST.by_hand,
+)
+CIFAR10 = Remote(
+    "cifar10", "", ("https://www.cs.toronto.edu/~kriz/",), (("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
+    "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
+)
+CIFAR10_FOLDER = "cifar-10-batches-py"
+CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
+CORA = Remote(
+    "cora", "Planetoid/Cora/raw", ("https://github.com/kimiyoung/planetoid/raw/master/data/",),  # Planetoid.url
+    tuple((f"ind.cora.{name}", "") for name in ("x", "tx", "allx", "y", "ty", "ally", "graph", "test.index")),
+    "ind.cora.x, ind.cora.tx, ind.cora.allx, ind.cora.y, ind.cora.ty, ind.cora.ally, ind.cora.graph, ind.cora.test.index",
+)
+
+MNIST_CLASSES = [str(digit) for digit in range(10)]
+FASHION_MNIST_CLASSES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+
+
+def shown(path: Path) -> str:
+    """A path as a user would type it from the repository root."""
+    return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Fetching
+
+
+def download(remote: Remote, names: list[str]) -> None:
+    """Download each of `names` (among remote.files) into its folder, or raise the one-line error."""
+    import http.client
+    import urllib.error
+
+    digests = dict(remote.files)
+    for name in names:
+        failures = []
+        for mirror in remote.mirrors:
+            try:
+                _download(mirror + name, remote.directory / name, digests[name])
+                break
+            except (OSError, ValueError, http.client.HTTPException) as error:  # URLError, timeouts, a cut connection, a wrong digest
+                reason = error.reason if type(error) is urllib.error.URLError else error
+                failures.append(f"{mirror + name} ({type(error).__name__}: {' '.join(str(reason).split())})")
+        else:
+            raise ConfigError(
+                f"{remote.dataset}: could not download {', '.join(failures)}; without network, place "
+                f"{remote.by_hand} in {shown(remote.directory)}/ and run prepare again"
+            )
+
+
+def _download(url: str, path: Path, md5: str) -> None:
+    import hashlib
+    import shutil
+    import urllib.request
+
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+            path.parent.mkdir(parents=True, exist_ok=True)  # not before: an offline attempt leaves no empty folders
+            with open(partial, "wb") as out:
+                shutil.copyfileobj(response, out, 1 << 20)
+        digest = hashlib.md5(partial.read_bytes(), usedforsecurity=False).hexdigest()  # an integrity check
+        if md5 and digest != md5:
+            raise ValueError(f"MD5 {digest}, not the published {md5}")
+        partial.rename(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def fetch_idx(remote: Remote) -> None:
+    """An MNIST-format dataset: download the files that are missing (unzipped or gzipped counts)."""
+    missing = [name for name, _ in remote.files
+               if not (remote.directory / name).exists() and not (remote.directory / name.removesuffix(".gz")).exists()]
+    if missing:
+        download(remote, missing)
+
+
+def fetch_cifar10() -> None:
+    """CIFAR-10's batch folder; extracted from the archive, which is downloaded only if absent."""
+    folder = RAW / CIFAR10_FOLDER
+    if all((folder / name).exists() for name in CIFAR10_FILES):
+        return
+    archive_name = CIFAR10.files[0][0]
+    if not (RAW / archive_name).exists():
+        download(CIFAR10, [archive_name])
+    _extract(RAW / archive_name, folder)
+
+
+def _extract(archive: Path, folder: Path) -> None:
+    """The batch files of the archive into `folder`, through a temporary folder beside it."""
+    import tarfile
+    import tempfile
+
+    with tempfile.TemporaryDirectory(dir=archive.parent) as staging:
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging, filter="data")
+        except (OSError, tarfile.TarError, EOFError) as error:
+            raise ConfigError(f"cifar10: {shown(archive)} is not a readable .tar.gz ({type(error).__name__}); "
+                              f"delete it to download it again, or place {CIFAR10.by_hand} in {shown(RAW)}/") from None
+        extracted = Path(staging) / CIFAR10_FOLDER
+        missing = [name for name in CIFAR10_FILES if not (extracted / name).exists()]
+        if missing:
+            raise ConfigError(f"cifar10: {shown(archive)} lacks {CIFAR10_FOLDER}/{', '.join(missing)}")
+        folder.mkdir(parents=True, exist_ok=True)
+        for name in CIFAR10_FILES:
+            (extracted / name).replace(folder / name)
+
+
+def fetch_cora() -> None:
+    """Planetoid's raw files; PyTorch Geometric's Planetoid finds them there and only processes them."""
+    missing = [name for name, _ in CORA.files if not (CORA.directory / name).exists()]
+    if missing:
+        download(CORA, missing)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading: (x, y) of the official training and test sets as uint8 images (N, C, H, W) and int64
+# labels (N,), and facts for meta.json.
+
+
+def read_idx(path: Path) -> np.ndarray:
+    """An IDX file of unsigned bytes (LeCun's MNIST format, gzipped or not): the magic number
+    0x0000 0x08 D (unsigned bytes, D dimensions), D big-endian uint32 sizes, then the values, row-major."""
+    import gzip
+
+    with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
+        data = f.read()
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or not 1 <= data[3] <= 3:
+        raise ValueError("not an IDX file of unsigned bytes")
+    shape = tuple(int(size) for size in np.frombuffer(data, ">u4", data[3], offset=4))
+    return np.frombuffer(data, np.uint8, int(np.prod(shape)), offset=4 + 4 * data[3]).reshape(shape)
+
+
+def read_idx_dataset(remote: Remote, classes: list[str]) -> tuple[dict, dict]:
+    """train-* and t10k-* images (N, 1, 28, 28) and labels; each file unzipped if torchvision left it so."""
+    parts = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        arrays = []
+        for kind in ("images-idx3-ubyte", "labels-idx1-ubyte"):
+            path = remote.directory / f"{prefix}-{kind}"
+            path = path if path.exists() else path.with_name(path.name + ".gz")
+            try:
+                arrays.append(read_idx(path))
+            except (OSError, ValueError, EOFError) as error:
+                raise ConfigError(f"{remote.dataset}: {shown(path)}: unreadable ({' '.join(str(error).split())}); "
+                                  f"place {remote.by_hand} in {shown(remote.directory)}/") from None
+        images, labels = arrays
+        if images.shape[1:] != (28, 28) or labels.shape != images.shape[:1]:
+            raise ConfigError(f"{remote.dataset}: {shown(remote.directory)}/{prefix}-*: images {images.shape} and labels "
+                              f"{labels.shape}, not (N, 28, 28) and (N,)")
+        parts[split] = images[:, None], labels.astype(np.int64)
+    return parts, {"classes": classes, "source": remote.mirrors[0], "raw": shown(remote.directory)}
+
+
+def read_cifar10() -> tuple[dict, dict]:
+    """The five training batches and the test batch: each a pickled dict whose 'data' is (N, 3072)
+    uint8, a 32x32 image's red, then green, then blue plane, and 'labels' N ints; batches.meta names
+    the classes."""
+    import pickle
+
+    folder = RAW / CIFAR10_FOLDER
+
+    def load(name: str, read):
+        try:
+            with open(folder / name, "rb") as f:
+                return read(pickle.load(f, encoding="latin1"))  # the batches were pickled by Python 2
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"cifar10: {shown(folder / name)}: unreadable ({type(error).__name__}); "
+                              f"place {CIFAR10.by_hand} in {shown(RAW)}/") from None
+
+    def batch(blob: dict) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(blob["data"], dtype=np.uint8).reshape(-1, 3, 32, 32), np.asarray(blob["labels"], dtype=np.int64)
+
+    def joined(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        batches = [load(name, batch) for name in names]
+        return np.concatenate([x for x, _ in batches]), np.concatenate([y for _, y in batches])
+
+    parts = {"train": joined(CIFAR10_FILES[:5]), "test": joined(("test_batch",))}
+    classes = load("batches.meta", lambda blob: [str(name) for name in blob["label_names"]])
+    return parts, {"classes": classes, "source": CIFAR10.mirrors[0] + CIFAR10.files[0][0], "raw": shown(folder)}

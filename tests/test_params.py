@@ -48,7 +48,7 @@ def test_experiment_overrides_merge_over_defaults():
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, linear_regression, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, least_squares_classifier, linear_regression, logistic_ovr, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="mnist"),
          r"^experiments\.mlp_digits\.dataset: unknown dataset 'mnist'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),

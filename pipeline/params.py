@@ -1,5 +1,9 @@
 """Read params.yaml, merge each experiment over `defaults`, validate strictly, return typed config.
 
+`examples:` holds experiments that are disabled: validated exactly as experiments are (a dataset they
+would download need not be opted in yet), never trained; `python -m pipeline.examples enable NAME`
+moves one under `experiments:`.
+
 Every error a user can make in params.yaml raises `ConfigError` with one line that names the
 offending key and what is allowed. Validation runs before any stage writes a file or creates an
 MLflow run.
@@ -220,6 +224,7 @@ class Config:
     data: DataConfig
     experiments: dict[str, ExperimentConfig]
     targets: dict[str, list[dict[str, Any]]]
+    examples: dict[str, ExperimentConfig] = field(default_factory=dict)  # disabled: no DVC stages
     tracking_sweep: str = ""  # the MLflow tag `sweep` of every run this checkout trains (pipeline.sweep)
 
 
@@ -234,7 +239,7 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
     trains nothing (prepare) does not otherwise need; train and evaluate still make them."""
     path = Path(path)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    top = ("tracking", "data", "defaults", "experiments", "targets")
+    top = ("tracking", "data", "defaults", "experiments", "examples", "targets")
     if not path.exists():
         raise ConfigError(f"{shown}: file not found")
     try:
@@ -269,6 +274,15 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
     }
     if not experiments:
         raise ConfigError("experiments: at least one experiment is needed")
+    if not isinstance(raw.get("examples") or {}, dict):
+        raise ConfigError("examples: must be a mapping of experiments (disabled until enabled)")
+    examples = {
+        name: experiment(name, raw["defaults"], spec, family_checks, section="examples")
+        for name, spec in (raw.get("examples") or {}).items()
+    }
+    for name in examples:
+        if name in experiments:
+            raise ConfigError(f"examples.{name}: also the name of an experiment; an example needs a name of its own")
     from pipeline import data as datasets
 
     for name, config in experiments.items():
@@ -277,11 +291,14 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
                               f"opt in with data.download: [{config.dataset}]")
     targets = raw.get("targets") or {}
     for name, entries in targets.items():
+        if name in examples:
+            raise ConfigError(f"targets.{name}: an example, not an experiment; enable it first: "
+                              f"python -m pipeline.examples enable {name}")
         if name not in experiments:
             raise ConfigError(f"targets.{name}: no such experiment; known: {', '.join(experiments)}")
         for index, target in enumerate(entries if isinstance(entries, list) else [None]):
             _check_target(target, f"targets.{name}[{index}]", experiments)
-    return Config(tracking_experiment, data, experiments, targets, sweep)
+    return Config(tracking_experiment, data, experiments, targets, examples, sweep)
 
 
 SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -298,17 +315,20 @@ def check_sweep_name(name: str, key: str) -> str:
 
 def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, ExperimentConfig]:
     config = load(path)
+    if name in config.examples:
+        raise ConfigError(f"{name!r} is an example, disabled; enable it first: python -m pipeline.examples enable {name}")
     if name not in config.experiments:
         raise ConfigError(f"unknown experiment {name!r}; params.yaml defines: {', '.join(config.experiments)}")
     return config, config.experiments[name]
 
 
-def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True) -> ExperimentConfig:
+def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
+               section: str = "experiments") -> ExperimentConfig:
     """Merge one experiment over the defaults and validate it, its dataset and (with `family_checks`) its
-    config against its family class."""
+    config against its family class; errors name the key under `section` (experiments or examples)."""
     from pipeline import data as datasets
 
-    path = f"experiments.{name}"
+    path = f"{section}.{name}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: must be a mapping")
     merged = _merge(copy.deepcopy(defaults), spec)

@@ -80,12 +80,12 @@ def test_unreachable_tracking_server_stops_train_and_evaluate_before_any_work(pr
 
 # Params files that are not even a mapping: raw text and the pinned message.
 BAD_FILES = [
-    ("", r"^params\.yaml: empty; it must map tracking, data, defaults, experiments, targets$"),
+    ("", r"^params\.yaml: empty; it must map tracking, data, defaults, experiments, examples, targets$"),
     ("experiments: [\n", r"^params\.yaml: not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'$"),
     ("defaults:\n  seed: 0\n experiments: {}\n", r"^params\.yaml: not valid YAML at line 3, column \d+: .+$"),
     ("defaults:\n\tseed: 0\n", r"^params\.yaml: not valid YAML at line 2, column 1: found character '\\t' that cannot start any token$"),
-    ("- tracking\n- data\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, targets, got a list$"),
-    ("just words\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, targets, got a str$"),
+    ("- tracking\n- data\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, examples, targets, got a list$"),
+    ("just words\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, examples, targets, got a str$"),
 ]
 
 

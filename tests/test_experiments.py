@@ -1,5 +1,5 @@
 """Every experiment of the real params.yaml, at its configured size, trains a few batches through
-Lightning in-process. The end-to-end pipelines run a covering subset (conftest.E2E_EXPERIMENTS) at toy
+Lightning in-process; so does every example (disabled experiment) whose dataset ships with the project. The end-to-end pipelines run a covering subset (conftest.E2E_EXPERIMENTS) at toy
 size; this catches an experiment whose own settings break at run time."""
 
 from __future__ import annotations
@@ -15,20 +15,22 @@ from pipeline.params import family_class, load
 from conftest import quiet_trainer
 
 CONFIG = load()
+RUNNABLE = {**CONFIG.experiments, **{name: example for name, example in CONFIG.examples.items()
+                                      if not data.DATASETS[example.dataset].download}}
 
 
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
-    for dataset in sorted({experiment.dataset for experiment in CONFIG.experiments.values()}):  # environments: meta.json
+    for dataset in sorted({experiment.dataset for experiment in RUNNABLE.values()}):  # environments: meta.json
         data.prepare(dataset, CONFIG.data, root / dataset)
     return root
 
 
-@pytest.mark.parametrize("name", list(CONFIG.experiments))
+@pytest.mark.parametrize("name", list(RUNNABLE))
 def test_every_experiment_trains_a_few_batches_as_configured(name, prepared, monkeypatch):
     monkeypatch.setattr(data, "PREPARED", prepared)
-    experiment = CONFIG.experiments[name]
+    experiment = RUNNABLE[name]
     torch.manual_seed(experiment.seed)
     model = family_class(experiment.family)(
         data=data.DATASETS[experiment.dataset].spec,

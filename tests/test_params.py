@@ -48,7 +48,7 @@ def test_experiment_overrides_merge_over_defaults():
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, linear_regression, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, least_squares_classifier, linear_regression, logistic_ovr, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="imagenet"),
          r"^experiments\.mlp_digits\.dataset: unknown dataset 'imagenet'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora, mnist, fashion_mnist, cifar10$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
@@ -67,7 +67,20 @@ BAD_EDITS = [
          r"^experiments\.mlp_digits\.model\.widths: unknown key; allowed: activation, batch_norm, dropout, hidden_sizes, init$"),
         (lambda p: p["defaults"].update(epochs=3),
          r"^experiments\.linear_diabetes\.epochs: unknown key"),
-        (lambda p: p.update(trainig={}), r"^trainig: unknown key; allowed: data, defaults, experiments, targets, tracking$"),
+        (lambda p: p.update(trainig={}), r"^trainig: unknown key; allowed: data, defaults, examples, experiments, targets, tracking$"),
+        (lambda p: p["examples"]["mnist_mlp"]["model"].update(activation="swish"),
+         r"^examples\.mnist_mlp\.model\.activation: unknown value 'swish'; allowed: relu, tanh, sigmoid, gelu, leaky_relu$"),
+        (lambda p: p["examples"]["mnist_least_squares"].update(family="least_squares"),
+         r"^examples\.mnist_least_squares\.family: unknown family 'least_squares'; allowed: "),
+        (lambda p: p["examples"]["mnist_logistic_ovr"].update(dataset="breast_cancer"),
+         r"^examples\.mnist_logistic_ovr: family 'logistic_ovr' handles multiclass data, but dataset 'breast_cancer' is binary$"),
+        (lambda p: p["examples"]["mnist_least_squares"]["model"].update(l2=-1.0),
+         r"^examples\.mnist_least_squares\.model\.l2: must be zero or positive, got -1\.0$"),
+        (lambda p: p["examples"].update(mlp_digits=p["experiments"]["mlp_digits"]),
+         r"^examples\.mlp_digits: also the name of an experiment; an example needs a name of its own$"),
+        (lambda p: p.update(examples=["mnist_mlp"]), r"^examples: must be a mapping of experiments \(disabled until enabled\)$"),
+        (lambda p: p["targets"].update(mnist_softmax=[{"metric": "test/accuracy", "at_least": 0.9}]),
+         r"^targets\.mnist_softmax: an example, not an experiment; enable it first: python -m pipeline\.examples enable mnist_softmax$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(lr="fast"),
          r"^experiments\.mlp_digits\.optimizer\.lr: must be a number, got 'fast'$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(lr=0),
@@ -173,6 +186,36 @@ def test_numbers_written_1e_3_are_numbers(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text(text)
     assert params.load(path).experiments["mlp_digits"].optimizer.lr == pytest.approx(2e-3)
+
+
+def test_examples_are_validated_but_are_not_experiments():
+    config = params.load()
+    assert list(config.examples) == ["mnist_least_squares", "mnist_logistic_ovr", "mnist_softmax", "mnist_mlp", "mnist_cnn"]
+    assert not set(config.examples) & set(config.experiments)
+    assert [config.examples[name].family for name in config.examples] == [
+        "least_squares_classifier", "logistic_ovr", "softmax_regression", "mlp", "cnn"]
+    assert config.examples["mnist_mlp"].optimizer.lr == pytest.approx(2e-3)  # merged over defaults, typed
+    with pytest.raises(ConfigError, match=r"^'mnist_cnn' is an example, disabled; enable it first: python -m pipeline\.examples enable mnist_cnn$"):
+        params.load_experiment("mnist_cnn")
+
+
+def test_an_example_on_a_downloaded_dataset_needs_no_opt_in_until_enabled(tmp_path):
+    def edit(p):
+        p["examples"]["gcn_cora"] = {**p["experiments"]["gcn_sbm"], "dataset": "cora"}
+
+    assert "cora" not in REAL["data"]["download"]
+    assert load_with(tmp_path, edit).examples["gcn_cora"].dataset == "cora"
+
+
+def test_params_without_examples_are_valid(tmp_path):
+    assert load_with(tmp_path, lambda p: p.pop("examples")).examples == {}
+    assert load_with(tmp_path, lambda p: p.update(examples=None)).examples == {}
+
+
+def test_dvc_stages_come_from_experiments_only():
+    """dvc.yaml's train and evaluate stages are `foreach: ${experiments}`: an example never becomes a stage."""
+    stages = yaml.safe_load((params.ROOT / "dvc.yaml").read_text())["stages"]
+    assert stages["train"]["foreach"] == stages["evaluate"]["foreach"] == "${experiments}"
 
 
 def test_unknown_experiment_names_the_known_ones():

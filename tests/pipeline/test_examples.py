@@ -39,16 +39,26 @@ def entry_lines(text: str, name: str) -> list[str]:
 
 def test_enable_moves_the_entry_with_its_comments_and_changes_nothing_else(params_file):
     before = entry_lines(REAL, "mnist_cnn")
-    assert any("# TODO dataset: mnist" in line for line in before)
-    assert examples.enable(["mnist_cnn"], params_file) == ["enabled mnist_cnn: moved from examples to experiments"]
+    assert any("# cnn_digits' settings" in line for line in before)  # comments move with the entry
+    assert examples.enable(["mnist_cnn"], params_file) == [
+        "enabled mnist_cnn: moved from examples to experiments",
+        "data.download: added mnist (prepare downloads it: needs network)",
+    ]
 
     after = params_file.read_text()
     config = params.load(params_file)
     assert list(config.experiments)[-1] == "mnist_cnn" and "mnist_cnn" not in config.examples
     assert config.experiments["mnist_cnn"] == params.load().examples["mnist_cnn"]
+    assert config.data.download == ["mnist"]
     assert entry_lines(after, "mnist_cnn") == before
-    assert sorted(after.splitlines()) == sorted(REAL.splitlines())  # the same lines, moved
-    changed = [line for line in difflib.ndiff(REAL.splitlines(), after.splitlines()) if line[:1] in "+-"]
+    is_download = lambda line: line.strip().startswith("download:")  # noqa: E731
+    assert [line for line in after.splitlines() if is_download(line)] == [
+        line.replace("[]", "[mnist]") for line in REAL.splitlines() if is_download(line)
+    ]
+    rest = lambda text: sorted(line for line in text.splitlines() if not is_download(line))  # noqa: E731
+    assert rest(after) == rest(REAL)  # the same lines, moved
+    changed = [line for line in difflib.ndiff(REAL.splitlines(), after.splitlines())
+               if line[:1] in "+-" and not is_download(line[2:])]
     assert all(line[2:] in before or not line[2:].strip() for line in changed)
 
 
@@ -97,7 +107,7 @@ def test_the_command_reports_an_unknown_name_in_one_line_with_exit_code_2(params
         "mnist_least_squares, mnist_logistic_ovr, mnist_softmax, mnist_mlp, mnist_cnn\n")
     assert cli.run(examples.main, ["--params", str(params_file), "list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert listed[0].split() == ["example", "mnist_least_squares", "least_squares_classifier", "digits"]
+    assert listed[0].split() == ["example", "mnist_least_squares", "least_squares_classifier", "mnist", "(downloaded)"]
 
 
 def test_dvc_has_stages_for_an_example_only_once_it_is_enabled(tmp_path):

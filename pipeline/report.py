@@ -8,6 +8,8 @@ test/fid) get a table of their own, beside two reference rows scored the same wa
 (pipeline.core.generative: the floor, training images against test images; a Gaussian fitted to the
 training pixels), their sample grids, and reports/generative.png. Sweeps collected into sweeps/
 (python -m pipeline.sweep) get a table each: mean ± standard deviation over seeds per configuration.
+The same rows and targets, with every dataset's learning curves overlaid and the evaluate stage's
+figures, go to reports/index.html, a static page (pipeline.html_report).
 """
 
 from __future__ import annotations
@@ -107,25 +109,33 @@ def check_target(target: dict, value: float | None, baseline_values: dict[str, f
         if any(v is None for v in others.values()):
             return statement + " (some have no value)", None
         return statement, value is not None and all(value < v for v in others.values())
+    threshold = target_threshold(target, baseline_values)
     if "at_least" in target:
-        threshold, statement = target["at_least"], f"{metric} >= {target['at_least']}"
-        ok = value is not None and value >= threshold
+        statement = f"{metric} >= {target['at_least']}"
     elif "at_most" in target:
-        threshold, statement = target["at_most"], f"{metric} <= {target['at_most']}"
-        ok = value is not None and value <= threshold
+        statement = f"{metric} <= {target['at_most']}"
+    elif threshold is None:
+        return f"{metric} vs missing baseline {target['baseline']}", None
+    elif "at_least_delta" in target:
+        statement = f"{metric} >= {target['baseline']} {target['at_least_delta']:+g} = {threshold:.4f}"
     else:
-        reference = baseline_values.get(target["baseline"])
-        if reference is None:
-            return f"{metric} vs missing baseline {target['baseline']}", None
-        if "at_least_delta" in target:
-            threshold = reference + target["at_least_delta"]
-            statement = f"{metric} >= {target['baseline']} {target['at_least_delta']:+g} = {threshold:.4f}"
-            ok = value is not None and value >= threshold
-        else:
-            threshold = reference * target["at_most_ratio"]
-            statement = f"{metric} <= {target['at_most_ratio']:g} x {target['baseline']} = {threshold:.4f}"
-            ok = value is not None and value <= threshold
+        statement = f"{metric} <= {target['at_most_ratio']:g} x {target['baseline']} = {threshold:.4f}"
+    at_least = "at_least" in target or "at_least_delta" in target
+    ok = value is not None and (value >= threshold if at_least else value <= threshold)
     return statement, ok
+
+
+def target_threshold(target: dict, baseline_values: dict[str, float]) -> float | None:
+    """The value a target's metric must reach (at_least*) or stay under (at_most*); None for `lowest_among` or
+    a missing baseline."""
+    if "at_least" in target or "at_most" in target:
+        return target.get("at_least", target.get("at_most"))
+    reference = baseline_values.get(target.get("baseline"))
+    if reference is None:
+        return None
+    if "at_least_delta" in target:
+        return reference + target["at_least_delta"]
+    return reference * target["at_most_ratio"]
 
 
 def _generative_section(rows: list[dict]) -> list[str]:
@@ -264,8 +274,10 @@ def main(argv: list[str] | None = None) -> int:
         lines += _generative_section(generative_rows)
     lines += sweep_section(ROOT / "sweeps")
 
+    from pipeline import html_report
+
     lines += ["", "## Targets", "", "| experiment | target | value | holds |", "|---|---|---|---|"]
-    failures = 0
+    checks = []
     for name, targets in config.targets.items():
         model_row = next(row for row in rows if row["name"] == name and row["kind"] == "model")
         for target in targets:
@@ -275,10 +287,13 @@ def main(argv: list[str] | None = None) -> int:
                 if row["kind"] == "baseline" and row["dataset"] == model_row["dataset"]
             }
             by_experiment = {row["name"]: row.get(target["metric"]) for row in rows if row["kind"] == "model"}
-            statement, ok = check_target(target, model_row.get(target["metric"]), reference, by_experiment)
-            failures += ok is False
+            value = model_row.get(target["metric"])
+            statement, ok = check_target(target, value, reference, by_experiment)
+            checks.append(html_report.Check(name, target["metric"], statement, value,
+                                            target_threshold(target, reference), ok))
             verdict = {True: "yes", False: "**no**", None: "unchecked"}[ok]
-            lines.append(f"| {name} | {statement} | {_fmt(model_row.get(target['metric']))} | {verdict} |")
+            lines.append(f"| {name} | {statement} | {_fmt(value)} | {verdict} |")
+    failures = sum(check.ok is False for check in checks)
     lines += ["", "![comparison](comparison.png)", ""]
 
     from pipeline.core import figures
@@ -289,6 +304,17 @@ def main(argv: list[str] | None = None) -> int:
         figures.comparison(generative_rows, "test/fid", REPORTS / "generative.png")
     else:
         (REPORTS / "generative.png").unlink(missing_ok=True)
+    sort = lambda row: (row["kind"] != "model", row["name"])  # noqa: E731
+    sections = [html_report.Section(dataset, dataset,
+                                    sorted((r for r in supervised_rows if r["dataset"] == dataset), key=sort))
+                for dataset in sorted({row["dataset"] for row in supervised_rows})]
+    sections += [html_report.Section(f"{dataset}-generative", f"{dataset}: generative models",
+                                     sorted((r for r in generative_rows if r["dataset"] == dataset), key=sort))
+                 for dataset in sorted({row["dataset"] for row in generative_rows})]
+    scales = {dataset: meta["target_std"] for dataset in {row["dataset"] for row in rows}
+              if "target_std" in (meta := data.load_meta(dataset))}
+    html_report.write(sections, checks, list(dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS)), plots=ROOT / "plots",
+                      out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"])
     tmp = REPORTS / "comparison.md.tmp"
     tmp.write_text("\n".join(lines))
     tmp.replace(REPORTS / "comparison.md")

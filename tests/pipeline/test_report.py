@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.report import check_target
+from pipeline.report import check_target, target_threshold
 
 
 @pytest.mark.parametrize(
@@ -35,3 +35,14 @@ def test_a_target_that_cannot_be_checked_says_so():
     assert check_target({"metric": "test/fid", "baseline": "nope", "at_most_ratio": 1.0}, 3.0, {}, {})[1] is None
     statement, ok = check_target({"metric": "test/fid", "lowest_among": ["vae"]}, 3.0, {}, {"vae": None})
     assert ok is None and "no value" in statement
+
+
+def test_each_target_form_has_the_threshold_its_statement_names():
+    baselines = {"svc": 0.985, "gaussian_pixels": 18.5}
+    assert target_threshold({"metric": "test/accuracy", "at_least": 0.9}, baselines) == 0.9
+    assert target_threshold({"metric": "test/mse_over_pca", "at_most": 1.02}, baselines) == 1.02
+    delta = {"metric": "test/accuracy", "baseline": "svc", "at_least_delta": -0.01}
+    assert target_threshold(delta, baselines) == pytest.approx(0.975)
+    assert target_threshold({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 0.5}, baselines) == 9.25
+    assert target_threshold({"metric": "test/fid", "baseline": "nope", "at_most_ratio": 1.0}, baselines) is None
+    assert target_threshold({"metric": "test/fid", "lowest_among": ["vae"]}, baselines) is None

@@ -1,0 +1,304 @@
+"""reports/index.html: the comparison as one static page that opens in a browser from file://, no server.
+
+Called by the report stage (pipeline.report) with the rows and target checks it has already computed.
+One section per dataset (generative models in sections of their own): the table of its experiments
+beside its baselines and floors (the rows of reports/comparison.md) with each experiment's targets and
+whether they hold; its learning curves overlaid, from plots/learning_curves/ and plots/validation/, with
+the baselines' test values and the targets' thresholds as horizontal lines; then the figures the
+evaluate stage drew for each experiment (confusion matrices, predicted vs actual, sample grids, test
+returns): every PNG under plots/figures/EXPERIMENT/ but its single-run learning curve, which the
+overlay replaces. What a section shows follows from the files present and their columns, not from the
+family.
+
+Images are files referenced by relative paths, not data URIs: the page stays a few tens of KB and
+the PNGs are not stored a second time in git (reports/ and plots/ are both git-tracked outputs). The
+figures drawn here go to reports/figures/; evaluate's are linked where they are
+(../plots/figures/...), so the page opens inside the repository (or any copy holding reports/ and
+plots/ side by side). No script, stylesheet or font is fetched: the CSS is inline, there is no script.
+
+The overlay is drawn here rather than in pipeline.core.figures: every train and evaluate stage depends
+on pipeline/core, and a figure only the report draws should not rerun them.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote
+
+from pipeline.report import _fmt
+
+# Validation metrics of a regression are computed on the standardized target (prepare divides it by
+# the training split's target_std); test metrics, baselines and targets are in the target's own units.
+# A metric of this quantity times target_std ** power is in the target's units.
+TARGET_UNIT_POWER = {"mse": 2, "mae": 1}
+CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; }
+main { max-width: 1240px; margin: 0 auto; padding: 1em 1.5em 4em; }
+h1 { margin-bottom: 0.2em; }
+h2 { border-bottom: 1px solid #ccc; padding-bottom: 0.2em; margin-top: 2em; }
+h3 { margin: 1.2em 0 0.4em; font-size: 1.05em; }
+nav ol { columns: 3; padding-left: 1.4em; }
+.muted { color: #666; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; font-size: 12.5px; font-variant-numeric: tabular-nums; }
+th, td { border: 1px solid #ddd; padding: 3px 7px; text-align: right; vertical-align: top; }
+th { background: #f3f3f3; position: sticky; top: 0; }
+td.text, th.text { text-align: left; }
+td:first-child, .yes, .no, .unchecked { white-space: nowrap; }
+table.targets { margin-top: 0.8em; }
+tr.baseline td { background: #fafafa; color: #555; }
+.yes { color: #16730f; }
+.no { color: #b3141b; font-weight: bold; }
+.unchecked { color: #8a6d00; }
+figure { margin: 0.6em 0; }
+figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: 12px; color: #555; }
+.grid { display: flex; flex-wrap: wrap; gap: 10px; align-items: flex-start; }
+.grid figure { margin: 0; }
+.grid img { max-height: 330px; }
+#overview figure { flex: 1 1 45%; }
+#overview img { max-height: none; }
+"""
+
+
+@dataclass
+class Check:
+    """One target of params.yaml checked against its experiment's test value (pipeline.report.check_target)."""
+
+    experiment: str
+    metric: str
+    statement: str
+    value: float | None
+    threshold: float | None  # the line a figure draws; None for a target against other experiments
+    ok: bool | None  # None: could not be checked
+
+
+@dataclass
+class Section:
+    """A dataset's experiments and reference rows, shown together."""
+
+    anchor: str
+    title: str
+    rows: list[dict]
+
+
+def quantity(key: str) -> str:
+    """What a metric measures, the last word of its name: val/accuracy, test/token_accuracy -> accuracy;
+    train/episode_return, test/mean_return -> return. Test values are drawn on the curves of the same quantity."""
+    return key.rsplit("/", 1)[-1].rsplit("_", 1)[-1]
+
+
+def write(sections: list[Section], checks: list[Check], columns: list[str], *, plots: Path, out: Path,
+          target_std: dict[str, float], overview: list[Path] = ()) -> Path:
+    """Write out/index.html and its figures (out/figures/). `columns`: the metric columns, in order, that
+    tables may show; `plots`: the plots/ folder the stages wrote; `target_std`: a regression dataset's
+    target scale (meta.json); `overview`: figures shown at the top (reports/comparison.png ...)."""
+    figures_dir = out / "figures"
+    figures_dir.mkdir(parents=True, exist_ok=True)
+    for stale in figures_dir.glob("*.png"):
+        stale.unlink()
+    by_experiment: dict[str, list[Check]] = {}
+    for check in checks:
+        by_experiment.setdefault(check.experiment, []).append(check)
+    held = sum(check.ok is True for check in checks)
+    failed = [check for check in checks if check.ok is False]
+    body = [
+        "<h1>Comparison</h1>",
+        f'<p class="muted">{len([r for s in sections for r in s.rows if r["kind"] == "model"])} experiments on '
+        f"{len({r['dataset'] for s in sections for r in s.rows})} datasets, test split of each; "
+        f"targets of params.yaml holding: <b>{held} of {len(checks)}</b>"
+        + ("" if not failed else " (not met: " + ", ".join(_e(f"{c.experiment}: {c.statement}") for c in failed) + ")")
+        + ". Written by <code>python -m pipeline.report</code>; the same rows as <code>comparison.md</code>.</p>",
+        "<nav><ol>",
+        '<li><a href="#overview">Overview</a></li>',
+        *(f'<li><a href="#{s.anchor}">{_e(s.title)}</a></li>' for s in sections),
+        "</ol></nav>",
+        '<section id="overview"><h2>Overview</h2>',
+        "<p>Models in blue, baselines in gray. Each section below: the table (baselines and floors in gray rows,"
+        " then each target of params.yaml and whether it holds), the learning curves of its experiments overlaid"
+        " (validation split; dashed: train/*, solid: val/*) with horizontal lines at the baselines' and floors'"
+        " test values (gray) and the targets' thresholds (red), then the figures the evaluate stage drew from"
+        " each experiment's test split or samples.</p>",
+        '<div class="grid">',
+        *(_figure(out, path, path.stem) for path in overview if path.exists()),
+        "</div></section>",
+    ]
+    for section in sections:
+        body += _section(section, by_experiment, columns, plots, out, target_std)
+    page = "\n".join([
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        "<title>Comparison: Mathematical Engineering of Deep Learning, as experiments</title>",
+        f"<style>{CSS}</style></head><body><main>",
+        *body,
+        "</main></body></html>",
+        "",
+    ])
+    index = out / "index.html"
+    tmp = index.with_suffix(".html.tmp")
+    tmp.write_text(page, encoding="utf-8")
+    tmp.replace(index)
+    return index
+
+
+def _section(section: Section, checks: dict[str, list[Check]], columns: list[str], plots: Path, out: Path,
+             target_std: dict[str, float]) -> list[str]:
+    models = [row["name"] for row in section.rows if row["kind"] == "model"]
+    shown = [c for c in columns if any(row.get(c) is not None for row in section.rows)]
+    text = ("name", "kind", "family", "targets")
+    header = ["name", "kind", "family", *shown, "parameters", "train seconds", "targets"]
+    lines = [f'<section id="{_e(section.anchor)}"><h2>{_e(section.title)}</h2>', '<div class="scroll"><table>',
+             "<tr>" + "".join(f'<th class="{"text" if h in text else ""}">{_e(h)}</th>' for h in header) + "</tr>"]
+    for row in section.rows:
+        cells = [f'<td class="text">{_e(row.get(key, ""))}</td>' for key in ("name", "kind", "family")]
+        cells += [f"<td>{_e(_fmt(row.get(key)))}</td>" for key in [*shown, "parameters", "train seconds"]]
+        cells.append(f'<td class="text">{_tally(checks.get(row["name"], [])) if row["kind"] == "model" else ""}</td>')
+        lines.append(f'<tr class="{_e(row["kind"])}">' + "".join(cells) + "</tr>")
+    lines.append("</table></div>")
+    section_checks = [check for name in models for check in checks.get(name, [])]
+    if section_checks:
+        lines += ['<table class="targets"><tr><th class="text">experiment</th><th class="text">target</th><th>value</th>'
+                  '<th class="text">holds</th></tr>',
+                  *(f'<tr><td class="text">{_e(c.experiment)}</td><td class="text">{_e(c.statement)}</td>'
+                    f'<td>{_e(_fmt(c.value))}</td><td class="text">{_verdict(c)}</td></tr>' for c in section_checks),
+                  "</table>"]
+
+    panels = _panels(section, checks, plots, target_std)
+    if panels:
+        png = out / "figures" / f"curves_{section.anchor}.png"
+        draw_curves(panels, png, f"{section.title}: learning curves")
+        in_units = {row["dataset"] for row in section.rows} & set(target_std)
+        caption = ", ".join(f"{q} vs {x}" + (" (in the target's units)" if q in TARGET_UNIT_POWER and in_units else "")
+                            for q, x in panels)
+        lines += ["<h3>Learning curves</h3>", _figure(out, png, caption)]
+    evaluated = [(name, path) for name in models for path in sorted((plots / "figures" / name).glob("*.png"))
+                 if path.name != "learning_curve.png"]
+    if evaluated:
+        lines += ["<h3>Evaluation figures</h3>", '<div class="grid">',
+                  *(_figure(out, path, f"{name}: {path.stem.replace('_', ' ')}") for name, path in evaluated), "</div>"]
+    return [*lines, "</section>"]
+
+
+def _panels(section: Section, checks: dict[str, list[Check]], plots: Path,
+            target_std: dict[str, float]) -> dict[tuple[str, str], dict]:
+    """(quantity, x axis) -> {"lines", "references"} for draw_curves, from each model's two CSVs."""
+    panels: dict[tuple[str, str], dict] = {}
+    for row in section.rows:
+        if row["kind"] != "model":
+            continue
+        for path in (plots / "learning_curves" / f"{row['name']}.csv", plots / "validation" / f"{row['name']}.csv"):
+            if not path.exists():
+                continue
+            with path.open() as handle:
+                records = list(csv.DictReader(handle))
+            keys = list(records[0]) if records else []
+            x = next((k for k in keys if k.endswith("_steps")), "epoch")  # e.g. train/env_steps: the RL x axis
+            for key in (k for k in keys if k not in ("epoch", x)):
+                points = [(float(r[x]), float(r[key])) for r in records if r[key] and r[x]]
+                if not points:
+                    continue
+                scale = target_std.get(row["dataset"], 1.0) ** TARGET_UNIT_POWER.get(quantity(key), 0)
+                panel = panels.setdefault((quantity(key), x), {"lines": [], "references": []})
+                panel["lines"].append((row["name"], key, [p[0] for p in points], [p[1] * scale for p in points]))
+    for (name, _), panel in panels.items():
+        baselines, targets = {}, {}
+        for row in section.rows:
+            if row["kind"] == "model":
+                for check in checks.get(row["name"], []):
+                    if quantity(check.metric) == name and check.threshold is not None:
+                        targets.setdefault(float(check.threshold), []).append(check.experiment)
+                continue
+            for key, value in row.items():
+                if key.startswith("test/") and quantity(key) == name and isinstance(value, float | int):
+                    baselines[f"{row['name']} {_fmt(value)}"] = float(value)
+        panel["references"] = [
+            *((label, value, False) for label, value in sorted(baselines.items(), key=lambda item: -item[1])),
+            *((f"target {_fmt(value)}: {', '.join(names)}", value, True)
+              for value, names in sorted(targets.items(), reverse=True)),
+        ]
+    return panels
+
+
+def draw_curves(panels: dict[tuple[str, str], dict], png_path: Path, title: str) -> None:
+    """Curves of several experiments side by side, one panel per quantity. `panels`: (quantity, x axis' name)
+    -> {"lines": [(experiment, key, xs, ys)], "references": [(label, value, is_target)]}. An experiment keeps
+    its colour in every panel; train/* keys are dashed, the others solid. References are horizontal lines,
+    listed in the panel's legend: baselines and floors in gray, each its own dash pattern; targets in red. A
+    panel's y axis is logarithmic when its curves are positive and span more than 30x; a panel with
+    references is zoomed onto them and the curves after their first fifth (the first epochs would squash
+    the part the references are about)."""
+    import math
+
+    from pipeline.core.figures import plt  # matplotlib on the Agg backend
+
+    png_path.parent.mkdir(parents=True, exist_ok=True)
+    experiments = list(dict.fromkeys(name for panel in panels.values() for name, *_ in panel["lines"]))
+    colors = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(experiments)}
+    dashes = [(0, (1, 1.5)), (0, (4, 2)), (0, (6, 2, 1, 2)), (0, (1, 4)), (0, (8, 3))]
+    widths = [6.6 if panel["references"] else 4.6 for panel in panels.values()]  # room for the references' legend
+    figure, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 3.9), squeeze=False, layout="constrained",
+                                width_ratios=widths)
+    styles = set()
+    for ax, ((quantity, x), panel) in zip(axes[0], panels.items()):
+        values, later = [], []
+        for name, key, xs, ys in panel["lines"]:
+            style = "--" if key.startswith("train/") else "-"
+            styles.add(style)
+            ax.plot(xs, ys, color=colors[name], linestyle=style, linewidth=1.3)
+            values += ys
+            later += ys[len(ys) // 5:]
+        references = panel["references"]
+        baselines = 0
+        for label, value, is_target in references:
+            if is_target:
+                ax.axhline(value, color="tab:red", linestyle="-.", linewidth=1.1, label=label)
+            else:
+                ax.axhline(value, color="dimgray", linestyle=dashes[baselines % len(dashes)], linewidth=1.2, label=label)
+                baselines += 1
+        log = bool(values) and min(values) > 0 and max(values) / min(values) > 30
+        ax.set(xlabel=x, title=quantity, yscale="log" if log else "linear")
+        if references and not log:
+            low = min(later + [value for _, value, _ in references])
+            high = max(later + [value for _, value, _ in references])
+            pad = 0.08 * (high - low) or 0.05 * abs(high) or 1.0
+            ax.set_ylim(low - pad, high + pad)
+        if references:
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=colors[name], label=name) for name in experiments]
+    handles += [plt.Line2D([], [], color="black", linestyle=style, label=label)
+                for style, label in (("--", "train/*"), ("-", "val/*")) if style in styles]
+    figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), math.floor(sum(widths) / 1.6)),
+                  fontsize=8, frameon=False)
+    figure.suptitle(title, fontsize=10)
+    figure.savefig(png_path, dpi=100)
+    plt.close(figure)
+
+
+def _verdict(check: Check) -> str:
+    mark, css, word = {True: ("✓", "yes", "yes"), False: ("✗", "no", "no"), None: ("?", "unchecked", "unchecked")}[check.ok]
+    return f'<span class="{css}">{mark} {word}</span>'
+
+
+def _tally(checks: list[Check]) -> str:
+    """An experiment's targets in a table cell: how many hold, red if one does not."""
+    if not checks:
+        return ""
+    held = sum(check.ok is True for check in checks)
+    css = "no" if any(check.ok is False for check in checks) else "yes" if held == len(checks) else "unchecked"
+    return f'<span class="{css}">{held} of {len(checks)} hold</span>'
+
+
+def _figure(out: Path, path: Path, caption: str) -> str:
+    source = quote(Path(os.path.relpath(path, out)).as_posix())
+    return (f'<figure><img src="{_e(source)}" alt="{_e(caption)}" loading="eager">'
+            f"<figcaption>{_e(caption)}</figcaption></figure>")
+
+
+def _e(value) -> str:
+    return html.escape(str(value), quote=True)

@@ -1,0 +1,155 @@
+"""reports/index.html (pipeline.html_report) renders in headless Chromium with every figure loaded.
+
+The page is built from small fixture files in the layout the stages write (plots/learning_curves,
+plots/validation, plots/figures/EXPERIMENT/*.png), so no `dvc repro` is needed. A copy of the page gets a
+script that, on load, writes what the browser saw (each image's naturalWidth, each in-page link's target)
+into the DOM, which `chromium --dump-dom` prints.
+"""
+
+from __future__ import annotations
+
+import csv
+import html
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from pipeline import html_report
+from pipeline.html_report import Check, Section
+
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const images = [...document.images].map(i => ({src: i.getAttribute("src"), complete: i.complete, width: i.naturalWidth}));
+  const links = [...document.querySelectorAll("a[href]")].map(a => a.getAttribute("href"));
+  const missing = links.filter(h => h.startsWith("#") && !document.getElementById(h.slice(1)));
+  const external = [...document.querySelectorAll("[src], [href]")].map(e => e.getAttribute("src") || e.getAttribute("href"))
+    .filter(u => /^[a-z][a-z0-9+.-]*:|^\\/\\//i.test(u));
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify({images, links, missing, external});
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def _csv(path: Path, header: list[str], rows: list[list]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        csv.writer(handle).writerows([header, *rows])
+
+
+def _png(path: Path) -> None:
+    import numpy as np
+    from matplotlib import pyplot as plt
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    plt.imsave(path, np.arange(64.0).reshape(8, 8), cmap="gray")
+
+
+def _build(root: Path) -> Path:
+    """A classifier and an agent with the files their stages write, a baseline row, targets; the page."""
+    plots = root / "plots"
+    for name in ("clf", "agent"):
+        _csv(plots / "learning_curves" / f"{name}.csv", ["epoch", "train/loss", "val/loss"],
+             [[e, 1 / (e + 1), "" if name == "agent" else 1.2 / (e + 1)] for e in range(5)])
+    _csv(plots / "validation" / "clf.csv", ["epoch", "val/accuracy"], [[e, 0.8 + 0.03 * e] for e in range(5)])
+    _csv(plots / "validation" / "agent.csv", ["epoch", "train/env_steps", "train/episode_return", "val/mean_return"],
+         [[e, 1000 * (e + 1), 20 * e, 40 * e] for e in range(5)])
+    for path in ("clf/confusion_matrix.png", "clf/learning_curve.png", "agent/test_returns.png"):
+        _png(plots / "figures" / path)
+    out = root / "reports"
+    _png(out / "comparison.png")
+    sections = [
+        Section("toy", "toy <digits>", [
+            {"name": "clf", "kind": "model", "family": "mlp & <friends>", "dataset": "toy", "test/accuracy": 0.93,
+             "parameters": 10, "train seconds": 0.5},
+            {"name": "svc", "kind": "baseline", "family": "scikit-learn", "dataset": "toy", "test/accuracy": 0.9},
+        ]),
+        Section("gym", "gym", [{"name": "agent", "kind": "model", "family": "dqn", "dataset": "gym",
+                                "test/mean_return": 150.0}]),
+    ]
+    checks = [Check("clf", "test/accuracy", "test/accuracy >= svc +0.01 = 0.91", 0.93, 0.91, True),
+              Check("agent", "test/mean_return", "test/mean_return >= 175", 150.0, 175.0, False)]
+    return html_report.write(sections, checks, ["test/accuracy", "test/mean_return"], plots=plots, out=out,
+                             target_std={}, overview=[out / "comparison.png", out / "missing.png"])
+
+
+def _browser() -> str:
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} on PATH "
+                "(Debian: apt-get install chromium; .ci/run installs it as root)")
+
+
+def _render(index: Path, profile: Path) -> dict:
+    """What Chromium saw on loading a probed copy of `index` from file://."""
+    probed = index.with_name("probed.html")
+    probed.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
+    result = subprocess.run(
+        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+         "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()],
+        capture_output=True, text=True, timeout=90,
+    )
+    found = re.search(r'<pre id="probe">(.*?)</pre>', result.stdout, re.S)
+    assert found, f"no probe output (exit {result.returncode}): {result.stderr[-2000:]}"
+    return json.loads(html.unescape(found.group(1)))
+
+
+def test_every_figure_of_the_page_loads_from_file_urls(tmp_path):
+    index = _build(tmp_path)
+    seen = _render(index, tmp_path / "profile")
+    sources = [image["src"] for image in seen["images"]]
+    broken = [image["src"] for image in seen["images"] if not (image["complete"] and image["width"] > 0)]
+    assert broken == []
+    assert seen["missing"] == [] and seen["external"] == []
+    assert len(seen["links"]) == 3  # the contents: overview and the two sections
+    assert sorted(sources) == sorted([
+        "comparison.png",  # missing.png, absent, is left out
+        "figures/curves_toy.png", "figures/curves_gym.png",
+        "../plots/figures/clf/confusion_matrix.png", "../plots/figures/agent/test_returns.png",
+    ])  # the single-run learning_curve.png is replaced by the overlay
+
+
+def test_the_check_reports_a_figure_that_does_not_load(tmp_path):
+    index = _build(tmp_path)
+    (tmp_path / "plots" / "figures" / "clf" / "confusion_matrix.png").unlink()
+    (tmp_path / "reports" / "figures" / "curves_gym.png").write_bytes(b"not a png")
+    seen = _render(index, tmp_path / "profile")
+    broken = sorted(image["src"] for image in seen["images"] if not (image["complete"] and image["width"] > 0))
+    assert broken == ["../plots/figures/clf/confusion_matrix.png", "figures/curves_gym.png"]
+
+
+def test_the_page_escapes_text_and_states_each_target(tmp_path):
+    page = _build(tmp_path).read_text()
+    assert "mlp &amp; &lt;friends&gt;" in page and "toy &lt;digits&gt;" in page and "<friends>" not in page
+    assert "targets of params.yaml holding: <b>1 of 2</b>" in page
+    assert "test/mean_return &gt;= 175" in page and 'class="no"' in page
+    assert "<script" not in page and "http" not in page.replace("http-equiv", "")
+
+
+def test_curves_are_overlaid_by_quantity_with_the_baselines_and_targets(tmp_path):
+    _build(tmp_path)
+    rows = [{"name": "reg", "kind": "model", "dataset": "series"},
+            {"name": "floor", "kind": "baseline", "dataset": "series", "test/mse": 4.0}]
+    _csv(tmp_path / "plots" / "validation" / "reg.csv", ["epoch", "val/mse"], [[0, 2.0], [1, 1.0]])
+    checks = {"reg": [Check("reg", "test/mse", "test/mse <= 5", 4.5, 5.0, True)]}
+    panels = html_report._panels(Section("s", "s", rows), checks, tmp_path / "plots", {"series": 3.0})
+    assert list(panels) == [("mse", "epoch")]
+    # the validation curve was on the standardized target: x 3² puts it in the target's units, the test values'
+    assert panels["mse", "epoch"]["lines"] == [("reg", "val/mse", [0.0, 1.0], [18.0, 9.0])]
+    assert panels["mse", "epoch"]["references"] == [("floor 4.0000", 4.0, False), ("target 5.0000: reg", 5.0, True)]
+
+    agent = Section("gym", "gym", [{"name": "agent", "kind": "model", "dataset": "gym"}])
+    targets = {"agent": [Check("agent", "test/mean_return", "", 150.0, 175.0, False)]}
+    panels = html_report._panels(agent, targets, tmp_path / "plots", {})
+    assert list(panels) == [("loss", "epoch"), ("return", "train/env_steps")]  # the counter column, not the epoch
+    returns = panels["return", "train/env_steps"]
+    assert [key for _, key, *_ in returns["lines"]] == ["train/episode_return", "val/mean_return"]
+    assert returns["references"] == [("target 175.0: agent", 175.0, True)]
+    assert [key for _, key, *_ in panels["loss", "epoch"]["lines"]] == ["train/loss"]  # val/loss is empty for the agent

@@ -93,10 +93,11 @@ def quantity(key: str) -> str:
 
 
 def write(sections: list[Section], checks: list[Check], columns: list[str], *, plots: Path, out: Path,
-          target_std: dict[str, float], overview: list[Path] = ()) -> Path:
+          target_std: dict[str, float], overview: list[Path] = (), sweeps: list[dict] = ()) -> Path:
     """Write out/index.html and its figures (out/figures/). `columns`: the metric columns, in order, that
     tables may show; `plots`: the plots/ folder the stages wrote; `target_std`: a regression dataset's
-    target scale (meta.json); `overview`: figures shown at the top (reports/comparison.png ...)."""
+    target scale (meta.json); `overview`: figures shown at the top (reports/comparison.png ...);
+    `sweeps`: pipeline.report.sweep_tables, shown last (mean ± standard deviation over seeds)."""
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
     for stale in figures_dir.glob("*.png"):
@@ -116,6 +117,7 @@ def write(sections: list[Section], checks: list[Check], columns: list[str], *, p
         "<nav><ol>",
         '<li><a href="#overview">Overview</a></li>',
         *(f'<li><a href="#{s.anchor}">{_e(s.title)}</a></li>' for s in sections),
+        *(['<li><a href="#sweeps">Sweeps</a></li>'] if sweeps else []),
         "</ol></nav>",
         '<section id="overview"><h2>Overview</h2>',
         "<p>Models in blue, baselines in gray. Each section below: the table (baselines and floors in gray rows,"
@@ -129,6 +131,8 @@ def write(sections: list[Section], checks: list[Check], columns: list[str], *, p
     ]
     for section in sections:
         body += _section(section, by_experiment, columns, plots, out, target_std)
+    if sweeps:
+        body += _sweeps(sweeps)
     page = "\n".join([
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
@@ -181,6 +185,20 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
     if evaluated:
         lines += ["<h3>Evaluation figures</h3>", '<div class="grid">',
                   *(_figure(out, path, f"{name}: {path.stem.replace('_', ' ')}") for name, path in evaluated), "</div>"]
+    return [*lines, "</section>"]
+
+
+def _sweeps(tables: list[dict]) -> list[str]:
+    from pipeline.report import SWEEP_INTRO
+
+    lines = ['<section id="sweeps"><h2>Sweeps</h2>', f"<p>{_e(SWEEP_INTRO)}</p>"]
+    for table in tables:
+        lines += [f'<h3 id="{_e(table["anchor"])}">{_e(table["title"].replace("`", ""))}</h3>', '<div class="scroll"><table>',
+                  "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in table["header"]) + "</tr>",
+                  *("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>" for cells in table["rows"]),
+                  "</table></div>"]
+        if table["note"]:
+            lines.append(f'<p class="muted">{_e(table["note"])}</p>')
     return [*lines, "</section>"]
 
 

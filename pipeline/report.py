@@ -167,22 +167,26 @@ def _generative_section(rows: list[dict]) -> list[str]:
     return lines
 
 
-def sweep_section(folder) -> list[str]:
-    """Markdown tables of the sweeps collected into `folder` (python -m pipeline.sweep NAME): per sweep
-    and experiment, one row per configuration with each test metric's mean ± standard deviation over
-    its seeds (n - 1 in the denominator; a lone seed shows its value alone)."""
-    lines = []
+SWEEP_INTRO = ("Collected from MLflow by `python -m pipeline.sweep NAME`: the runs tagged with the sweep's name, one row "
+               "per configuration (the params that vary in the sweep, the seed left out), each test metric as the mean ± "
+               "the standard deviation over the configuration's seeds.")
+
+
+def sweep_tables(folder) -> list[dict]:
+    """The sweeps collected into `folder` (python -m pipeline.sweep NAME) as tables: per sweep and
+    experiment a title, a header and one row of cells per configuration, each test metric's mean ±
+    standard deviation over its seeds (n - 1 in the denominator; a lone seed shows its value alone),
+    and a note on runs left out."""
+    tables = []
     for path in sorted(folder.glob("*.json")):
         sweep = json.loads(path.read_text())
         for experiment, found in sweep["experiments"].items():
             configurations = found["configurations"]
-            metrics = [c for c in COLUMNS + GENERATIVE_COLUMNS if any(c in row["metrics"] for row in configurations)]
-            metrics = list(dict.fromkeys(metrics))
-            header = [*found["axes"], "seeds", *metrics]
-            lines += ["", f"### Sweep `{sweep['sweep']}`: {experiment}", "",
-                      "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            metrics = [c for c in dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS)
+                       if any(c in row["metrics"] for row in configurations)]
+            rows = []
             for row in configurations:
-                cells = [row["params"][axis] for axis in found["axes"]]
+                cells = [str(row["params"][axis]) for axis in found["axes"]]
                 cells.append(", ".join(str(seed) for seed in row["seeds"]))
                 for metric in metrics:
                     value = row["metrics"].get(metric)
@@ -192,15 +196,23 @@ def sweep_section(folder) -> list[str]:
                         cells.append(_fmt(value["mean"]))
                     else:
                         cells.append(f"{_fmt(value['mean'])} ± {_fmt(value['std'])}")
-                lines.append("| " + " | ".join(str(cell) for cell in cells) + " |")
-            if found.get("incomplete"):
-                lines += ["", f"{found['incomplete']} run(s) of this sweep had no test metrics yet and are left out."]
-    if lines:
-        lines = ["", "## Sweeps", "",
-                 "Collected from MLflow by `python -m pipeline.sweep NAME`: the runs tagged with the sweep's name, one row",
-                 "per configuration (the params that vary in the sweep, the seed left out), each test metric as the mean ±",
-                 "the standard deviation over the configuration's seeds.", *lines]
-    return lines
+                rows.append(cells)
+            note = (f"{found['incomplete']} run(s) of this sweep had no test metrics yet and are left out."
+                    if found.get("incomplete") else "")
+            tables.append({"title": f"Sweep `{sweep['sweep']}`: {experiment}", "anchor": f"sweep-{sweep['sweep']}-{experiment}",
+                           "header": [*found["axes"], "seeds", *metrics], "rows": rows, "note": note})
+    return tables
+
+
+def sweep_section(folder) -> list[str]:
+    """The sweep tables as markdown, under a heading; nothing without sweeps."""
+    lines = []
+    for table in sweep_tables(folder):
+        lines += ["", f"### {table['title']}", "", "| " + " | ".join(table["header"]) + " |",
+                  "|" + "---|" * len(table["header"]), *("| " + " | ".join(cells) + " |" for cells in table["rows"])]
+        if table["note"]:
+            lines += ["", table["note"]]
+    return ["", "## Sweeps", "", SWEEP_INTRO, *lines] if lines else []
 
 
 def _table(header: list[str], rows: list[dict]) -> list[str]:
@@ -314,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
     scales = {dataset: meta["target_std"] for dataset in {row["dataset"] for row in rows}
               if "target_std" in (meta := data.load_meta(dataset))}
     html_report.write(sections, checks, list(dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS)), plots=ROOT / "plots",
-                      out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"])
+                      out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"],
+                      sweeps=sweep_tables(ROOT / "sweeps"))
     tmp = REPORTS / "comparison.md.tmp"
     tmp.write_text("\n".join(lines))
     tmp.replace(REPORTS / "comparison.md")

@@ -24,8 +24,9 @@ def design_matrix(x: torch.Tensor) -> torch.Tensor:
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """θ* = argmin ‖y − X̃θ‖², solved by a QR-based least-squares routine; returns (b, w)."""
-    theta = torch.linalg.lstsq(design_matrix(x.double()), y.double().unsqueeze(1)).solution.squeeze(1)
+    """θ* = argmin ‖y − X̃θ‖², solved by the SVD-based least-squares routine (the minimum-norm θ* if X̃
+    is rank deficient, where the default QR-based driver can return a wrong one); returns (b, w)."""
+    theta = torch.linalg.lstsq(design_matrix(x.double()), y.double().unsqueeze(1), driver="gelsd").solution.squeeze(1)
     return theta[0], theta[1:]
 
 

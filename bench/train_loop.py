@@ -19,11 +19,8 @@ over a RandomSampler, which gives the same order).
 
 A third path, a bare Lightning Trainer (no logger, callbacks, progress bar or checkpointing) over
 the same module and DataModule, measures Lightning's own per-step floor on the machine. With
---floors, two more bare-Trainer paths locate that floor: the module switched to Lightning's manual
-optimization (training_step calls the optimizer through Lightning: `manual_backward`, the
-LightningOptimizer's step, its hooks and step counting), and the same with the raw torch optimizer
-and `loss.backward()` (no Lightning hooks around backward and step, and no global step counted: not
-a usable training path, only where the cost lies).
+--floors, two more bare-Trainer paths locate that floor (optimization_variant): the module on
+Lightning's automatic optimization, and on manual optimization with the raw torch optimizer.
 
 Our path is `pipeline.core.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
 bar, checkpoint and learning-curve callbacks, deterministic flag, MLflow logger) with
@@ -156,35 +153,45 @@ def make_bare_trainer(experiment, checkpoint_dir: Path, uri: str, run_id: str):
     )
 
 
-def manual_optimization(model, raw: bool = False):
-    """The same module, its training step written with Lightning's manual optimization (forward, loss,
-    zero_grad, backward, step: what Lightning's automatic loop does through its closure). `raw`: the
-    torch optimizer and `loss.backward()` directly, bypassing Lightning's hooks and step counting."""
+def optimization_variant(model, kind: str):
+    """The same module with another training step, to locate Lightning's per-step floor: "automatic",
+    Lightning's automatic optimization (its closure around forward, zero_grad, backward and step;
+    what the module used before it stepped the optimizer itself, pipeline.core.supervised); "raw",
+    manual optimization with the torch optimizer and `loss.backward()` directly (no Lightning hooks
+    around backward and step, no global step counted: not usable, only where the cost lies)."""
     base = type(model)
 
-    class Manual(base):
+    class Variant(base):
+        @property
+        def automatic_optimization(self) -> bool:
+            return kind == "automatic"
+
+        @automatic_optimization.setter
+        def automatic_optimization(self, value: bool) -> None:
+            pass
+
         def training_step(self, batch, batch_idx):
             x, y = batch
             loss = self.loss(self(x), y) + self.penalty()
-            optimizer = self.optimizers(use_pl_optimizer=not raw)
-            optimizer.zero_grad()
-            loss.backward() if raw else self.manual_backward(loss)
-            optimizer.step()
+            if kind == "raw":
+                optimizer = self.optimizers(use_pl_optimizer=False)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
             return loss
 
-    Manual.__name__ = Manual.__qualname__ = f"Manual{base.__name__}"
-    model.__class__ = Manual
-    model.automatic_optimization = False
+    Variant.__name__ = Variant.__qualname__ = f"{kind.capitalize()}{base.__name__}"
+    model.__class__ = Variant
     return model
 
 
 def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, threads: int, trainer_factory=None,
-             manual: str | None = None):
-    """One fit of our path (manual: None, "lightning" or "raw", see manual_optimization); returns the
+             variant: str | None = None):
+    """One fit of our path (variant: None, "automatic" or "raw", see optimization_variant); returns the
     timer callback."""
     model = build_model(experiment)
-    if manual:
-        model = manual_optimization(model, raw=manual == "raw")
+    if variant:
+        model = optimization_variant(model, variant)
     datamodule = datasets.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
     if times > 1:  # the pipeline's DataModule, its training split replicated
         setup = datamodule.setup
@@ -280,7 +287,7 @@ def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int,
 def measure(experiment, args, env, trainer_factory=None) -> dict:
     """Alternating repeats of both paths. Each entry a list of (wall, CPU) seconds."""
     runs = {"ours_step": [], "plain_step": [], "bare_step": [], "ours_epoch": [], "plain_epoch": []}
-    floors = {"manual": "lightning", "raw": "raw"} if args.floors else {}
+    floors = ("automatic", "raw") if args.floors else ()
     for key in floors:
         runs[f"{key}_step"] = []
     common = dict(warmup=args.warmup, threads=args.threads)
@@ -302,11 +309,11 @@ def measure(experiment, args, env, trainer_factory=None) -> dict:
                 fit_plain(experiment, times=args.replicate, epochs=1, validate=False, **common)[0]
             ),
             *(
-                (lambda key=key, manual=manual: runs[f"{key}_step"].append(
+                (lambda key=key: runs[f"{key}_step"].append(
                     fit_ours(experiment, times=args.replicate, epochs=1, env=env, trainer_factory=make_bare_trainer,
-                             manual=manual, **common).step_seconds()
+                             variant=key, **common).step_seconds()
                 ))
-                for key, manual in floors.items()
+                for key in floors
             ),
         ]
         for run in pair if r % 2 == 0 else pair[::-1]:
@@ -370,13 +377,13 @@ def summary(runs: dict) -> dict:
         out[f"{kind}_ratio"] = (ours[0] / plain[0], ours[1] / plain[1])
     # Each per-step run of ours beside the plain run next to it: drift of the machine's speed over the
     # measurement (frequent on shared machines) cancels out of these ratios.
-    for path in ("ours", "bare", "manual", "raw"):
+    for path in ("ours", "bare", "automatic", "raw"):
         if f"{path}_step" not in runs:
             continue
         pairs = list(zip(runs[f"{path}_step"], runs["plain_step"]))
         out[f"{path}_paired_ratio"] = tuple(statistics.median(o[i] / p[i] for o, p in pairs) for i in (0, 1))
     plain = out["plain_step"]
-    for path in ("bare", "manual", "raw"):
+    for path in ("bare", "automatic", "raw"):
         if f"{path}_step" in out:
             floor = out[f"{path}_step"]
             out[f"{path}_ratio"] = (floor[0] / plain[0], floor[1] / plain[1])
@@ -458,7 +465,8 @@ def table(experiment, args, runs: dict, env: dict) -> str:
 
 
 FLOOR_LABELS = {
-    "manual": "bare Trainer, manual optimization through Lightning (manual_backward, LightningOptimizer.step)",
+    "automatic": "bare Trainer, Lightning's automatic optimization (its closure; the module's step before it stepped "
+                 "the optimizer itself)",
     "raw": "bare Trainer, manual optimization with the raw torch optimizer and loss.backward() (skips Lightning's "
            "backward and step hooks and step counting: not usable, shows where the cost is)",
 }
@@ -481,7 +489,7 @@ def parse_args(argv=None):
     parser.add_argument("--profile-epochs", type=int, default=0,
                         help="also profile this many epochs of our path on the real split (where an epoch goes)")
     parser.add_argument("--floors", action="store_true",
-                        help="also time the bare Trainer with manual optimization, through Lightning and raw")
+                        help="also time the bare Trainer on Lightning's automatic optimization, and with the raw torch optimizer")
     parser.add_argument("--json", type=Path, help="also write the summary (ratios, seconds per step) as JSON here")
     return parser.parse_args(argv)
 

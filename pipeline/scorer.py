@@ -2,7 +2,8 @@
 
     python -m pipeline.scorer
 
-For every labelled image dataset (digits here), trains the spine's CNN (modules/cnn.py) with a fixed
+For every labelled image dataset prepare makes (the digits; an opt-in one such as MNIST only when
+params.yaml's data.download names it, as prepare does), trains the spine's CNN (modules/cnn.py) with a fixed
 configuration, seed and schedule, independent of params.yaml's experiments so that tuning an
 experiment never moves the yardstick, and writes scorers/<dataset>.pt (weights) and
 scorers/<dataset>.json (its test accuracy). Its penultimate layer gives FID's and KID's features,
@@ -16,7 +17,7 @@ import json
 import shutil
 
 from pipeline import cli, data, stagestats
-from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig
+from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig, load
 
 SEED = 0
 EPOCHS = 20
@@ -27,8 +28,10 @@ OPTIMIZER = OptimizerConfig(name="adamw", lr=3e-3, weight_decay=1e-2, momentum=0
 SCHEDULER = SchedulerConfig(name="cosine", step_size=1, gamma=1.0, warmup_epochs=0)
 
 
-def image_datasets() -> list[str]:
-    return sorted(name for name, d in data.DATASETS.items() if d.spec.task == "multiclass" and len(d.spec.input_shape) == 3)
+def image_datasets(download: list[str]) -> list[str]:
+    """The labelled image datasets prepare makes: the embedded ones, and those of `download` (data.download)."""
+    return sorted(name for name, d in data.DATASETS.items()
+                  if d.spec.task == "multiclass" and len(d.spec.input_shape) == 3 and (not d.download or name in download))
 
 
 def build_network(spec: data.DataSpec):
@@ -62,7 +65,7 @@ def train(dataset: str):
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.scorer", description=__doc__.splitlines()[0]).parse_args(argv)
-    datasets = image_datasets()
+    datasets = image_datasets(load(family_checks=False).data.download)
     for dataset in datasets:
         data.load_split(dataset, "train")  # a clear error if prepare has not run
     import torch

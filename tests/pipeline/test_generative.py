@@ -91,3 +91,11 @@ def test_missing_scorer_names_the_stage_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(generative, "SCORERS", tmp_path / "scorers")
     with pytest.raises(ConfigError, match=r"scorers/digits.pt: missing; run `dvc repro scorer`"):
         generative.load_scorer("digits")
+
+
+def test_the_scorer_trains_on_the_image_datasets_prepare_makes():
+    from pipeline.scorer import image_datasets
+
+    assert image_datasets([]) == ["digits"]  # embedded only: nothing opted in is prepared
+    assert image_datasets(["cora", "mnist"]) == ["digits", "mnist"]
+    assert image_datasets(["cifar10", "fashion_mnist", "mnist"]) == ["cifar10", "digits", "fashion_mnist", "mnist"]

@@ -74,7 +74,7 @@ def comparison(rows: list[dict], metric: str, png_path: Path) -> None:
     ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], padding=2, fontsize=7)  # the value, however short the bar
     ax.set(xlabel=metric, title=f"{metric}: models (blue) and baselines (gray)")
     ax.invert_yaxis()
-    if metric == "test/accuracy":  # from 0.9, or from the tenth below the lowest (the graph datasets' 0.5-0.9)
+    if metric == "test/accuracy" and values:  # from 0.9, or from the tenth below the lowest (the graph datasets' 0.5-0.9)
         ax.set_xlim(min(0.9, math.floor(min(values) * 10) / 10), 1.02)
     _save(figure, png_path)
 

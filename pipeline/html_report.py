@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.report import _fmt
+from pipeline.report import SWEEP_INTRO, _fmt
 
 # Validation metrics of a regression are computed on the standardized target (prepare divides it by
 # the training split's target_std); test metrics, baselines and targets are in the target's own units.
@@ -189,8 +189,6 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
 
 
 def _sweeps(tables: list[dict]) -> list[str]:
-    from pipeline.report import SWEEP_INTRO
-
     lines = ['<section id="sweeps"><h2>Sweeps</h2>', f"<p>{_e(SWEEP_INTRO)}</p>"]
     for table in tables:
         lines += [f'<h3 id="{_e(table["anchor"])}">{_e(table["title"].replace("`", ""))}</h3>', '<div class="scroll"><table>',

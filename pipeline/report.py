@@ -28,6 +28,7 @@ COLUMNS = ["test/accuracy", "test/accuracy_mean", "test/accuracy_std", "test/f1"
            "test/mean_return", "test/std_return"]
 GENERATIVE_COLUMNS = ["test/fid", "test/kid", "test/classes_covered", "test/class_kl", "test/mse", "test/pca_mse",
                       "test/mse_over_pca", "test/neg_elbo"]
+ALL_COLUMNS = list(dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS))  # every metric column a table may show, in order
 
 
 def baselines(dataset: str) -> dict[str, object]:
@@ -182,7 +183,7 @@ def sweep_tables(folder) -> list[dict]:
         sweep = json.loads(path.read_text())
         for experiment, found in sweep["experiments"].items():
             configurations = found["configurations"]
-            metrics = [c for c in dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS)
+            metrics = [c for c in ALL_COLUMNS
                        if any(c in row["metrics"] for row in configurations)]
             rows = []
             for row in configurations:
@@ -325,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
                  for dataset in sorted({row["dataset"] for row in generative_rows})]
     scales = {dataset: meta["target_std"] for dataset in {row["dataset"] for row in rows}
               if "target_std" in (meta := data.load_meta(dataset))}
-    html_report.write(sections, checks, list(dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS)), plots=ROOT / "plots",
+    html_report.write(sections, checks, ALL_COLUMNS, plots=ROOT / "plots",
                       out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"],
                       sweeps=sweep_tables(ROOT / "sweeps"))
     tmp = REPORTS / "comparison.md.tmp"

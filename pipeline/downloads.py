@@ -10,13 +10,17 @@ copied in as they are:
     data/raw/                    cifar-10-python.tar.gz (or its folder cifar-10-batches-py/)
     data/raw/Planetoid/Cora/raw/ ind.cora.x, .tx, .allx, .y, .ty, .ally, .graph, .test.index
 
-The image readers are ours, not torchvision's: the two formats (IDX, pickled CIFAR batches) take a
-few lines of numpy, while torchvision must match the torch build exactly (PyPI's Linux torchvision is
-built against the CUDA torch and does not import beside the CPU build this project installs).
+The image datasets go through torchvision.datasets (MNIST, FashionMNIST, CIFAR10: their mirrors,
+MD5 checks and parsing) when the optional `vision` extra is installed. torchvision must match the
+torch build exactly, and PyPI's Linux torchvision is built against the CUDA torch, so the extra moves
+torch to the build it was made for (see the README). Without it, the two formats (IDX, pickled CIFAR
+batches) are read by the few lines of numpy below, and tests/pipeline/test_torchvision_datasets.py
+checks that both give the same arrays. meta.json names the reader.
 
-A missing file is downloaded from the first mirror that answers into a temporary name, checked
-against its published MD5 digest, then renamed: an interrupted download leaves nothing that looks
-complete. A failure is one line naming what could not be fetched and where to place it by hand.
+Our own fetch downloads a missing file from the first mirror that answers into a temporary name,
+checks it against its published MD5 digest, then renames it: an interrupted download leaves nothing
+that looks complete. Either way, a failure is one line naming what could not be fetched and where to
+place it by hand.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class Remote:
     mirrors: tuple[str, ...]
     files: tuple[tuple[str, str], ...]
     by_hand: str  # what a user without network places in the folder instead
+    torchvision: str = ""  # the torchvision.datasets class that reads (and fetches) it under the root data/raw
 
     @property
     def directory(self) -> Path:
@@ -58,6 +63,7 @@ MNIST = Remote(
      ("t10k-images-idx3-ubyte.gz", "9fb629c4189551a2d022fa330f9573f3"),
      ("t10k-labels-idx1-ubyte.gz", "ec29112dd5afa0611ce80d1b7f02629c")),
     "train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz (gzipped or not)",
+    "MNIST",
 )
 FASHION_MNIST = Remote(
     "fashion_mnist", "FashionMNIST/raw", ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
@@ -65,11 +71,11 @@ FASHION_MNIST = Remote(
      ("train-labels-idx1-ubyte.gz", "25c81989df183df01b3e8a0aad5dffbe"),
      ("t10k-images-idx3-ubyte.gz", "bef4ecab320f06d8554ea6380940ec79"),
      ("t10k-labels-idx1-ubyte.gz", "bb300cfdad3c16e7a12a480ee83cd310")),
-    MNIST.by_hand,
+    MNIST.by_hand, "FashionMNIST",
 )
 CIFAR10 = Remote(
     "cifar10", "", ("https://www.cs.toronto.edu/~kriz/",), (("cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),),
-    "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)",
+    "cifar-10-python.tar.gz (or its extracted folder cifar-10-batches-py/)", "CIFAR10",
 )
 CIFAR10_FOLDER = "cifar-10-batches-py"
 CIFAR10_FILES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch", "batches.meta")
@@ -88,8 +94,44 @@ def shown(path: Path) -> str:
     return str(path.relative_to(ROOT) if path.is_relative_to(ROOT) else path)
 
 
+def torchvision_datasets():
+    """torchvision.datasets if the `vision` extra is installed, else None (then the numpy readers below)."""
+    import importlib.util
+
+    if importlib.util.find_spec("torchvision") is None:
+        return None
+    import torchvision.datasets
+
+    return torchvision.datasets
+
+
+def reader() -> str:
+    """What reads the image datasets, for meta.json."""
+    if torchvision_datasets() is None:
+        return "numpy (pipeline/downloads.py)"
+    import torchvision
+
+    return f"torchvision {torchvision.__version__}"
+
+
 # ---------------------------------------------------------------------------------------------
 # Fetching
+
+
+def fetch_torchvision(remote: Remote) -> None:
+    """torchvision's own download (its mirrors, MD5 checks, extraction), skipped when the files are in
+    place; its failure becomes the same one line as ours."""
+    import urllib.error
+
+    datasets = torchvision_datasets()
+    try:
+        getattr(datasets, remote.torchvision)(str(RAW), train=True, download=True)
+    except (RuntimeError, OSError, ValueError, urllib.error.URLError) as error:
+        reason = " ".join(str(error).split())
+        raise ConfigError(
+            f"{remote.dataset}: torchvision.datasets.{remote.torchvision} could not download its files ({reason}); "
+            f"without network, place {remote.by_hand} in {shown(remote.directory if remote.folder else RAW)}/ and run prepare again"
+        ) from None
 
 
 def download(remote: Remote, names: list[str]) -> None:
@@ -135,6 +177,8 @@ def _download(url: str, path: Path, md5: str) -> None:
 
 def fetch_idx(remote: Remote) -> None:
     """An MNIST-format dataset: download the files that are missing (unzipped or gzipped counts)."""
+    if torchvision_datasets() is not None:
+        return fetch_torchvision(remote)
     missing = [name for name, _ in remote.files
                if not (remote.directory / name).exists() and not (remote.directory / name.removesuffix(".gz")).exists()]
     if missing:
@@ -143,6 +187,8 @@ def fetch_idx(remote: Remote) -> None:
 
 def fetch_cifar10() -> None:
     """CIFAR-10's batch folder; extracted from the archive, which is downloaded only if absent."""
+    if torchvision_datasets() is not None:
+        return fetch_torchvision(CIFAR10)
     folder = RAW / CIFAR10_FOLDER
     if all((folder / name).exists() for name in CIFAR10_FILES):
         return
@@ -200,6 +246,8 @@ def read_idx(path: Path) -> np.ndarray:
 
 def read_idx_dataset(remote: Remote, classes: list[str]) -> tuple[dict, dict]:
     """train-* and t10k-* images (N, 1, 28, 28) and labels; each file unzipped if torchvision left it so."""
+    if torchvision_datasets() is not None:
+        return read_torchvision(remote, classes)
     parts = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         arrays = []
@@ -216,7 +264,7 @@ def read_idx_dataset(remote: Remote, classes: list[str]) -> tuple[dict, dict]:
             raise ConfigError(f"{remote.dataset}: {shown(remote.directory)}/{prefix}-*: images {images.shape} and labels "
                               f"{labels.shape}, not (N, 28, 28) and (N,)")
         parts[split] = images[:, None], labels.astype(np.int64)
-    return parts, {"classes": classes, "source": remote.mirrors[0], "raw": shown(remote.directory)}
+    return parts, {"classes": classes, "source": remote.mirrors[0], "raw": shown(remote.directory), "reader": reader()}
 
 
 def read_cifar10() -> tuple[dict, dict]:
@@ -225,6 +273,8 @@ def read_cifar10() -> tuple[dict, dict]:
     the classes."""
     import pickle
 
+    if torchvision_datasets() is not None:
+        return read_torchvision(CIFAR10)
     folder = RAW / CIFAR10_FOLDER
 
     def load(name: str, read):
@@ -244,4 +294,27 @@ def read_cifar10() -> tuple[dict, dict]:
 
     parts = {"train": joined(CIFAR10_FILES[:5]), "test": joined(("test_batch",))}
     classes = load("batches.meta", lambda blob: [str(name) for name in blob["label_names"]])
-    return parts, {"classes": classes, "source": CIFAR10.mirrors[0] + CIFAR10.files[0][0], "raw": shown(folder)}
+    return parts, {"classes": classes, "source": CIFAR10.mirrors[0] + CIFAR10.files[0][0], "raw": shown(folder), "reader": reader()}
+
+
+def read_torchvision(remote: Remote, classes: list[str] | None = None) -> tuple[dict, dict]:
+    """The same arrays and facts through torchvision.datasets.<remote.torchvision>: its `data` (MNIST's a
+    uint8 tensor (N, 28, 28), CIFAR10's a uint8 array (N, 32, 32, 3)), `targets`, and `classes` unless
+    ours are given (torchvision names MNIST's "0 - zero", ...)."""
+    import torch
+
+    dataset = getattr(torchvision_datasets(), remote.torchvision)
+    parts = {}
+    for split in ("train", "test"):
+        try:
+            loaded = dataset(str(RAW), train=split == "train", download=False)
+        except (RuntimeError, OSError, ValueError, EOFError) as error:
+            raise ConfigError(f"{remote.dataset}: torchvision.datasets.{remote.torchvision} cannot read {shown(RAW)}/ "
+                              f"({' '.join(str(error).split())}); place {remote.by_hand} there") from None
+        images = loaded.data.numpy() if isinstance(loaded.data, torch.Tensor) else np.asarray(loaded.data)
+        images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # (N, C, H, W)
+        parts[split] = np.ascontiguousarray(images, dtype=np.uint8), np.asarray(loaded.targets, dtype=np.int64)
+    folder = remote.directory if remote.folder else RAW / CIFAR10_FOLDER
+    source = remote.mirrors[0] + (remote.files[0][0] if not remote.folder else "")
+    facts = {"classes": classes or [str(name) for name in loaded.classes], "source": source, "raw": shown(folder), "reader": reader()}
+    return parts, facts

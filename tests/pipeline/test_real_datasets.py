@@ -1,6 +1,9 @@
 """The opt-in datasets from the network: small files in each dataset's real on-disk format (IDX,
 pickled CIFAR batches in their .tar.gz, Planetoid's pickles) in a temporary data/raw/, read by the
-real loaders through `prepare`; downloads served from memory or refused, never the network."""
+real loaders through `prepare`; downloads served from memory or refused, never the network.
+
+The image datasets here go through our numpy readers and fetch, as without the `vision` extra;
+tests/pipeline/test_torchvision_datasets.py runs them through torchvision and compares."""
 
 from __future__ import annotations
 
@@ -27,11 +30,13 @@ IMAGES = ("mnist", "fashion_mnist", "cifar10")
 
 @pytest.fixture(autouse=True)
 def raw(tmp_path, monkeypatch):
-    """data/raw/ in a temporary folder, and every download refused as if the machine had no network."""
+    """data/raw/ in a temporary folder, every download refused as if the machine had no network, and
+    the numpy readers even where torchvision is installed."""
     def offline(url, *args, **kwargs):
         raise urllib.error.URLError(OSError(-3, "Temporary failure in name resolution"))
 
     monkeypatch.setattr(downloads, "RAW", tmp_path / "raw")
+    monkeypatch.setattr(downloads, "torchvision_datasets", lambda: None)
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     return tmp_path / "raw"
 
@@ -103,6 +108,7 @@ def test_idx_files_placed_by_hand_are_read_and_split(dataset, folder, gzipped, r
     assert meta["sizes"] == {"train": 180, "val": 20, "test": 30}
     assert "test: the official test set; val: 0.1 of the official training set, stratified, seed 0" in meta["splits"]
     assert meta["classes"][0] == ("0" if dataset == "mnist" else "T-shirt/top")
+    assert meta["reader"] == "numpy (pipeline/downloads.py)"
     x_train, _ = load(tmp_path / "out" / "train.pt")
     x_val, y_val = load(tmp_path / "out" / "val.pt")
     x_test, y_test = load(tmp_path / "out" / "test.pt")

@@ -73,10 +73,38 @@ def client():
     database.parent.mkdir(parents=True, exist_ok=True)
     with open(database.with_name(database.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
+        if not database.exists():
+            _create_sqlite_store(database)
         mlflow_client = MlflowClient(uri)
-        mlflow_client.search_experiments(max_results=1)  # creates or upgrades the schema
+        mlflow_client.search_experiments(max_results=1)  # upgrades the schema of an older MLflow's store
     _READY.add(uri)
     return mlflow_client
+
+
+def _create_sqlite_store(database: Path) -> None:
+    """A new store: MLflow creates its schema (about 70 Alembic migrations, some 1,700 statements) in
+    `<store>.partial` with SQLite's per-commit fsync off, then the file is synced once and renamed into
+    place. About half a second faster than MLflow creating it in place, which is the first training's
+    start-up in a fresh clone (BENCHMARKS.md); an interrupted creation leaves no store that looks complete."""
+    from mlflow import MlflowClient
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    partial = database.with_name(database.name + ".partial")
+    partial.unlink(missing_ok=True)
+
+    def unsynced(dbapi_connection, _record) -> None:
+        dbapi_connection.execute("PRAGMA synchronous = OFF")  # this connection's setting: not kept in the file
+        dbapi_connection.execute("PRAGMA journal_mode = MEMORY")
+
+    event.listen(Engine, "connect", unsynced)
+    try:
+        MlflowClient(f"sqlite:///{partial}").search_experiments(max_results=1)  # creates the schema
+    finally:
+        event.remove(Engine, "connect", unsynced)
+    with open(partial, "rb+") as f:
+        os.fsync(f.fileno())
+    partial.rename(database)
 
 
 def experiment_id(mlflow_client, name: str) -> str:

@@ -1,10 +1,16 @@
 """Wall time of the whole default `dvc repro` from a clean clone, and of a no-op `dvc repro`.
 
-    python bench/pipeline_time.py [--repeats 3] [--out bench/results/pipeline_time.md]
+    python bench/pipeline_time.py [--repeats 3] [--out bench/results/pipeline_time.md] [--targets STAGE ...]
 
 Clones the committed HEAD into a temporary folder, runs `dvc repro` there (prepare, every train and
-evaluate stage, report), then `dvc repro` again with nothing changed, `--repeats` times. The stage
-commands' `python` is this interpreter. The MLflow store is the clone's own mlflow.db.
+evaluate stage, report), then `dvc repro` again with nothing changed, `--repeats` times. With
+--targets, `dvc repro TARGETS` instead (those stages and what they depend on), e.g. the five
+experiments of chapters 2 to 6:
+
+    python bench/pipeline_time.py --repeats 2 --out bench/results/pipeline_time_five.md --targets \
+        evaluate@linear_diabetes evaluate@logistic_breast_cancer evaluate@softmax_digits evaluate@mlp_digits evaluate@cnn_digits
+
+The stage commands' `python` is this interpreter. The MLflow store is the clone's own mlflow.db.
 """
 
 from __future__ import annotations
@@ -39,10 +45,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_time.md")
+    parser.add_argument("--targets", nargs="+", default=[], metavar="STAGE", help="dvc repro these stages only")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    dvc = [sys.executable, "-m", "dvc", "repro"]
+    dvc = [sys.executable, "-m", "dvc", "repro", *args.targets]
+    what = f"`dvc repro {' '.join(args.targets)}`" if args.targets else "`dvc repro`"
     full, noop = [], []
     for index in range(args.repeats):
         with tempfile.TemporaryDirectory() as tmp:
@@ -55,12 +63,14 @@ def main() -> None:
         "# Pipeline wall time",
         "",
         f"Machine: {cpu_model()}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}.",
-        f"Command: `python bench/pipeline_time.py --repeats {args.repeats}` (a fresh clone of HEAD per repeat).",
+        f"Command: `python bench/pipeline_time.py --repeats {args.repeats}"
+        f"{' --targets ' + ' '.join(args.targets) if args.targets else ''}` (a fresh clone of HEAD per repeat).",
         "",
         "| measurement | min s | median s | max s |",
         "|---|---|---|---|",
-        f"| `dvc repro`, clean clone (all stages) | {min(full):.1f} | {statistics.median(full):.1f} | {max(full):.1f} |",
-        f"| `dvc repro`, nothing changed | {min(noop):.2f} | {statistics.median(noop):.2f} | {max(noop):.2f} |",
+        f"| {what}, clean clone ({'these stages and their inputs' if args.targets else 'all stages'}) | {min(full):.1f} | "
+        f"{statistics.median(full):.1f} | {max(full):.1f} |",
+        f"| {what}, nothing changed | {min(noop):.2f} | {statistics.median(noop):.2f} | {max(noop):.2f} |",
         "",
     ]
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -342,8 +342,9 @@ OFFLINE = {
 }
 
 
-@pytest.mark.parametrize("dataset", sorted(OFFLINE))
-def test_offline_prepare_stops_in_one_line_with_nothing_written(dataset, raw, tmp_path, monkeypatch, capsys):
+def prepare_fails_in_one_line(dataset: str, expected: str, tmp_path, monkeypatch, capsys) -> None:
+    """The prepare stage with data.download: [dataset] exits 2 with the one line `expected` (a regex),
+    having prepared nothing."""
     from pipeline import prepare as stage
 
     config = stage.load(family_checks=False)
@@ -352,8 +353,13 @@ def test_offline_prepare_stops_in_one_line_with_nothing_written(dataset, raw, tm
     assert cli.run(stage.main, []) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert re.fullmatch(f"error: {OFFLINE[dataset]}\n", err), err
+    assert re.fullmatch(f"error: {expected}\n", err), err
     assert not (tmp_path / "prepared").exists()
+
+
+@pytest.mark.parametrize("dataset", sorted(OFFLINE))
+def test_offline_prepare_stops_in_one_line_with_nothing_written(dataset, raw, tmp_path, monkeypatch, capsys):
+    prepare_fails_in_one_line(dataset, OFFLINE[dataset], tmp_path, monkeypatch, capsys)
     assert not raw.exists()  # no partial download, not even an empty folder
 
 

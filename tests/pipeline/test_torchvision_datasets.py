@@ -7,11 +7,9 @@ Skipped where torchvision is not installed: .ci/run installs the extra in a venv
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import hashlib
 import io
-import re
 import tarfile
 import urllib.error
 import urllib.request
@@ -21,9 +19,11 @@ import pytest
 
 torchvision = pytest.importorskip("torchvision", reason="the vision extra is not installed (.ci/run runs this file in .venv-vision)")
 
-from test_real_datasets import CIFAR_CLASSES, CONFIG, idx_files, load, small_cifar_archive, small_idx_set  # noqa: E402
+from test_real_datasets import (  # noqa: E402
+    CIFAR_CLASSES, CONFIG, idx_files, load, prepare_fails_in_one_line, small_cifar_archive, small_idx_set,
+)
 
-from pipeline import cli, data, downloads  # noqa: E402
+from pipeline import data, downloads  # noqa: E402
 
 IDX = [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
 
@@ -112,14 +112,5 @@ OFFLINE = {
 
 @pytest.mark.parametrize("dataset", sorted(OFFLINE))
 def test_offline_prepare_through_torchvision_stops_in_one_line(dataset, raw, tmp_path, monkeypatch, capsys):
-    from pipeline import prepare as stage
-
-    config = stage.load(family_checks=False)
-    monkeypatch.setattr(stage, "load", lambda **_: dataclasses.replace(config, data=dataclasses.replace(config.data, download=[dataset])))
-    monkeypatch.setattr(stage, "PREPARED", tmp_path / "prepared")
-    assert cli.run(stage.main, []) == 2
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1
-    assert re.fullmatch(f"error: {OFFLINE[dataset]}\n", err), err
-    assert not (tmp_path / "prepared").exists()
+    prepare_fails_in_one_line(dataset, OFFLINE[dataset], tmp_path, monkeypatch, capsys)
     assert not raw.exists() or [p for p in raw.rglob("*") if p.is_file()] == []  # torchvision makes its folder; no file in it

@@ -304,17 +304,19 @@ def read_torchvision(remote: Remote, classes: list[str] | None = None) -> tuple[
     import torch
 
     dataset = getattr(torchvision_datasets(), remote.torchvision)
+    folder = remote.directory if remote.folder else RAW / CIFAR10_FOLDER
     parts = {}
     for split in ("train", "test"):
         try:
             loaded = dataset(str(RAW), train=split == "train", download=False)
-        except (RuntimeError, OSError, ValueError, EOFError) as error:
-            raise ConfigError(f"{remote.dataset}: torchvision.datasets.{remote.torchvision} cannot read {shown(RAW)}/ "
-                              f"({' '.join(str(error).split())}); place {remote.by_hand} there") from None
+        except (RuntimeError, OSError, ValueError, EOFError, AssertionError, KeyError) as error:  # asserts: IDX headers
+            reason = " ".join(f"{type(error).__name__}: {error}".split()).removesuffix(":")
+            raise ConfigError(f"{remote.dataset}: torchvision.datasets.{remote.torchvision} cannot read {shown(folder)}/ "
+                              f"({reason}); place {remote.by_hand} in "
+                              f"{shown(remote.directory if remote.folder else RAW)}/") from None
         images = loaded.data.numpy() if isinstance(loaded.data, torch.Tensor) else np.asarray(loaded.data)
         images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # (N, C, H, W)
         parts[split] = np.ascontiguousarray(images, dtype=np.uint8), np.asarray(loaded.targets, dtype=np.int64)
-    folder = remote.directory if remote.folder else RAW / CIFAR10_FOLDER
     source = remote.mirrors[0] + (remote.files[0][0] if not remote.folder else "")
     facts = {"classes": classes or [str(name) for name in loaded.classes], "source": source, "raw": shown(folder), "reader": reader()}
     return parts, facts

@@ -24,6 +24,7 @@ from test_real_datasets import (  # noqa: E402
 )
 
 from pipeline import data, downloads  # noqa: E402
+from pipeline.params import ConfigError  # noqa: E402
 
 IDX = [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
 
@@ -114,3 +115,13 @@ OFFLINE = {
 def test_offline_prepare_through_torchvision_stops_in_one_line(dataset, raw, tmp_path, monkeypatch, capsys):
     prepare_fails_in_one_line(dataset, OFFLINE[dataset], tmp_path, monkeypatch, capsys)
     assert not raw.exists() or [p for p in raw.rglob("*") if p.is_file()] == []  # torchvision makes its folder; no file in it
+
+
+def test_files_torchvision_cannot_read_are_named(raw, tmp_path):
+    (raw / "MNIST" / "raw").mkdir(parents=True)
+    for name, blob in idx_files(small_idx_set(seed=7), gzipped=False).items():
+        (raw / "MNIST" / "raw" / name).write_bytes(blob)
+    (raw / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"<html>Not Found</html>")
+    with pytest.raises(ConfigError, match=r"^mnist: torchvision\.datasets\.MNIST cannot read .*/raw/MNIST/raw/ \(.*\); "
+                                          r"place train-images-idx3-ubyte\.gz, .* in .*/raw/MNIST/raw/$"):
+        data.prepare("mnist", CONFIG, tmp_path / "out")

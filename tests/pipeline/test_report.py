@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from pipeline import report
 from pipeline.report import check_target, target_threshold
 
 
@@ -46,3 +47,21 @@ def test_each_target_form_has_the_threshold_its_statement_names():
     assert target_threshold({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 0.5}, baselines) == 9.25
     assert target_threshold({"metric": "test/fid", "baseline": "nope", "at_most_ratio": 1.0}, baselines) is None
     assert target_threshold({"metric": "test/fid", "lowest_among": ["vae"]}, baselines) is None
+
+
+def test_a_large_training_split_is_subsampled_for_the_baselines_stratified():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(10), [3000 if c == 0 else 1000 for c in range(10)])  # 12,000, one class 3x the others
+    x = rng.normal(size=(len(y), 4))
+    x_sub, y_sub = report.baseline_training_set(x, y)
+    assert len(y_sub) == report.BASELINE_MAX_TRAIN == 10_000
+    expected = np.bincount(y) * 10_000 / len(y)  # stratified: each class in its share of the split
+    assert np.all(np.abs(np.bincount(y_sub) - expected) <= 1)
+    rows = {tuple(row) for row in x.round(12).tolist()}
+    assert all(tuple(row) in rows for row in x_sub.round(12).tolist())  # rows of the split, not new ones
+    again = report.baseline_training_set(x, y)
+    assert np.array_equal(again[0], x_sub)  # seeded
+    small_x, small_y = report.baseline_training_set(x[:500], y[:500])
+    assert np.array_equal(small_x, x[:500]) and np.array_equal(small_y, y[:500])  # a small split as it is

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     x, y = (None, None) if data.DATASETS[experiment.dataset].is_environment else data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
     tracking.check_reachable()  # before any work, not after predicting
+    tracking.check_run(run_file, experiment.name)
     launch.check_experiment(experiment)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 

@@ -107,6 +107,28 @@ def _create_sqlite_store(database: Path) -> None:
     partial.rename(database)
 
 
+def check_run(run_file: Path, experiment_name: str) -> None:
+    """Fail at once, before evaluating, when the MLflow run that run.json names is not in this store: a
+    model trained into another store (models/ copied or pulled from another checkout) would otherwise
+    be evaluated and then fail to log its metrics."""
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.params import ConfigError, ROOT
+
+    run = json.loads(run_file.read_text())
+    try:
+        client().get_run(run["mlflow_run_id"])
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        shown = run_file.relative_to(ROOT) if run_file.is_relative_to(ROOT) else run_file
+        raise ConfigError(
+            f"{shown}: MLflow run {run['mlflow_run_id']} is not in the store {tracking_uri()} (it was trained into "
+            f"{run.get('tracking_uri', 'another store')}); point MLFLOW_TRACKING_URI at that store, or run "
+            f"`dvc repro -f train@{experiment_name}` to train into this one"
+        ) from None
+
+
 def experiment_id(mlflow_client, name: str) -> str:
     """Get or create the MLflow experiment; a concurrent creator winning the race is fine."""
     from mlflow.exceptions import MlflowException

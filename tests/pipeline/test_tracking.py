@@ -1,6 +1,7 @@
 """The default SQLite store: created in `<store>.partial` with per-commit fsync off, then renamed into
-place; the result is the store MLflow makes in place (same tables, indexes and schema revision), with
-SQLite's default journal, and a stale `.partial` of an interrupted creation is replaced."""
+place; the result is the store MLflow makes in place (same tables, columns, indexes and schema
+revision), with SQLite's default journal, and a stale `.partial` of an interrupted creation is
+replaced. A model whose MLflow run is in another store is named before it is evaluated."""
 
 from __future__ import annotations
 
@@ -11,12 +12,23 @@ from mlflow import MlflowClient
 from pipeline.core import tracking
 
 
-def schema(path) -> tuple[list, list, str]:
+def schema(path) -> tuple[dict, list, str]:
+    """Each table's columns (name, type, not null, default, primary key) and indexes (name, columns),
+    the Alembic revision, the journal mode. Not the CREATE statements' text: Alembic's table rebuilds
+    write a table's constraints in an order that varies from run to run."""
     with sqlite3.connect(path) as db:
-        objects = sorted(db.execute("SELECT type, name, tbl_name, sql FROM sqlite_master").fetchall(), key=str)
+        tables = [name for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")]
+        shape = {
+            table: (
+                sorted(row[1:] for row in db.execute(f'PRAGMA table_info("{table}")')),
+                sorted((index[1], tuple(c[2] for c in db.execute(f'PRAGMA index_info("{index[1]}")')))
+                       for index in db.execute(f'PRAGMA index_list("{table}")')),
+            )
+            for table in tables
+        }
         revision = db.execute("SELECT version_num FROM alembic_version").fetchall()
         journal = db.execute("PRAGMA journal_mode").fetchone()[0]
-    return objects, revision, journal
+    return shape, revision, journal
 
 
 def test_a_new_store_is_the_one_mlflow_creates_in_place(tmp_path, monkeypatch):
@@ -45,3 +57,25 @@ def test_a_partial_store_left_by_an_interrupted_creation_is_replaced(tmp_path, m
     client = tracking.client()
     assert client.search_experiments()[0].name == "Default"
     assert not (tmp_path / "mlflow.db.partial").exists()
+
+
+def test_a_model_trained_into_another_store_is_named_before_evaluating(tmp_path, monkeypatch):
+    import json
+
+    import pytest
+
+    from pipeline.params import ConfigError
+
+    trained_into = tmp_path / "theirs" / "mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained_into}")
+    client = tracking.client()
+    run_id = client.create_run(tracking.experiment_id(client, "a")).info.run_id
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": f"sqlite:///{trained_into}"}))
+    tracking.check_run(run_file, "mlp_digits")  # its own store: fine
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ours.db'}")
+    with pytest.raises(ConfigError, match=rf"^.*run\.json: MLflow run {run_id} is not in the store sqlite:///.*/ours\.db \(it was "
+                                          rf"trained into sqlite:///.*/theirs/mlflow\.db\); point MLFLOW_TRACKING_URI at that "
+                                          rf"store, or run `dvc repro -f train@mlp_digits` to train into this one$"):
+        tracking.check_run(run_file, "mlp_digits")

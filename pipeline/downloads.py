@@ -130,7 +130,7 @@ def fetch_torchvision(remote: Remote) -> None:
         reason = " ".join(str(error).split())
         raise ConfigError(
             f"{remote.dataset}: torchvision.datasets.{remote.torchvision} could not download its files ({reason}); "
-            f"without network, place {remote.by_hand} in {shown(remote.directory if remote.folder else RAW)}/ and run prepare again"
+            f"without network, place {remote.by_hand} in {shown(remote.directory)}/ and run prepare again"
         ) from None
 
 
@@ -304,7 +304,7 @@ def read_torchvision(remote: Remote, classes: list[str] | None = None) -> tuple[
     import torch
 
     dataset = getattr(torchvision_datasets(), remote.torchvision)
-    folder = remote.directory if remote.folder else RAW / CIFAR10_FOLDER
+    folder = remote.directory if remote.folder else RAW / CIFAR10_FOLDER  # CIFAR-10's batches are one folder down
     parts = {}
     for split in ("train", "test"):
         try:
@@ -313,7 +313,7 @@ def read_torchvision(remote: Remote, classes: list[str] | None = None) -> tuple[
             reason = " ".join(f"{type(error).__name__}: {error}".split()).removesuffix(":")
             raise ConfigError(f"{remote.dataset}: torchvision.datasets.{remote.torchvision} cannot read {shown(folder)}/ "
                               f"({reason}); place {remote.by_hand} in "
-                              f"{shown(remote.directory if remote.folder else RAW)}/") from None
+                              f"{shown(remote.directory)}/") from None
         images = loaded.data.numpy() if isinstance(loaded.data, torch.Tensor) else np.asarray(loaded.data)
         images = images[:, None] if images.ndim == 3 else images.transpose(0, 3, 1, 2)  # (N, C, H, W)
         parts[split] = np.ascontiguousarray(images, dtype=np.uint8), np.asarray(loaded.targets, dtype=np.int64)

@@ -14,10 +14,11 @@ Clones the committed HEAD into a temporary folder and, there:
    plain `dvc repro`, which runs only `report`. (DVC's run-cache cannot do this step: DVC saves no
    run-cache entry for these stages, see `collect_results`; a plain `dvc repro` would retrain all.)
 
-Threads: the pipeline does not set OMP_NUM_THREADS, so each training uses one torch thread per
-core; two such trainings on 2 cores oversubscribe them and run 10 to 80 times slower (mlp_digits
-409 s instead of 5 s). The CLI therefore sets OMP_NUM_THREADS = cores // jobs (at least 1) unless it
-is already set or `--threads` says otherwise (`--threads 0`: leave it alone).
+Threads: every stage uses params.yaml's `threads` torch threads (2 by default); two such trainings on
+2 cores oversubscribe them and run 10 to 80 times slower (mlp_digits 409 s instead of 5 s). The CLI
+therefore sets the clone's `threads` (and OMP_NUM_THREADS, for any other process) to cores // jobs (at
+least 1) unless OMP_NUM_THREADS is already set or `--threads` says otherwise (`--threads 0`: leave both
+alone). Results depend on the thread count, so the metrics of such a run are those of that count.
 
 The stage commands' `python` is this interpreter's (its bin directory is put first on PATH).
 MLflow runs land in the clone's own mlflow.db: pipeline/core/tracking.py maps a queued copy under
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -211,10 +213,13 @@ def run_parallel(clone: Path, jobs: int = 2, python_bin_dir: Path | None = None,
     """Run the full default pipeline in the clean clone `clone`: shared stages in the workspace, the
     train/evaluate stages split over `jobs` queued DVC experiments run `jobs` at a time, then a plain
     `dvc repro` (report only, see collect_results). `source` (default: the clone) holds the models/*/run.json
-    used to balance the split. `threads`: OMP_NUM_THREADS for every stage (default: inherited).
+    used to balance the split. `threads`: params.yaml's threads and OMP_NUM_THREADS for every stage (default: as they are).
     Returns timings in seconds and checks."""
     clone = Path(clone).resolve()
     env = clean_env(python_bin_dir, threads)
+    if threads:  # the stages take their thread count from params (a dependency DVC tracks), not from the environment
+        params = clone / "params.yaml"
+        params.write_text(re.sub(r"(?m)^threads: \d+", f"threads: {threads}", params.read_text()))
     names = experiment_names(clone)
     seconds = train_seconds(source or clone, names)
     groups = balance(names, seconds, jobs)
@@ -306,8 +311,8 @@ def main() -> None:
                              "(default: this repository; params.yaml order if it has none)")
     parser.add_argument("--poll", type=float, default=15.0, help="seconds between `dvc queue status` polls (default 15)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="OMP_NUM_THREADS for every stage (default: the environment's, else cores // jobs; "
-                             "0: leave it unset, torch then uses one thread per core and JOBS workers oversubscribe)")
+                        help="params.yaml's threads and OMP_NUM_THREADS for every stage (default: the environment's "
+                             "OMP_NUM_THREADS, else cores // jobs; 0: leave both, and JOBS workers oversubscribe the cores)")
     args = parser.parse_args()
     env = clean_env(None)
     source = Path(run(["git", "rev-parse", "--show-toplevel"], ROOT, env).stdout.strip())

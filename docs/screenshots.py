@@ -60,7 +60,7 @@ def compare_url(sweep: str, port: int) -> str:
     experiment = client.get_experiment_by_name(load(family_checks=False).tracking_experiment)
     runs = client.search_runs([experiment.experiment_id], f"tags.sweep = '{sweep}'", max_results=100)
     if not runs:
-        sys.exit(f"error: no run tagged sweep={sweep} in {tracking.tracking_uri()}; run the README's sweep first")
+        sys.exit(f"error: no run tagged sweep={sweep} in {tracking.redacted(tracking.tracking_uri())}; run the README's sweep first")
     ids = json.dumps([run.info.run_id for run in runs])
     return (f"http://127.0.0.1:{port}/#/compare-runs?runs={quote(ids)}"
             f"&experiments={quote(json.dumps([experiment.experiment_id]))}")

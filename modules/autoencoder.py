@@ -24,6 +24,7 @@ training codes zᵢ = f(xᵢ), with m their mean and C their full covariance, dr
 
 from __future__ import annotations
 
+import math
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -88,7 +89,7 @@ class Autoencoder(GenerativeModule):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.latent_size = latent_size
         self.noise_std = noise_std
-        pixels = int(torch.tensor(data.input_shape).prod())
+        pixels = math.prod(data.input_shape)
         self.encoder = nn.Sequential(nn.Flatten(), feedforward([pixels, *hidden_sizes, latent_size], activation))
         self.decoder = nn.Sequential(
             feedforward([latent_size, *reversed(hidden_sizes), pixels], activation), nn.Unflatten(1, data.input_shape)
@@ -97,7 +98,7 @@ class Autoencoder(GenerativeModule):
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
-        pixels = int(torch.tensor(data.input_shape).prod()) if data is not None else None
+        pixels = math.prod(data.input_shape) if data is not None else None
         if model["latent_size"] < 1 or (pixels is not None and model["latent_size"] >= pixels):
             bound = f" and below the {pixels} input values" if pixels is not None else ""
             raise ValueError(f"latent_size: must be a positive integer{bound}, got {model['latent_size']}")

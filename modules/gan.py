@@ -122,7 +122,7 @@ class GenerativeAdversarialNetwork(GenerativeModule):
         self.gp_weight = gp_weight
         self.clip_value = clip_value
         self.betas = tuple(betas)
-        pixels = int(torch.tensor(data.input_shape).prod())
+        pixels = math.prod(data.input_shape)
         self.generator = mlp([latent_size, *generator_sizes, pixels])
         self.critic = nn.Sequential(nn.Flatten(), mlp([pixels, *critic_sizes, 1]), nn.Flatten(0))
 

@@ -10,6 +10,7 @@ that gradient-based training is measured against.
 
 from __future__ import annotations
 
+import math
 import torch
 from torch import nn
 
@@ -62,7 +63,7 @@ class LinearRegression(SupervisedModule):
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.l2 = l2
-        in_features = int(torch.tensor(data.input_shape).prod())
+        in_features = math.prod(data.input_shape)
         self.linear = nn.Linear(in_features, data.num_outputs)  # weight (K, p) = wᵀ, bias (K,) = b; K = 1 here
 
     check_config = staticmethod(check_l2)

@@ -65,7 +65,7 @@ class FeedforwardNetwork(SupervisedModule):
         dropout: float,  # dropout probability after each activation, in [0, 1)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
-        widths = [int(torch.tensor(data.input_shape).prod()), *hidden_sizes]
+        widths = [math.prod(data.input_shape), *hidden_sizes]
         layers: list[nn.Module] = [nn.Flatten()]
         for fan_in, fan_out in zip(widths[:-1], widths[1:]):
             linear = nn.Linear(fan_in, fan_out)

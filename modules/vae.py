@@ -68,7 +68,7 @@ class VariationalAutoencoder(GenerativeModule):
         self.latent_size = latent_size
         self.decoder_std = decoder_std
         self.beta = beta
-        pixels = int(torch.tensor(data.input_shape).prod())
+        pixels = math.prod(data.input_shape)
         self.encoder = nn.Sequential(nn.Flatten(), feedforward([pixels, *hidden_sizes, 2 * latent_size], activation))
         self.decoder = nn.Sequential(
             feedforward([latent_size, *reversed(hidden_sizes), pixels], activation), nn.Unflatten(1, data.input_shape)

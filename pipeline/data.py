@@ -23,7 +23,7 @@ from typing import Callable
 
 import numpy as np
 
-from pipeline import downloads
+from pipeline import downloads, files
 from pipeline.params import ROOT, ConfigError, DataConfig
 
 PREPARED = ROOT / "data" / "prepared"
@@ -390,10 +390,28 @@ def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
             y_t = torch.tensor(y, dtype=torch.float32)
         else:
             y_t = torch.tensor(y, dtype=torch.long)
-        torch.save({"x": x_t, "y": y_t}, out_dir / f"{name}.pt")
+        _save_tensors({"x": x_t, "y": y_t}, out_dir / f"{name}.pt")
         meta["sizes"][name] = len(x)
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_meta(meta, out_dir)
     return meta
+
+
+def _save_tensors(tensors: dict, path: Path) -> None:
+    """torch.save through a buffer: on a full disk, torch.save to a path raises a RuntimeError that names no
+    file; files.replacing names it (DiskFull) and leaves no part of it."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(tensors, buffer)
+    with files.replacing(path, size=buffer.getbuffer().nbytes) as handle:
+        handle.write(buffer.getbuffer())
+
+
+def _write_meta(meta: dict, out_dir: Path) -> None:
+    with files.replacing(out_dir / "meta.json") as handle:
+        handle.write((json.dumps(meta, indent=2) + "\n").encode())
 
 
 def _prepare_environment(dataset: str, out_dir: Path) -> dict:
@@ -410,7 +428,7 @@ def _prepare_environment(dataset: str, out_dir: Path) -> dict:
                           f"not {spec.input_shape} and {spec.num_classes}")
     meta = {"dataset": dataset, **asdict(spec), "max_episode_steps": env.spec.max_episode_steps, "sizes": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _write_meta(meta, out_dir)
     return meta
 
 
@@ -433,8 +451,8 @@ def _prepare_graph(dataset: str, config: DataConfig, out_dir: Path) -> dict:
             "nodes": len(blob["y"]), "edges": blob["edge_index"].shape[1] // 2,
             "sizes": {name: int(blob[f"{name}_mask"].sum()) for name in SPLITS}}
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.save(blob, out_dir / GRAPH_FILE)
-    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
+    _save_tensors(blob, out_dir / GRAPH_FILE)
+    _write_meta(meta, out_dir)
     return meta
 
 

@@ -17,10 +17,10 @@ torch to the build it was made for (see the README). Without it, the two formats
 batches) are read by the few lines of numpy below, and tests/pipeline/test_torchvision_datasets.py
 checks that both give the same arrays. meta.json names the reader.
 
-Our own fetch downloads a missing file from the first mirror that answers into a temporary name,
-checks it against its published MD5 digest, then renames it: an interrupted download leaves nothing
-that looks complete. Either way, a failure is one line naming what could not be fetched and where to
-place it by hand.
+Our own fetch downloads a missing file from the first mirror that answers into a temporary name
+beside it, checks it against its published MD5 digest, then renames it (pipeline.files.replacing): an
+interrupted download leaves nothing that looks complete. Either way, a failure is one line naming
+what could not be fetched and where to place it by hand.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline import files
 from pipeline.params import ROOT, ConfigError
 
 # The standard library's hashlib, pickle, shutil, tarfile, urllib are imported where used: every stage
@@ -146,6 +147,8 @@ def download(remote: Remote, names: list[str]) -> None:
             try:
                 _download(mirror + name, remote.directory / name, digests[name])
                 break
+            except ConfigError:  # the disk is full (files.DiskFull): another mirror would not help
+                raise
             except (OSError, ValueError, http.client.HTTPException) as error:  # URLError, timeouts, a cut connection, a wrong digest
                 reason = error.reason if type(error) is urllib.error.URLError else error
                 failures.append(f"{mirror + name} ({type(error).__name__}: {' '.join(str(reason).split())})")
@@ -158,21 +161,17 @@ def download(remote: Remote, names: list[str]) -> None:
 
 def _download(url: str, path: Path, md5: str) -> None:
     import hashlib
-    import shutil
     import urllib.request
 
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
-            path.parent.mkdir(parents=True, exist_ok=True)  # not before: an offline attempt leaves no empty folders
-            with open(partial, "wb") as out:
-                shutil.copyfileobj(response, out, 1 << 20)
-        digest = hashlib.md5(partial.read_bytes(), usedforsecurity=False).hexdigest()  # an integrity check
-        if md5 and digest != md5:
-            raise ValueError(f"MD5 {digest}, not the published {md5}")
-        partial.rename(path)
-    finally:
-        partial.unlink(missing_ok=True)
+    with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
+        # the folder is made here, not before: an offline attempt leaves no empty folders
+        with files.replacing(path, size=getattr(response, "length", None)) as out:
+            digest = hashlib.md5(usedforsecurity=False)  # an integrity check
+            while chunk := response.read(1 << 20):
+                digest.update(chunk)
+                out.write(chunk)
+            if md5 and digest.hexdigest() != md5:  # raised inside: the temporary file is deleted, nothing replaced
+                raise ValueError(f"MD5 {digest.hexdigest()}, not the published {md5}")
 
 
 def fetch_idx(remote: Remote) -> None:
@@ -208,12 +207,16 @@ def _extract(archive: Path, folder: Path) -> None:
             with tarfile.open(archive) as tar:
                 tar.extractall(staging, filter="data")
         except (OSError, tarfile.TarError, EOFError) as error:
+            if isinstance(error, OSError) and error.errno in files.FULL:
+                with tarfile.open(archive) as tar:
+                    raise files.DiskFull(folder, sum(member.size for member in tar.getmembers())) from error
             raise ConfigError(f"cifar10: {shown(archive)} is not a readable .tar.gz ({type(error).__name__}); "
                               f"delete it to download it again, or place {CIFAR10.by_hand} in {shown(RAW)}/") from None
         extracted = Path(staging) / CIFAR10_FOLDER
         missing = [name for name in CIFAR10_FILES if not (extracted / name).exists()]
         if missing:
             raise ConfigError(f"cifar10: {shown(archive)} lacks {CIFAR10_FOLDER}/{', '.join(missing)}")
+        files.sync_tree(extracted)  # before the renames: no file under its final name may be cut short by a crash
         folder.mkdir(parents=True, exist_ok=True)
         for name in CIFAR10_FILES:
             (extracted / name).replace(folder / name)

@@ -1,10 +1,16 @@
 """Stage evaluate@EXPERIMENT: test metrics of the best checkpoint, plots, into the same MLflow run.
 
-    python -m pipeline.evaluate EXPERIMENT
+    python -m pipeline.evaluate EXPERIMENT    (under DVC: python -m pipeline.evaluate, the experiment from DVC_STAGE)
 
 Writes metrics/EXPERIMENT.json (DVC metrics), plots/predictions/EXPERIMENT.csv (actual vs
 predicted, a DVC confusion plot: classes, or deciles of the target for regression) and
-plots/figures/EXPERIMENT/*.png; logs the test metrics and figures to the training run.
+plots/figures/EXPERIMENT/*.png; logs the test metrics and figures to the training run, each metric
+once per run (evaluating the same model again adds no point to its history).
+
+The outputs persist between runs (DVC does not delete them first): each is replaced whole, and only
+once the evaluation succeeded. The figures are drawn into plots/figures/.EXPERIMENT.partial/, which
+then takes the place of plots/figures/EXPERIMENT/: no figure of an earlier evaluation survives, and
+a failed one leaves the previous folder as it was.
 
 It runs on as many processes as the experiment trains on (trainer.devices x num_nodes, through the
 same launcher). Then each process predicts its own share of the test split, every world-th sample,
@@ -17,23 +23,24 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline import cli, data, stagestats
+from pipeline import cli, data, files, stagestats
 from pipeline.core import launch, tracking
 from pipeline.params import ROOT, ConfigError, ExperimentConfig, load_experiment
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.evaluate", description=__doc__.splitlines()[0])
-    parser.add_argument("experiment", help="an experiment name from params.yaml")
+    cli.experiment_argument(parser, "evaluate")
     args = parser.parse_args(argv)
 
-    _, experiment = load_experiment(args.experiment)
+    config, experiment = load_experiment(cli.experiment_name(args.experiment, "evaluate"))
+    cli.set_threads(experiment.trainer.threads)
     model_dir = ROOT / "models" / experiment.name
     checkpoint, run_file = model_dir / "best.ckpt", model_dir / "run.json"
     for path in (checkpoint, run_file):
@@ -64,50 +71,54 @@ def main(argv: list[str] | None = None) -> int:
             f"run `dvc repro -f train@{experiment.name}` to rebuild it"
         ) from None
     model.eval()
+    from lightning.pytorch.utilities.rank_zero import rank_zero_only
+
     plots = ROOT / "plots"
-    context = Context(experiment, x, y, meta, plots / "figures" / experiment.name,
+    figures = plots / "figures" / experiment.name
+    context = Context(experiment, x, y, meta, plots / "figures" / f".{experiment.name}.partial",
                       plots / "predictions" / f"{experiment.name}.csv")
-    context.figures.mkdir(parents=True, exist_ok=True)
-    context.predictions.parent.mkdir(exist_ok=True)
     stagestats.mark("work")
-    results = model.evaluate(context)
-    if results is None:  # not global rank 0: its share is with rank 0
+    if rank_zero_only.rank != 0:  # its share of the predictions goes to global rank 0, which alone writes
+        model.evaluate(context)
         return 0
-    from pipeline.core import figures as fig
-
-    fig.learning_curve(
-        plots / "learning_curves" / f"{experiment.name}.csv",
-        plots / "validation" / f"{experiment.name}.csv",
-        context.figures / "learning_curve.png",
-        experiment.name,
-    )
-
-    from mlflow.entities import Metric
-
-    run = json.loads(run_file.read_text())
-    mlflow_client = tracking.client()
-    now = int(time.time() * 1000)
-    mlflow_client.log_batch(run["mlflow_run_id"], metrics=[Metric(k, v, now, 0) for k, v in results.items()])
-    mlflow_client.log_artifacts(run["mlflow_run_id"], str(context.figures), "figures")
-    if context.examples is not None:
-        mlflow_client.log_text(run["mlflow_run_id"], context.examples, "examples.txt")
-    mlflow_client.set_tag(run["mlflow_run_id"], "dvc.evaluated", "true")
-
-    out = ROOT / "metrics" / f"{experiment.name}.json"
-    out.parent.mkdir(exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(out)
+    files.remove(context.figures)  # left by an evaluation that was stopped
+    context.figures.mkdir(parents=True)
+    try:
+        results = _evaluate_and_log(model, context, json.loads(run_file.read_text())["mlflow_run_id"])
+        files.replace_dir(context.figures, figures)
+        files.write_text(ROOT / "metrics" / f"{experiment.name}.json", json.dumps(results, indent=2) + "\n")
+    except BaseException:
+        files.remove(context.figures)  # no half-drawn folder left; the previous figures are replaced only by a complete one
+        raise
     tested = "test episodes" if y is None else f"{len(y)} test samples"
     print(f"{experiment.name}: {tested} on {experiment.trainer.world_size} process(es): "
           + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return 0
 
 
+def _evaluate_and_log(model, context: Context, run_id: str) -> dict[str, float]:
+    """The family's test metrics and figures (into context.figures), and the learning curve; all of it
+    logged to the training's MLflow run, each test metric once per run."""
+    from pipeline.core import figures as fig
+
+    results = model.evaluate(context)
+    name = context.experiment.name
+    plots = ROOT / "plots"
+    fig.learning_curve(plots / "learning_curves" / f"{name}.csv", plots / "validation" / f"{name}.csv",
+                       context.figures / "learning_curve.png", name)
+    mlflow_client = tracking.client()
+    tracking.log_new_values(mlflow_client, run_id, results)
+    mlflow_client.log_artifacts(run_id, str(context.figures), "figures")
+    if context.examples is not None:
+        mlflow_client.log_text(run_id, context.examples, "examples.txt")
+    mlflow_client.set_tag(run_id, "dvc.evaluated", "true")
+    return results
+
+
 @dataclass
 class Context:
     """What a family's `evaluate` gets: the experiment, the test split (as prepared; None for an environment), the dataset's
-    facts, where its figures go (plots/figures/EXPERIMENT/, PNG) and its DVC plot rows
+    facts, where its figures go (PNG, into a staging folder that becomes plots/figures/EXPERIMENT/) and its DVC plot rows
     (plots/predictions/EXPERIMENT.csv: actual, predicted); `examples` is text it may leave for MLflow."""
 
     experiment: ExperimentConfig
@@ -218,12 +229,12 @@ def _plot_labels(task: str, prediction, y) -> tuple[list, list]:
 
 
 def write_csv(path: Path, header: list[str], rows) -> None:
-    tmp = path.with_suffix(".csv.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        writer.writerows(rows)
-    tmp.replace(path)
+    """Replace the CSV file `path` whole: a kill or a full disk leaves the old file or the new one."""
+    text = io.StringIO(newline="")  # the csv module ends rows with \r\n itself
+    writer = csv.writer(text)
+    writer.writerow(header)
+    writer.writerows(rows)
+    files.write_text(path, text.getvalue())
 
 
 if __name__ == "__main__":

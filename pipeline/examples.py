@@ -18,7 +18,7 @@ import io
 from pathlib import Path
 
 from pipeline import cli
-from pipeline.params import PARAMS_FILE, ConfigError, load
+from pipeline.params import PARAMS_FILE, ConfigError, check_name, load
 
 
 def _round_trip():
@@ -93,6 +93,8 @@ def enable(names: list[str], path: Path = PARAMS_FILE) -> list[str]:
     """Enable the examples `names` in the params file at `path`; returns what was done, a line each."""
     from pipeline import data as datasets
 
+    for name in names:  # typed on the command line: checked before it is looked up or printed
+        check_name(name, "example name", "an example name")
     config = load(path, family_checks=False)
     for name in names:
         if name in config.experiments:

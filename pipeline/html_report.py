@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline import files
 from pipeline.report import SWEEP_INTRO, _fmt
 
 # Validation metrics of a regression are computed on the standardized target (prepare divides it by
@@ -144,10 +146,15 @@ def write(sections: list[Section], checks: list[Check], columns: list[str], *, p
         "",
     ])
     index = out / "index.html"
-    tmp = index.with_suffix(".html.tmp")
-    tmp.write_text(page, encoding="utf-8")
-    tmp.replace(index)
+    _write(index, page.encode("utf-8"))
     return index
+
+
+def _write(path: Path, content: bytes) -> None:
+    """Whole or not at all (pipeline.files.replacing); `out` is the caller's folder, so not files.write_bytes,
+    which refuses paths outside the project's folders."""
+    with files.replacing(path, size=len(content)) as handle:
+        handle.write(content)
 
 
 def _section(section: Section, checks: dict[str, list[Check]], columns: list[str], plots: Path, out: Path,
@@ -292,8 +299,10 @@ def draw_curves(panels: dict[tuple[str, str], dict], png_path: Path, title: str)
     figure.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), math.floor(sum(widths) / 1.6)),
                   fontsize=8, frameon=False)
     figure.suptitle(title, fontsize=10)
-    figure.savefig(png_path, dpi=100)
+    png = io.BytesIO()
+    figure.savefig(png, format="png", dpi=100)
     plt.close(figure)
+    _write(png_path, png.getvalue())
 
 
 def _verdict(check: Check) -> str:

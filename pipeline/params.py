@@ -7,6 +7,11 @@ moves one under `experiments:`.
 Every error a user can make in params.yaml raises `ConfigError` with one line that names the
 offending key and what is allowed. Validation runs before any stage writes a file or creates an
 MLflow run.
+
+Names (experiments, examples, tracking.sweep, and the same names typed on the command line) become
+folders (models/NAME, checkpoints/NAME), MLflow tags and words of dvc.yaml's shell commands, so they
+match one pattern, NAME. Reading is bounded: no YAML anchors or aliases, a limit on the file's size,
+its nesting and its number of YAML events, and every value a message quotes is cut short.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import dataclasses
 import importlib
 import importlib.util
 import inspect
+import math
 import pkgutil
 import re
 import typing
@@ -61,7 +67,7 @@ class OptimizerConfig:
         _non_negative(self.weight_decay, f"{path}.weight_decay")
         _non_negative(self.momentum, f"{path}.momentum")
         if self.momentum and self.name not in ("sgd", "rmsprop"):
-            raise ConfigError(f"{path}.momentum: applies to sgd and rmsprop only, not {self.name!r}; set it to 0")
+            raise ConfigError(f"{path}.momentum: applies to sgd and rmsprop only, not {_shown(self.name)}; set it to 0")
         if self.nesterov and not (self.name == "sgd" and self.momentum > 0):
             raise ConfigError(f"{path}.nesterov: needs name: sgd with momentum > 0")
         if self.weight_decay and self.name == "lbfgs":
@@ -111,8 +117,11 @@ class TrainerConfig:
     sync_batchnorm: bool
     compile: bool
     deterministic: bool
+    threads: int  # intra-op CPU threads (torch.set_num_threads): results depend on it, so it is a param
 
     def check(self, path: str) -> None:
+        _positive(self.threads, f"{path}.threads")
+        _at_most(self.threads, MAX_THREADS, f"{path}.threads", str(MAX_THREADS))
         _positive(self.devices, f"{path}.devices")
         _positive(self.num_nodes, f"{path}.num_nodes")
         _non_negative(self.gradient_clip_val, f"{path}.gradient_clip_val")
@@ -183,8 +192,11 @@ class ExperimentConfig:
     model: dict[str, Any] = field(default_factory=dict)
 
     def check(self, path: str) -> None:
+        _seed(self.seed, f"{path}.seed")
         _positive(self.batch_size, f"{path}.batch_size")
+        _at_most(self.batch_size, MAX_BATCH_SIZE, f"{path}.batch_size", "1048576 (2**20) samples per device")
         _positive(self.max_epochs, f"{path}.max_epochs")
+        _at_most(self.max_epochs, MAX_EPOCHS, f"{path}.max_epochs", "100000 (this project's bound on epochs)")
         for name in ("optimizer", "scheduler", "early_stopping", "trainer"):
             getattr(self, name).check(f"{path}.{name}")
 
@@ -204,10 +216,11 @@ class DataConfig:
     download: list[str] = field(default_factory=list)
 
     def check(self, path: str) -> None:
+        _seed(self.split_seed, f"{path}.split_seed")
         for key in ("val_fraction", "test_fraction"):
             value = getattr(self, key)
             if not 0 < value < 1:
-                raise ConfigError(f"{path}.{key}: must be between 0 and 1, got {value!r}")
+                raise ConfigError(f"{path}.{key}: must be between 0 and 1, got {_shown(value)}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(f"{path}.test_fraction: val_fraction + test_fraction must stay below 0.9")
         from pipeline import data as datasets
@@ -215,7 +228,7 @@ class DataConfig:
         downloadable = [name for name, entry in datasets.DATASETS.items() if entry.download]
         for index, name in enumerate(self.download):
             if name not in downloadable:
-                raise ConfigError(f"{path}.download[{index}]: unknown value {name!r}; allowed: {', '.join(downloadable)}")
+                raise ConfigError(f"{path}.download[{index}]: unknown value {_shown(name)}; allowed: {', '.join(downloadable)}")
 
 
 @dataclass(frozen=True)
@@ -224,12 +237,20 @@ class Config:
     data: DataConfig
     experiments: dict[str, ExperimentConfig]
     targets: dict[str, list[dict[str, Any]]]
+    threads: int  # defaults.trainer.threads: the intra-op CPU threads of the stages that train no experiment
     examples: dict[str, ExperimentConfig] = field(default_factory=dict)  # disabled: no DVC stages
     tracking_sweep: str = ""  # the MLflow tag `sweep` of every run this checkout trains (pipeline.sweep)
 
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+TOP = ("tracking", "data", "defaults", "experiments", "examples", "targets")
+MAX_BYTES = 1 << 20  # params.yaml is a few KiB
+MAX_EVENTS = 100_000  # YAML events (values, keys, starts and ends of lists and mappings): a few thousand here
+MAX_DEPTH = 32  # nesting of lists and mappings: 5 here; deeper would exhaust the recursion of copy and merge
+MAX_THREADS = 1024
 
 
 def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
@@ -239,86 +260,149 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
     trains nothing (prepare) does not otherwise need; train and evaluate still make them."""
     path = Path(path)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
-    top = ("tracking", "data", "defaults", "experiments", "examples", "targets")
-    if not path.exists():
-        raise ConfigError(f"{shown}: file not found")
-    try:
-        text = path.read_text()
-        try:  # libyaml's parser when PyYAML has it: 2 ms instead of 19 ms for this file, in every stage
-            raw = yaml.load(text, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-        except yaml.YAMLError:  # the pure-Python parser's message names the offending character
-            raw = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{shown}: not a UTF-8 text file") from None
+    raw = read_yaml(path, shown)
     if raw is None:
-        raise ConfigError(f"{shown}: empty; it must map {', '.join(top)}")
+        raise ConfigError(f"{shown}: empty; it must map {', '.join(TOP)}")
     if not isinstance(raw, dict):
-        raise ConfigError(f"{shown}: must be a mapping of {', '.join(top)}, got a {type(raw).__name__}")
-    _only_keys(raw, set(top), "")
+        raise ConfigError(f"{shown}: must be a mapping of {', '.join(TOP)}, got a {type(raw).__name__}")
+    _only_keys(raw, set(TOP), "")
     for key in ("tracking", "data", "defaults", "experiments"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{key}: missing or not a mapping")
     _only_keys(raw["tracking"], {"experiment_name", "sweep"}, "tracking")
     tracking_experiment = _coerce(raw["tracking"].get("experiment_name"), str, "tracking.experiment_name")
     sweep = raw["tracking"].get("sweep")
-    sweep = check_sweep_name("" if sweep is None else str(sweep), "tracking.sweep")
+    sweep = check_name("" if sweep is None else str(sweep), "tracking.sweep", "a sweep name", empty="no sweep")
     data = _build(DataConfig, raw["data"], "data")
     data.check("data")
+    if not isinstance(raw.get("examples") or {}, dict):
+        raise ConfigError("examples: must be a mapping of experiments (disabled until enabled)")
+    _check_names(raw)
     experiments = {
         name: experiment(name, raw["defaults"], spec, family_checks) for name, spec in raw["experiments"].items()
     }
     if not experiments:
         raise ConfigError("experiments: at least one experiment is needed")
-    if not isinstance(raw.get("examples") or {}, dict):
-        raise ConfigError("examples: must be a mapping of experiments (disabled until enabled)")
     examples = {
         name: experiment(name, raw["defaults"], spec, family_checks, section="examples")
         for name, spec in (raw.get("examples") or {}).items()
     }
-    for name in examples:
-        if name in experiments:
-            raise ConfigError(f"examples.{name}: also the name of an experiment; an example needs a name of its own")
     from pipeline import data as datasets
 
     for name, config in experiments.items():
         if datasets.DATASETS[config.dataset].download and config.dataset not in data.download:
-            raise ConfigError(f"experiments.{name}.dataset: {config.dataset!r} is downloaded from the network; "
+            raise ConfigError(f"experiments.{name}.dataset: {_shown(config.dataset)} is downloaded from the network; "
                               f"opt in with data.download: [{config.dataset}]")
     targets = raw.get("targets") or {}
+    if not isinstance(targets, dict):
+        raise ConfigError("targets: must be a mapping of experiments to lists of targets")
     for name, entries in targets.items():
         if name in examples:
             raise ConfigError(f"targets.{name}: an example, not an experiment; enable it first: "
                               f"python -m pipeline.examples enable {name}")
         if name not in experiments:
-            raise ConfigError(f"targets.{name}: no such experiment; known: {', '.join(experiments)}")
+            raise ConfigError(f"targets.{_key(name)}: no such experiment; known: {', '.join(experiments)}")
         for index, target in enumerate(entries if isinstance(entries, list) else [None]):
             _check_target(target, f"targets.{name}[{index}]", experiments)
-    return Config(tracking_experiment, data, experiments, targets, examples, sweep)
+    threads = _build(TrainerConfig, raw["defaults"].get("trainer"), "defaults.trainer").threads  # checked in every experiment
+    return Config(tracking_experiment=tracking_experiment, data=data, experiments=experiments, targets=targets,
+                  threads=threads, examples=examples, tracking_sweep=sweep)
 
 
-SWEEP_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+def read_yaml(path: Path, shown: Path | str) -> Any:
+    """The params file's YAML, read within bounds: at most MAX_BYTES, MAX_EVENTS events and MAX_DEPTH
+    levels, and no anchors or aliases, whose expansion is unbounded (a few lines of nested aliases
+    stand for billions of values). The events are checked before anything is composed."""
+    if not path.exists():
+        raise ConfigError(f"{shown}: file not found")
+    try:
+        with path.open("rb") as file:
+            data = file.read(MAX_BYTES + 1)  # never more, whatever the file is (a device, a pipe)
+        if len(data) > MAX_BYTES:
+            raise ConfigError(f"{shown}: larger than 1 MiB; a params file holds a few KiB of settings")
+        text = data.decode("utf-8")
+    except OSError as error:
+        raise ConfigError(f"{shown}: unreadable ({error.strerror or type(error).__name__})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{shown}: not a UTF-8 text file") from None
+    fast = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    try:
+        try:  # libyaml's parser when PyYAML has it: 2 ms instead of 19 ms for this file, in every stage
+            _check_events(text, fast, shown)
+            return yaml.load(text, Loader=fast)
+        except yaml.YAMLError:  # the pure-Python parser's message names the offending character
+            _check_events(text, yaml.SafeLoader, shown)
+            return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"{shown}: not valid YAML{where}: {problem}") from None
 
 
-def check_sweep_name(name: str, key: str) -> str:
-    """A sweep's name is an MLflow tag and a file name (sweeps/NAME.json): "" (no sweep) or up to 64
-    letters, digits, '.', '_' and '-', starting with a letter or digit."""
-    if name and not SWEEP_NAME.fullmatch(name):
-        raise ConfigError(f"{key}: {name!r} is not a sweep name; allowed: up to 64 letters, digits, '.', '_' "
-                          "and '-', starting with a letter or digit (or empty: no sweep)")
+def _check_events(text: str, loader: type, shown: Path | str) -> None:
+    depth = 0
+    for count, event in enumerate(yaml.parse(text, Loader=loader), 1):
+        mark = event.start_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}"
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            kind = "alias (*)" if isinstance(event, yaml.AliasEvent) else "anchor (&)"
+            raise ConfigError(f"{shown}: YAML {kind} at {where}; params take no anchors or aliases: write the values out")
+        if count > MAX_EVENTS:
+            raise ConfigError(f"{shown}: more than {MAX_EVENTS} YAML values, keys, lists and mappings (at {where}); "
+                              "a params file holds a few thousand")
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"{shown}: lists and mappings nested more than {MAX_DEPTH} deep at {where}; "
+                                  "params nest a few levels")
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
+
+
+# The one pattern of every name: a folder (models/NAME), an MLflow tag and a word of a shell command.
+# No '/', no '..' as a whole name, no space, ';', '$' or quote, no leading '-' (an option to a command).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+NAME_RULE = "up to 64 letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def check_name(name: Any, key: str, what: str, *, empty: str | None = None) -> str:
+    """Return `name` if it matches NAME, else raise ConfigError naming `key`; `what` is the kind of name
+    ("an experiment name"). With `empty` (what "" means), the empty string is allowed too."""
+    if empty is not None and name == "":
+        return name
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        also = f" (or empty: {empty})" if empty is not None else ""
+        raise ConfigError(f"{key}: {_shown(name)} is not {what}; allowed: {NAME_RULE}{also}")
     return name
 
 
+def _check_names(raw: dict) -> None:
+    """Experiment and example names: NAME without '.', and distinct even where case is not (models/MLP
+    and models/mlp are one folder on the file systems of macOS and Windows)."""
+    experiments, seen = raw["experiments"], {}
+    for section, what in (("experiments", "an experiment name"), ("examples", "an example name")):
+        for name in raw.get(section) or {}:
+            check_name(name, section, what)
+            if "." in name:  # DVC reads the params of train@NAME at experiments.NAME, a path split at each '.'
+                raise ConfigError(f"{section}: {_shown(name)} is not {what}: DVC splits the params path "
+                                  f"{section}.NAME at each '.'; use '_' or '-' instead")
+            if section == "examples" and name in experiments:
+                raise ConfigError(f"examples.{name}: also the name of an experiment; an example needs a name of its own")
+            if name.casefold() in seen:
+                raise ConfigError(f"{section}.{name}: differs from {seen[name.casefold()]} only in case, and a "
+                                  "case-insensitive file system (macOS, Windows) has one folder for both; rename one")
+            seen[name.casefold()] = f"{section}.{name}"
+
+
 def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, ExperimentConfig]:
+    """The config and the experiment `name` (typed on the command line: checked before it is used)."""
+    check_name(name, "experiment name", "an experiment name")
     config = load(path)
     if name in config.examples:
-        raise ConfigError(f"{name!r} is an example, disabled; enable it first: python -m pipeline.examples enable {name}")
+        raise ConfigError(f"{_shown(name)} is an example, disabled; enable it first: python -m pipeline.examples enable {name}")
     if name not in config.experiments:
-        raise ConfigError(f"unknown experiment {name!r}; params.yaml defines: {', '.join(config.experiments)}")
+        raise ConfigError(f"unknown experiment {_shown(name)}; params.yaml defines: {', '.join(config.experiments)}")
     return config, config.experiments[name]
 
 
@@ -335,12 +419,12 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
     for key in ("family", "dataset"):
         if key not in merged:
             raise ConfigError(f"{path}.{key}: missing")
-    families = available_families()
-    if merged["family"] not in families:
-        raise ConfigError(f"{path}.family: unknown family {merged['family']!r}; allowed: {', '.join(families)}")
-    if merged["dataset"] not in datasets.DATASETS:
+    families = available_families()  # a family and a dataset are file names too: only known ones pass
+    if not isinstance(merged["family"], str) or merged["family"] not in families:
+        raise ConfigError(f"{path}.family: unknown family {_shown(merged['family'])}; allowed: {', '.join(families)}")
+    if not isinstance(merged["dataset"], str) or merged["dataset"] not in datasets.DATASETS:
         raise ConfigError(
-            f"{path}.dataset: unknown dataset {merged['dataset']!r}; allowed: {', '.join(datasets.DATASETS)}"
+            f"{path}.dataset: unknown dataset {_shown(merged['dataset'])}; allowed: {', '.join(datasets.DATASETS)}"
         )
     config = _build(ExperimentConfig, {"name": name, **merged}, path)
     config.check(path)
@@ -350,38 +434,38 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
     spec_ = datasets.DATASETS[config.dataset].spec
     if spec_.task not in model_cls.TASKS:
         raise ConfigError(
-            f"{path}: family {config.family!r} handles {'/'.join(model_cls.TASKS)} data, "
-            f"but dataset {config.dataset!r} is {spec_.task}"
+            f"{path}: family {_shown(config.family)} handles {'/'.join(model_cls.TASKS)} data, "
+            f"but dataset {_shown(config.dataset)} is {spec_.task}"
         )
     kind = datasets.DATASETS[config.dataset].kind
     if model_cls.GRAPH_INPUT != (kind == "graph"):
         graphs = ", ".join(name for name, entry in datasets.DATASETS.items() if entry.kind == "graph")
         raise ConfigError(
-            f"{path}.dataset: family {config.family!r} needs a graph dataset ({graphs}), but dataset {config.dataset!r} is not one"
+            f"{path}.dataset: family {_shown(config.family)} needs a graph dataset ({graphs}), but dataset {_shown(config.dataset)} is not one"
             if model_cls.GRAPH_INPUT else
-            f"{path}.dataset: family {config.family!r} takes samples, but dataset {config.dataset!r} is one graph "
+            f"{path}.dataset: family {_shown(config.family)} takes samples, but dataset {_shown(config.dataset)} is one graph "
             f"(its families: {', '.join(f for f in families if getattr(family_class(f), 'GRAPH_INPUT', False))})"
         )
     if model_cls.IMAGE_INPUT and len(spec_.input_shape) != 3:
         raise ConfigError(
-            f"{path}.dataset: family {config.family!r} needs image data (C, H, W), "
-            f"but dataset {config.dataset!r} has samples of shape {spec_.input_shape}"
+            f"{path}.dataset: family {_shown(config.family)} needs image data (C, H, W), "
+            f"but dataset {_shown(config.dataset)} has samples of shape {spec_.input_shape}"
         )
     if model_cls.SEQUENCE_INPUT and len(spec_.input_shape) != 2 and spec_.task != "sequence":
         raise ConfigError(
-            f"{path}.dataset: family {config.family!r} needs sequences (T steps, D features, or tokens), "
-            f"but dataset {config.dataset!r} has samples of shape {spec_.input_shape}"
+            f"{path}.dataset: family {_shown(config.family)} needs sequences (T steps, D features, or tokens), "
+            f"but dataset {_shown(config.dataset)} has samples of shape {spec_.input_shape}"
         )
     monitors = model_cls.monitors(spec_)
     if config.early_stopping.monitor not in monitors:
         raise ConfigError(
-            f"{path}.early_stopping.monitor: unknown metric {config.early_stopping.monitor!r}; allowed: {', '.join(monitors)}"
+            f"{path}.early_stopping.monitor: unknown metric {_shown(config.early_stopping.monitor)}; allowed: {', '.join(monitors)}"
         )
     model = model_kwargs(model_cls, config.model, f"{path}.model", spec_)
     try:
         model_cls.check_experiment(config)
     except ValueError as error:
-        raise ConfigError(f"{path}.{error}") from None
+        raise ConfigError(f"{path}.{_cut(str(error))}") from None
     return dataclasses.replace(config, model=model)
 
 
@@ -400,7 +484,9 @@ def _check_target(target: Any, path: str, experiments: dict) -> None:
             unknown = [name for name in target[key] if name not in experiments]
             if unknown or not target[key]:
                 raise ConfigError(f"{path}.{key}: must list experiments of params.yaml; unknown: {', '.join(unknown) or '(empty list)'}")
-        elif key not in ("metric", "baseline"):
+        elif key in ("metric", "baseline"):  # a metric's name, or a baseline's in the report
+            target[key] = _coerce(value, str, f"{path}.{key}")
+        else:
             target[key] = _coerce(value, float, f"{path}.{key}")
 
 
@@ -437,7 +523,7 @@ def model_kwargs(model_cls: type, given: Any, path: str, data=None) -> dict[str,
     try:
         model_cls.check_config(kwargs, data)
     except ValueError as error:
-        raise ConfigError(f"{path}.{error}") from None
+        raise ConfigError(f"{path}.{_cut(str(error))}") from None
     return kwargs
 
 
@@ -470,45 +556,80 @@ def _build(cls: type, mapping: Any, path: str):
     return cls(**values)
 
 
+MAX_INT = 2**53  # beyond it a float, hence torch and a metric's log, no longer holds every integer
+MAX_TEXT = 256  # characters of a string value: a metric's name, a launcher argument, an MLflow experiment name
+MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds; Lightning's seed_everything draws a random one beyond
+MAX_EPOCHS = 100_000
+MAX_BATCH_SIZE = 2**20
+
+
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
-    """Return `value` as `annotation` (int, float, bool, str, Literal, list[...]) or raise ConfigError."""
+    """Return `value` as `annotation` (int, float, bool, str, Literal, list[...]) or raise ConfigError.
+    Every value of every key passes here, so the bounds that hold for all keys are checked here: numbers
+    finite, integers within MAX_INT, strings printable and at most MAX_TEXT characters."""
     origin = typing.get_origin(annotation)
     if origin is Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
-            raise ConfigError(f"{key}: unknown value {value!r}; allowed: {', '.join(map(str, allowed))}")
+            raise ConfigError(f"{key}: unknown value {_shown(value)}; allowed: {', '.join(map(str, allowed))}")
         return value
     if origin in (list, tuple):
         (item,) = typing.get_args(annotation)[:1]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: must be a list, got {value!r}")
+            raise ConfigError(f"{key}: must be a list, got {_shown(value)}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {value!r}")
+            raise ConfigError(f"{key}: must be true or false, got {_shown(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {value!r}")
+            raise ConfigError(f"{key}: must be an integer, got {_shown(value)}")
+        if abs(value) > MAX_INT:
+            raise ConfigError(f"{key}: must be an integer between -2**53 and 2**53, got {_shown(value)}")
         return value
     if annotation is float:
         # PyYAML (YAML 1.1) reads 1e-3 as a string; DVC's ruamel reads it as a float.
-        if isinstance(value, str) and _NUMBER.match(value.strip()):
-            value = float(value)
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}: must be a number, got {value!r}")
-        return float(value)
+        written = isinstance(value, str) and _NUMBER.match(value.strip())
+        if not written and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{key}: must be a number, got {_shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            number = math.inf
+        if not math.isfinite(number):  # NaN passes every `< 0` check, inf every `> 0` one
+            raise ConfigError(f"{key}: must be a finite number, got {_shown(value)}")
+        return number
     if annotation is str:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key}: must be a non-empty string, got {value!r}")
+            raise ConfigError(f"{key}: must be a non-empty string, got {_shown(value)}")
+        if len(value) > MAX_TEXT or not value.isprintable():
+            raise ConfigError(f"{key}: must be at most {MAX_TEXT} printable characters (no control characters), "
+                              f"got {_shown(value)}")
         return value
     raise TypeError(f"{key}: unsupported annotation {annotation!r}")
+
+
+def _shown(value: Any, limit: int = 60) -> str:
+    """`value`'s repr for a message, cut to `limit` characters: a value can be as long as the file."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def _cut(message: str, limit: int = 300) -> str:
+    """A family's own error message, cut: it may quote a value too."""
+    return message if len(message) <= limit else f"{message[:limit - 3]}..."
+
+
+def _key(key: Any) -> str:
+    """A key of the user's file as a message shows it: as written when it is short and printable."""
+    return key if isinstance(key, str) and len(key) <= 64 and key.isprintable() and key.strip() == key else _shown(key)
 
 
 def _only_keys(mapping: dict, allowed: set[str], path: str) -> None:
     for key in mapping:
         if key not in allowed:
-            where = f"{path}.{key}" if path else str(key)
+            where = f"{path}.{_key(key)}" if path else _key(key)
             raise ConfigError(f"{where}: unknown key; allowed: {', '.join(sorted(allowed))}")
 
 
@@ -523,12 +644,22 @@ def _merge(base: dict, override: dict) -> dict:
 
 def _positive(value: float, key: str) -> None:
     if not value > 0:
-        raise ConfigError(f"{key}: must be positive, got {value!r}")
+        raise ConfigError(f"{key}: must be positive, got {_shown(value)}")
 
 
 def _non_negative(value: float, key: str) -> None:
-    if value < 0:
-        raise ConfigError(f"{key}: must be zero or positive, got {value!r}")
+    if not value >= 0:
+        raise ConfigError(f"{key}: must be zero or positive, got {_shown(value)}")
+
+
+def _at_most(value: int, high: int, key: str, bound: str) -> None:
+    if value > high:
+        raise ConfigError(f"{key}: must be at most {bound}, got {_shown(value)}")
+
+
+def _seed(value: int, key: str) -> None:
+    if not 0 <= value <= MAX_SEED:
+        raise ConfigError(f"{key}: must be between 0 and 2**32 - 1 (a seed numpy and Lightning accept), got {_shown(value)}")
 
 
 def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:

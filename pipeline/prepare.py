@@ -12,9 +12,8 @@ moved into place when complete.
 from __future__ import annotations
 
 import argparse
-import shutil
 
-from pipeline import cli, stagestats
+from pipeline import cli, files, stagestats
 from pipeline.data import DATASETS, PREPARED, prepare
 from pipeline.params import load
 
@@ -31,10 +30,12 @@ def main(argv: list[str] | None = None) -> int:
             DATASETS[dataset].fetch()
     for index, dataset in enumerate(datasets, 1):
         staging = PREPARED / f".{dataset}.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        meta = prepare(dataset, config.data, staging)
-        shutil.rmtree(PREPARED / dataset, ignore_errors=True)
-        staging.rename(PREPARED / dataset)
+        files.remove(staging)
+        try:
+            meta = prepare(dataset, config.data, staging)
+            files.replace_dir(staging, PREPARED / dataset)
+        finally:
+            files.remove(staging)  # what a failure (a full disk) left: nothing that takes space or looks complete
         print(f"[{index}/{len(datasets)}] {dataset}: " + ", ".join(f"{k} {v}" for k, v in meta["sizes"].items()))
     return 0
 

@@ -19,7 +19,7 @@ import json
 import sys
 import warnings
 
-from pipeline import cli, data, stagestats
+from pipeline import cli, data, files, stagestats
 from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
@@ -253,6 +253,7 @@ def _fmt(value) -> str:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0]).parse_args(argv)
     config = load()  # imports every family, so torch, Lightning and torchmetrics
+    cli.set_threads(config.threads)
     stagestats.mark("work")
     rows = []
     for name, experiment in config.experiments.items():
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     if generative_rows:
         figures.comparison(generative_rows, "test/fid", REPORTS / "generative.png")
     else:
-        (REPORTS / "generative.png").unlink(missing_ok=True)
+        files.remove(REPORTS / "generative.png")
     sort = lambda row: (row["kind"] != "model", row["name"])  # noqa: E731
     sections = [html_report.Section(dataset, dataset,
                                     sorted((r for r in supervised_rows if r["dataset"] == dataset), key=sort))
@@ -349,9 +350,7 @@ def main(argv: list[str] | None = None) -> int:
     html_report.write(sections, checks, ALL_COLUMNS, plots=ROOT / "plots",
                       out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"],
                       sweeps=sweep_tables(ROOT / "sweeps"))
-    tmp = REPORTS / "comparison.md.tmp"
-    tmp.write_text("\n".join(lines))
-    tmp.replace(REPORTS / "comparison.md")
+    files.write_text(REPORTS / "comparison.md", "\n".join(lines))
     print("\n".join(lines))
     if failures:
         print(f"warning: {failures} target(s) not met; see reports/comparison.md", file=sys.stderr)

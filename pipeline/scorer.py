@@ -13,10 +13,10 @@ its predicted class the samples' class coverage. Nothing is downloaded.
 from __future__ import annotations
 
 import argparse
+import io
 import json
-import shutil
 
-from pipeline import cli, data, stagestats
+from pipeline import cli, data, files, stagestats
 from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig, load
 
 SEED = 0
@@ -65,25 +65,31 @@ def train(dataset: str):
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.scorer", description=__doc__.splitlines()[0]).parse_args(argv)
-    datasets = image_datasets(load(family_checks=False).data.download)
+    config = load(family_checks=False)
+    cli.set_threads(config.threads)
+    datasets = image_datasets(config.data.download)
     for dataset in datasets:
         data.load_split(dataset, "train")  # a clear error if prepare has not run
     import torch
 
     stagestats.mark("work")
     out = ROOT / "scorers"
-    staging = ROOT / ".scorers.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    written = {}  # every scorer is trained before scorers/ changes: a failure leaves the old ones
     for index, dataset in enumerate(datasets, 1):
         network, accuracy = train(dataset)
-        torch.save(network.state_dict(), staging / f"{dataset}.pt")
+        weights = io.BytesIO()
+        torch.save(network.state_dict(), weights)
         facts = {"dataset": dataset, "test/accuracy": round(accuracy, 6), "seed": SEED, "epochs": EPOCHS,
                  "features": int(torch.tensor(network.feature_shape).prod()), **ARCHITECTURE}
-        (staging / f"{dataset}.json").write_text(json.dumps(facts, indent=2) + "\n")
+        written[f"{dataset}.pt"] = weights.getvalue()
+        written[f"{dataset}.json"] = (json.dumps(facts, indent=2) + "\n").encode()
         print(f"[{index}/{len(datasets)}] scorer for {dataset}: test accuracy {accuracy:.4f}", flush=True)
-    shutil.rmtree(out, ignore_errors=True)
-    staging.rename(out)
+    # the project may replace what lies inside scorers/, not the folder itself (pipeline.files): file by file, each whole
+    for stale in sorted(out.glob("*")) if out.is_dir() else ():
+        if stale.name not in written:
+            files.remove(stale)
+    for name, content in written.items():
+        files.write_bytes(out / name, content)
     return 0
 
 

@@ -20,7 +20,7 @@ import statistics
 import sys
 
 from pipeline import cli
-from pipeline.params import ROOT, ConfigError, check_sweep_name, load
+from pipeline.params import ROOT, ConfigError, check_name, load
 
 SWEEPS = ROOT / "sweeps"
 SEED = "seed"
@@ -91,9 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("name", help="the sweep's name: the MLflow tag `sweep` its runs share")
     args = parser.parse_args(argv)
-    name = check_sweep_name(args.name, "sweep name")
-    if not name:
+    if not args.name:
         raise ConfigError("sweep name: empty; give the name the sweep's runs were tagged with (tracking.sweep)")
+    name = check_name(args.name, "sweep name", "a sweep name")  # a file name, and quoted in MLflow's filter
     config = load(family_checks=False)
 
     from pipeline.core import tracking
@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         known = known_sweeps(client, experiment.experiment_id) if experiment else []
         raise ConfigError(
-            f"sweep {name!r}: no run in MLflow experiment {config.tracking_experiment!r} ({tracking.tracking_uri()}) "
+            f"sweep {name!r}: no run in MLflow experiment {config.tracking_experiment!r} ({tracking.redacted(tracking.tracking_uri())}) "
             f"has the tag sweep={name}; sweeps there: {', '.join(known) or 'none'}"
         )
     summary = {"sweep": name, "experiments": summarize(runs)}

@@ -103,6 +103,7 @@ def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = No
         if "width" in model:  # transformers
             model.update(width=16, heads=2, layers=1, ff_size=16)
     params["targets"] = {}  # toy epochs do not meet the quality targets
+    params["defaults"]["trainer"]["threads"] = 1  # pytest's workers run stages side by side
     path.write_text(yaml.safe_dump(params, sort_keys=False))
     return params
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import yaml
 from conftest import python
+from test_params import alias_bomb, dump
 
 
 def snapshot(project):
@@ -84,8 +85,13 @@ BAD_FILES = [
     ("experiments: [\n", r"^params\.yaml: not valid YAML at line 2, column 1: expected the node content, but found '<stream end>'$"),
     ("defaults:\n  seed: 0\n experiments: {}\n", r"^params\.yaml: not valid YAML at line 3, column \d+: .+$"),
     ("defaults:\n\tseed: 0\n", r"^params\.yaml: not valid YAML at line 2, column 1: found character '\\t' that cannot start any token$"),
-    ("- tracking\n- data\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, examples, targets, got a list$"),
-    ("just words\n", r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, examples, targets, got a str$"),
+    ("- tracking\n- data\n",
+     r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, examples, targets, got a list$"),
+    ("just words\n",
+     r"^params\.yaml: must be a mapping of tracking, data, defaults, experiments, examples, targets, got a str$"),
+    (alias_bomb(), r"^params\.yaml: YAML anchor \(&\) at line 1, column 5; params take no anchors or aliases: write the values out$"),
+    ("experiments: {a: *a}\n", r"^params\.yaml: YAML alias \(\*\) at line 1, column 18; "),
+    ("experiments: " + "[" * 33 + "]" * 33 + "\n", r"^params\.yaml: lists and mappings nested more than 32 deep at line 1, "),
 ]
 
 
@@ -144,7 +150,7 @@ def outcomes(tmp_path_factory):
         else:
             raw = copy.deepcopy(good)
             bad(raw)
-            texts.append(yaml.safe_dump(raw, sort_keys=False))
+            texts.append(dump(raw))
     (root / "cases.json").write_text(json.dumps(texts))
     python("-c", DRIVER, str(root / "cases.json"), str(root / "results.json"), cwd=project)
     return dict(zip((case.id for case in CASES), json.loads((root / "results.json").read_text())))
@@ -188,3 +194,52 @@ def test_truncated_prepared_data_or_model_is_named_with_the_stage_that_rebuilds_
             "error: data/prepared/digits/test.pt: unreadable (RuntimeError); run `dvc repro -f prepare` to rebuild it"
         ]
     assert snapshot(project) == before
+
+
+def test_bad_names_bombs_and_numbers_stop_train_in_one_short_line_and_touch_nothing(project):
+    """Issue 20, items 1, 7 and 8 through real `python -m pipeline.train` processes: a name that climbs out of
+    models/ or carries a shell command, an alias bomb (9 levels of 9: billions of values once expanded), and
+    numbers that pass a sign check (NaN, inf) or are out of range. Each stops before any work: exit 2,
+    one line, nothing written (models/ kept whole), no MLflow store, no file the name's command would touch."""
+    params_file = project / "params.yaml"
+    good = params_file.read_text()
+    raw = yaml.safe_load(good)
+    keep = project / "models" / "softmax_digits" / "best.ckpt"  # what an rmtree of models/NAME/.. would delete
+    keep.parent.mkdir(parents=True)
+    keep.write_bytes(b"weights")
+
+    def renamed(name):
+        return dump({**raw, "experiments": {(name if key == "mlp_digits" else key): spec
+                                            for key, spec in raw["experiments"].items()}})
+
+    def edited(**changes):
+        return dump({**raw, "experiments": {**raw["experiments"], "mlp_digits": {**raw["experiments"]["mlp_digits"], **changes}}})
+
+    rule = "allowed: up to 64 letters, digits, '.', '_' and '-', starting with a letter or digit"
+    cases = [
+        (renamed("../models"), "mlp_digits", f"error: experiments: '../models' is not an experiment name; {rule}"),
+        (renamed("a;touch PWNED"), "mlp_digits", f"error: experiments: 'a;touch PWNED' is not an experiment name; {rule}"),
+        (good, "../models", f"error: experiment name: '../models' is not an experiment name; {rule}"),
+        (good, "a;touch PWNED", f"error: experiment name: 'a;touch PWNED' is not an experiment name; {rule}"),
+        (good + alias_bomb(), "mlp_digits", f"error: params.yaml: YAML anchor (&) at line {good.count(chr(10)) + 1}, "
+                                            "column 5; params take no anchors or aliases: write the values out"),
+        (edited(optimizer={"name": "adamw", "lr": 1e-3, "weight_decay": float("nan")}), "mlp_digits",
+         "error: experiments.mlp_digits.optimizer.weight_decay: must be a finite number, got nan"),
+        (edited(optimizer={"name": "adamw", "lr": float("inf")}), "mlp_digits",
+         "error: experiments.mlp_digits.optimizer.lr: must be a finite number, got inf"),
+        (edited(seed=-1), "mlp_digits", "error: experiments.mlp_digits.seed: must be between 0 and 2**32 - 1 "
+                                        "(a seed numpy and Lightning accept), got -1"),
+        (edited(seed=2**40), "mlp_digits", "error: experiments.mlp_digits.seed: must be between 0 and 2**32 - 1 "
+                                           "(a seed numpy and Lightning accept), got 1099511627776"),
+        (edited(max_epochs=10**9), "mlp_digits",
+         "error: experiments.mlp_digits.max_epochs: must be at most 100000 (this project's bound on epochs), got 1000000000"),
+    ]
+    for text, name, line in cases:
+        params_file.write_text(text)
+        before = snapshot(project)
+        result = python("-m", "pipeline.train", name, cwd=project, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert len(result.stderr) < 1000  # an alias bomb's expansion printed would be gigabytes
+        assert result.stderr.strip().splitlines() == [line]
+        assert snapshot(project) == before and keep.read_bytes() == b"weights"
+        assert not (project / "PWNED").exists() and not (project / "mlflow.db").exists()

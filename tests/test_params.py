@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
+from typing import Callable
 
 import pytest
 import yaml
@@ -14,12 +15,39 @@ from pipeline.params import ConfigError
 REAL = yaml.safe_load((params.ROOT / "params.yaml").read_text())
 
 
+class _Written(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True  # an edit that reuses a mapping is written out twice, as a user writes it
+
+
+def dump(raw: dict) -> str:
+    """params as YAML text without anchors or aliases, which params.yaml may not hold."""
+    return yaml.dump(raw, Dumper=_Written, sort_keys=False)
+
+
 def load_with(tmp_path: Path, edit) -> params.Config:
     raw = copy.deepcopy(REAL)
     edit(raw)
     path = tmp_path / "params.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(dump(raw))
     return params.load(path)
+
+
+def rename(section: str, old: str, new) -> Callable[[dict], None]:
+    """An edit giving the entry `old` of `section` the name `new`, in its place."""
+    return lambda p: p.update({section: {(new if name == old else name): spec for name, spec in p[section].items()}})
+
+
+def mlp(**changes) -> Callable[[dict], None]:
+    """An edit of experiments.mlp_digits: `optimizer={...}` updates the optimizer, and so on."""
+    def edit(p):
+        entry = p["experiments"]["mlp_digits"]
+        for key, value in changes.items():
+            if isinstance(value, dict):
+                entry.setdefault(key, {}).update(value)
+            else:
+                entry[key] = value
+    return edit
 
 
 def test_default_params_are_valid_and_name_the_experiments():
@@ -44,6 +72,8 @@ def test_experiment_overrides_merge_over_defaults():
     assert softmax.optimizer.weight_decay == REAL["experiments"]["softmax_digits"]["optimizer"]["weight_decay"]
 
 
+NAME_RULE = r"up to 64 letters, digits, '\.', '_' and '-', starting with a letter or digit"
+
 # Malformed params: an edit of the real params.yaml and the pinned message (a regex) it must give.
 # tests/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
@@ -67,7 +97,8 @@ BAD_EDITS = [
          r"^experiments\.mlp_digits\.model\.widths: unknown key; allowed: activation, batch_norm, dropout, hidden_sizes, init$"),
         (lambda p: p["defaults"].update(epochs=3),
          r"^experiments\.linear_diabetes\.epochs: unknown key"),
-        (lambda p: p.update(trainig={}), r"^trainig: unknown key; allowed: data, defaults, examples, experiments, targets, tracking$"),
+        (lambda p: p.update(trainig={}),
+         r"^trainig: unknown key; allowed: data, defaults, examples, experiments, targets, tracking$"),
         (lambda p: p["examples"]["mnist_mlp"]["model"].update(activation="swish"),
          r"^examples\.mnist_mlp\.model\.activation: unknown value 'swish'; allowed: relu, tanh, sigmoid, gelu, leaky_relu$"),
         (lambda p: p["examples"]["mnist_least_squares"].update(family="least_squares"),
@@ -169,6 +200,67 @@ BAD_EDITS = [
         (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora, mnist, fashion_mnist, cifar10$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
          r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),
+        # Names: folders (models/NAME), MLflow tags, words of dvc.yaml's shell commands (issue 20, item 1).
+        (rename("experiments", "mlp_digits", "../models"),
+         rf"^experiments: '\.\./models' is not an experiment name; allowed: {NAME_RULE}$"),
+        (rename("experiments", "mlp_digits", "a;touch PWNED"),
+         rf"^experiments: 'a;touch PWNED' is not an experiment name; allowed: {NAME_RULE}$"),
+        (rename("experiments", "mlp_digits", ".."), r"^experiments: '\.\.' is not an experiment name; "),
+        (rename("experiments", "mlp_digits", "-rf"), r"^experiments: '-rf' is not an experiment name; "),
+        (rename("experiments", "mlp_digits", "mlp digits"), r"^experiments: 'mlp digits' is not an experiment name; "),
+        (rename("experiments", "mlp_digits", "$(id)"), r"^experiments: '\$\(id\)' is not an experiment name; "),
+        (rename("experiments", "mlp_digits", "m" * 65), r"^experiments: 'm{56}\.\.\. is not an experiment name; "),
+        (rename("experiments", "mlp_digits", 7), r"^experiments: 7 is not an experiment name; "),
+        (rename("experiments", "mlp_digits", "mlp.v2"),
+         r"^experiments: 'mlp\.v2' is not an experiment name: DVC splits the params path experiments\.NAME at each '\.'; "
+         r"use '_' or '-' instead$"),
+        (lambda p: p["experiments"].update(MLP_digits=p["experiments"]["mlp_digits"]),
+         r"^experiments\.MLP_digits: differs from experiments\.mlp_digits only in case, and a case-insensitive file "
+         r"system \(macOS, Windows\) has one folder for both; rename one$"),
+        (rename("examples", "mnist_mlp", "mnist/mlp"), r"^examples: 'mnist/mlp' is not an example name; "),
+        (lambda p: p["tracking"].update(sweep="s" * 65), rf"^tracking\.sweep: 's{{56}}\.\.\. is not a sweep name; allowed: {NAME_RULE} "),
+        (lambda p: p["tracking"].update(experiment_name="runs\x1b[2J"),
+         r"^tracking\.experiment_name: must be at most 256 printable characters \(no control characters\), got 'runs\\x1b\[2J'$"),
+        (lambda p: p["tracking"].update(experiment_name="e" * 257), r"^tracking\.experiment_name: must be at most 256 printable "),
+        (mlp(launcher={"args": ["--rdzv-endpoint=h:1\x00"]}),
+         r"^experiments\.mlp_digits\.launcher\.args\[0\]: must be at most 256 printable characters"),
+        (lambda p: p["targets"].update(mlp_digits=[{"metric": 5, "at_least": 0.9}]),
+         r"^targets\.mlp_digits\[0\]\.metric: must be a non-empty string, got 5$"),
+        (mlp(dataset=["digits"]), r"^experiments\.mlp_digits\.dataset: unknown dataset \['digits'\]; allowed: "),
+        # Non-finite numbers and bounds (item 8).
+        (mlp(optimizer={"weight_decay": float("nan")}),
+         r"^experiments\.mlp_digits\.optimizer\.weight_decay: must be a finite number, got nan$"),
+        (mlp(optimizer={"name": "sgd", "momentum": float("nan")}),
+         r"^experiments\.mlp_digits\.optimizer\.momentum: must be a finite number, got nan$"),
+        (mlp(trainer={"gradient_clip_val": float("nan")}),
+         r"^experiments\.mlp_digits\.trainer\.gradient_clip_val: must be a finite number, got nan$"),
+        (mlp(optimizer={"lr": float("inf")}), r"^experiments\.mlp_digits\.optimizer\.lr: must be a finite number, got inf$"),
+        (mlp(optimizer={"lr": "1e999"}), r"^experiments\.mlp_digits\.optimizer\.lr: must be a finite number, got '1e999'$"),
+        (mlp(optimizer={"lr": 10**400}), r"^experiments\.mlp_digits\.optimizer\.lr: must be a finite number, got 10{56}\.\.\.$"),
+        (mlp(model={"dropout": float("nan")}), r"^experiments\.mlp_digits\.model\.dropout: must be a finite number, got nan$"),
+        (lambda p: p["examples"]["mnist_cnn"]["optimizer"].update(lr=float("-inf")),
+         r"^examples\.mnist_cnn\.optimizer\.lr: must be a finite number, got -inf$"),
+        (lambda p: p["targets"].update(mlp_digits=[{"metric": "test/accuracy", "at_least": float("nan")}]),
+         r"^targets\.mlp_digits\[0\]\.at_least: must be a finite number, got nan$"),
+        (lambda p: p["data"].update(val_fraction=float("nan")), r"^data\.val_fraction: must be a finite number, got nan$"),
+        (mlp(seed=-1), r"^experiments\.mlp_digits\.seed: must be between 0 and 2\*\*32 - 1 \(a seed numpy and Lightning accept\), got -1$"),
+        (mlp(seed=2**40), r"^experiments\.mlp_digits\.seed: must be between 0 and 2\*\*32 - 1 .*, got 1099511627776$"),
+        (lambda p: p["data"].update(split_seed=2**32), r"^data\.split_seed: must be between 0 and 2\*\*32 - 1 .*, got 4294967296$"),
+        (mlp(max_epochs=10**9),
+         r"^experiments\.mlp_digits\.max_epochs: must be at most 100000 \(this project's bound on epochs\), got 1000000000$"),
+        (mlp(batch_size=2**20 + 1),
+         r"^experiments\.mlp_digits\.batch_size: must be at most 1048576 \(2\*\*20\) samples per device, got 1048577$"),
+        (mlp(early_stopping={"patience": 2**53 + 1}),
+         r"^experiments\.mlp_digits\.early_stopping\.patience: must be an integer between -2\*\*53 and 2\*\*53, got 9007199254740993$"),
+        (mlp(model={"hidden_sizes": [-(2**60)]}),
+         r"^experiments\.mlp_digits\.model\.hidden_sizes\[0\]: must be an integer between -2\*\*53 and 2\*\*53, got "),
+        (mlp(trainer={"threads": 0}), r"^experiments\.mlp_digits\.trainer\.threads: must be positive, got 0$"),
+        (mlp(trainer={"threads": 1025}), r"^experiments\.mlp_digits\.trainer\.threads: must be at most 1024, got 1025$"),
+        (mlp(trainer={"threads": "2"}), r"^experiments\.mlp_digits\.trainer\.threads: must be an integer, got '2'$"),
+        (lambda p: p["defaults"]["trainer"].pop("threads"), r"^experiments\.linear_diabetes\.trainer\.threads: missing$"),
+        # A message quotes a value cut short, whatever its length (item 7).
+        (mlp(optimizer={"lr": "fast" * 10_000}), r"^experiments\.mlp_digits\.optimizer\.lr: must be a number, got '(fast){14}\.\.\.$"),
+        (lambda p: p["defaults"].update({"k" * 10_000: 1}), r"^experiments\.linear_diabetes\.'k{56}\.\.\.: unknown key; allowed: "),
 ]
 
 
@@ -279,3 +371,54 @@ def test_prepare_loads_params_without_torch_or_lightning():
     """prepare needs torch only to write tensors, when it prepares a dataset, and never Lightning."""
     imported = imported_after("import pipeline.prepare\nfrom pipeline.params import load\nload(family_checks=False)")
     assert not imported & {"torch", "lightning", "torchmetrics", "mlflow", "gymnasium", "torch_geometric"}
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """`levels` mappings of nested aliases, `width` each: a few hundred bytes standing for width**levels
+    values once expanded (PyYAML expands them, and a message quoting one prints them all)."""
+    lines = [f"l0: &l0 [{', '.join(['boom'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"
+
+
+def test_the_params_file_is_read_within_bounds(tmp_path):
+    """No anchors or aliases (an alias bomb would take minutes and gigabytes), a bounded size, number
+    of YAML events and nesting: each refused in one line naming the file and, where there is one, the place."""
+    real = (params.ROOT / "params.yaml").read_text()
+    last = real.count("\n") + 1  # the line after the real file's last
+    path = tmp_path / "params.yaml"
+    for text, message in [
+        (real + alias_bomb(), rf"^{path}: YAML anchor \(&\) at line {last}, column 5; params take no anchors or aliases: "
+                              r"write the values out$"),
+        (real.replace("  seed: 0\n", "  seed: &seed 0\n", 1), r": YAML anchor \(&\) at line \d+, column 9; "),
+        ("a: *nowhere\n", rf"^{path}: YAML alias \(\*\) at line 1, column 4; params take no anchors or aliases: write the values out$"),
+        ("a: [" + "1, " * 100_001 + "1]\n", rf"^{path}: more than 100000 YAML values, keys, lists and mappings \(at line 1, "
+                                           r"column \d+\); a params file holds a few thousand$"),
+        ("a: " + "[" * 40 + "]" * 40 + "\n", rf"^{path}: lists and mappings nested more than 32 deep at line 1, column 35; "
+                                              r"params nest a few levels$"),
+        ("# " + "x" * (1 << 20) + "\n", rf"^{path}: larger than 1 MiB; a params file holds a few KiB of settings$"),
+    ]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            params.load(path)
+    with pytest.raises(ConfigError, match=rf"^{tmp_path}: unreadable \(Is a directory\)$"):
+        params.load(tmp_path)
+
+
+def test_the_bounds_leave_a_file_within_them_as_it_was(tmp_path):
+    """The checks before composing change nothing for a file within the bounds: a merge key (<<) with an
+    inline mapping is plain YAML, and the real file loads as before, threads included."""
+    config = params.load()
+    assert config.threads == REAL["defaults"]["trainer"]["threads"] == 2
+    text = (params.ROOT / "params.yaml").read_text().replace("  seed: 0\n", "  <<: {seed: 3}\n", 1)
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    assert params.load(path).experiments["mlp_digits"].seed == 3
+
+
+@pytest.mark.parametrize("name", ["../models", "a;touch PWNED", "-x", "..", "a/b", "", "m" * 65, "a\nb"])
+def test_a_name_typed_on_the_command_line_is_checked_before_params_are_read(tmp_path, name):
+    """load_experiment is what train and evaluate call with the name they were given: a bad name is
+    refused before the params file is even read (here there is none)."""
+    with pytest.raises(ConfigError, match=rf"^experiment name: .+ is not an experiment name; allowed: {NAME_RULE}$"):
+        params.load_experiment(name, tmp_path / "missing.yaml")

@@ -83,6 +83,7 @@ class FamilyModule(L.LightningModule):
         self.scheduler_config = scheduler
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
+        self.epochs_run = 0  # by this process's fit: a resumed fit starts past the checkpoint's epochs
 
     def __setattr__(self, name, value) -> None:
         # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never
@@ -112,10 +113,10 @@ class FamilyModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         stagestats.mark("work")  # the stage's start-up ends here (bench/benchmarks.py)
-        self.first_epoch = self.current_epoch  # 0, or the epoch a resumed fit starts at
         self._train_loss_sum = self._train_loss_sum.to(self.device)  # restored from a checkpoint on the CPU
 
     def on_train_epoch_start(self) -> None:
+        self.epochs_run += 1
         self._train_loss_sum = torch.zeros((), device=self.device)
         self._train_batches = 0
         self._epoch_lr = self.trainer.optimizers[0].param_groups[0]["lr"]  # the rate this epoch trains at

@@ -13,10 +13,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 
 def _save(figure, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Rendered first, then written whole (pipeline.files): a full disk names the file and leaves no part of it."""
+    import io
+
+    from pipeline import files
+
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, dpi=100, format="png")
     plt.close(figure)
+    with files.replacing(path, size=buffer.getbuffer().nbytes) as handle:
+        handle.write(buffer.getbuffer())
 
 
 def _read(csv_path: Path) -> list[dict]:

@@ -17,6 +17,7 @@ against the N test images (N = the test split's size, the same for every model):
 
 from __future__ import annotations
 
+import math
 import json
 import warnings
 from pathlib import Path
@@ -96,7 +97,7 @@ class Features(nn.Module):
     def __init__(self, network: nn.Module):
         super().__init__()
         self.network = network
-        self.num_features = int(torch.tensor(network.feature_shape).prod())
+        self.num_features = math.prod(network.feature_shape)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.network.features(x.float()).flatten(1)

@@ -6,7 +6,11 @@ it reruns does not touch it. While an experiment trains it holds:
     resume.json    the MLflow run id and a fingerprint of what the training depends on
     last.ckpt      the whole training state at the end of every epoch (Lightning's save_last)
     requeue.ckpt   the state when SLURM asked the job to make room (SIGUSR1, `--signal=SIGUSR1@90`)
+    interrupt.ckpt the state when the training was stopped by SIGTERM or SIGINT
     best.ckpt      the weights kept so far (`checkpoint: last` or `best`)
+
+and beside it checkpoints/EXPERIMENT.lock, which the training holds while it runs (one training of an
+experiment at a time).
 
 A training that finishes moves best.ckpt into models/EXPERIMENT/ and deletes the folder. A training
 that starts and finds the folder with the same fingerprint (same params, family code and prepared
@@ -17,13 +21,18 @@ the processes a launcher starts through the environment (RESUME_ENV).
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import random
-import shutil
 import signal
+import socket
 import subprocess
+import sys
+import threading
+import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,13 +40,16 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from pipeline import files
 from pipeline.data import shown
 from pipeline.params import ROOT, ConfigError, ExperimentConfig
 
 CHECKPOINTS = ROOT / "checkpoints"
 STATE_FILE = "resume.json"
-RESUMABLE = ("requeue.ckpt", "last.ckpt")
+RESUMABLE = ("requeue.ckpt", "interrupt.ckpt", "last.ckpt")
 RESUME_ENV = "MEDL_RESUME"  # {"run_id": ..., "checkpoint": ... | null}, for launched processes
+PARENT_ENV = "MEDL_WATCHED_PARENT"  # "PID:CREATE_TIME" of the dvc process a training dies with
+TOKEN_TAG = "resume.token"  # the tag that finds a run created just before a kill
 
 
 @dataclass(frozen=True)
@@ -81,40 +93,62 @@ def newest_checkpoint(where: Path) -> Path | None:
     return max(found, key=lambda path: path.stat().st_mtime_ns) if found else None
 
 
-def begin(experiment: ExperimentConfig, start_run) -> tuple[Resume, str]:
-    """Resume the experiment's interrupted training, or start a new one with `start_run()` -> run id.
+def begin(experiment: ExperimentConfig, start_run, find_run) -> tuple[Resume, str]:
+    """Resume the experiment's interrupted training, or start a new one with `start_run(token)` -> run id.
 
-    Returns the decision and a line saying what was decided."""
+    resume.json is written before the run is created, with a token the run carries as a tag, and again
+    with the run id after: a kill between the two leaves a run that `find_run(token)` finds and the
+    next training adopts, never a second run beside a RUNNING one. Returns the decision and a line
+    saying what was decided."""
     where = folder(experiment)
     state = _read_state(where / STATE_FILE)
     expected = fingerprint(experiment)
     why_not, run = None, None
+    if state is not None and state["run_id"] is None:  # killed around the run's creation
+        run = find_run(state.get("token", ""))
+        state["run_id"] = run and run.info.run_id
     if state is None:
         why_not = "" if not where.exists() else f"{shown(where / STATE_FILE)} is missing or unreadable"
+    elif state["run_id"] is None:
+        why_not = ""  # killed before its run was created: nothing to resume
     elif state.get("fingerprint") != expected:
         why_not = "its params, family code or prepared data changed since it was interrupted"
-    elif (run := _active_run(state["run_id"])) is None:
+        _abandon(state["run_id"])
+    elif run is None and (run := _active_run(state["run_id"])) is None:
         why_not = f"its MLflow run {state['run_id']} is not in the tracking store"
     if why_not is None:
         checkpoint = newest_checkpoint(where)
         if checkpoint is not None:
             _check_readable(checkpoint, experiment)
+        _write_state(where, {**state, "run_id": run.info.run_id})
         _reopen_run(run, checkpoint)
         where_from = f"from {shown(checkpoint)}" if checkpoint else "from the start (no checkpoint was written yet)"
-        return Resume(state["run_id"], checkpoint), f"{experiment.name}: resuming {where_from}, MLflow run {state['run_id']}"
-    shutil.rmtree(where, ignore_errors=True)
+        return Resume(run.info.run_id, checkpoint), f"{experiment.name}: resuming {where_from}, MLflow run {run.info.run_id}"
+    files.remove(where)
     where.mkdir(parents=True)
-    run_id = start_run()
-    state = {"run_id": run_id, "fingerprint": expected, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
-    tmp = where / f"{STATE_FILE}.tmp"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    tmp.replace(where / STATE_FILE)
+    state = {"run_id": None, "fingerprint": expected, "token": uuid.uuid4().hex, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
+    _write_state(where, state)
+    run_id = start_run(state["token"])
+    _write_state(where, {**state, "run_id": run_id})
     note = f"{experiment.name}: starting afresh, not resuming: {why_not}" if why_not else ""
     return Resume(run_id, None), note
 
 
 def finish(experiment: ExperimentConfig) -> None:
-    shutil.rmtree(folder(experiment), ignore_errors=True)
+    files.remove(folder(experiment))
+
+
+def forget_unstarted(experiment: ExperimentConfig) -> bool:
+    """After a crash: drop the resume state when no checkpoint was written (there is nothing to resume,
+    and the next training starts a run of its own). Whether it was dropped."""
+    if newest_checkpoint(folder(experiment)) is not None:
+        return False
+    files.remove(folder(experiment))
+    return True
+
+
+def _write_state(where: Path, state: dict) -> None:
+    files.write_text(where / STATE_FILE, json.dumps(state, indent=2) + "\n")
 
 
 def _read_state(path: Path) -> dict | None:
@@ -146,6 +180,15 @@ def _active_run(run_id: str):
     except MlflowException:
         return None
     return run if run.info.lifecycle_stage == "active" else None
+
+
+def _abandon(run_id: str) -> None:
+    """A run that will never be resumed (its experiment changed) is marked KILLED, not left RUNNING."""
+    run = _active_run(run_id)
+    if run is not None and run.info.status in ("RUNNING", "SCHEDULED"):
+        from pipeline.core import tracking
+
+        tracking.client().set_terminated(run_id, "KILLED")
 
 
 def _reopen_run(run, checkpoint: Path | None) -> None:
@@ -225,6 +268,18 @@ class Requeued(Exception):
         self.job = job
 
 
+class Interrupted(Exception):
+    """Training stopped by SIGTERM or SIGINT: after saving interrupt.ckpt when it was fitting, at once
+    otherwise. The stage exits 128 + the signal's number, as a process killed by it would, so that no
+    caller (DVC, SLURM, `timeout`) mistakes the stop for success."""
+
+    def __init__(self, signum: int, saved: Path | None = None, where: str = ""):
+        name = signal.Signals(signum).name
+        kept = f"saved {shown(saved)}{where}, `dvc repro` resumes from there" if saved else "no checkpoint saved now"
+        super().__init__(f"stopped by {name}; {kept}")
+        self.signum = signum
+
+
 def requeue(job: str) -> None:
     """`scontrol requeue JOB`, as Lightning's SLURM plugin does. SLURM stops the running job at once,
     so whatever must be written or printed before the requeued job starts comes first."""
@@ -233,37 +288,129 @@ def requeue(job: str) -> None:
         raise RuntimeError(f"scontrol requeue {job} failed: {result.stderr.strip()}")
 
 
-class RequeueOnSignal(Callback):
-    """SLURM's warning before a time limit or preemption (SIGUSR1, from `#SBATCH --signal=SIGUSR1@90`
-    or `scancel --signal=USR1`): before the next training batch, on every process at the same
-    batch, save requeue.ckpt and stop with `Requeued`; the train stage then requeues the job. The
-    requeued job's train stage resumes from requeue.ckpt.
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
-    Lightning's own handler saves wherever the signal lands, in the middle of a step; this one waits
-    for the step to end so that the resumed training is the uninterrupted one."""
 
-    def __init__(self, path: Path, signum: int = signal.SIGUSR1):
-        self.path, self.signum = path, signum
-        self.requested = False
+class StopOnSignal(Callback):
+    """SIGTERM, SIGINT and (under SLURM) SIGUSR1, handled the same way: while fitting, the signal is
+    noted and, before the next training batch, on every process at the same batch, the training state
+    is saved and the fit stops: with `Interrupted` (interrupt.ckpt) or, for SLURM's warning before a
+    time limit or preemption (`#SBATCH --signal=SIGUSR1@90`), with `Requeued` (requeue.ckpt), after
+    which the stage requeues the job. Outside the fit (start-up, the final writes) SIGTERM and SIGINT
+    raise `Interrupted` at once: every write there is atomic, and the state left behind resumes.
+
+    Lightning's own SIGTERM handler stops after the current batch and exits with status 0; its SLURM
+    handler saves wherever the signal lands, in the middle of a step. This one waits for the step to
+    end, so that the resumed training is the uninterrupted one, and the stop is never a success."""
+
+    def __init__(self, folder: Path, slurm: bool):
+        self.folder = folder
+        self.signals = (*STOP_SIGNALS, signal.SIGUSR1) if slurm else STOP_SIGNALS
+        self.requested: int | None = None
+        self.fitting = False
 
     def install(self) -> None:
-        """Take the signal (before the Trainer starts, so Lightning leaves it to this handler)."""
-        signal.signal(self.signum, self._request)
+        """Take the signals, from the start of the stage (before the Trainer: Lightning then leaves
+        SIGUSR1 to this handler)."""
+        for signum in self.signals:
+            signal.signal(signum, self._request)
 
     def _request(self, signum, frame) -> None:
-        self.requested = True
+        if self.fitting and self.requested is None:
+            self.requested = signum
+        elif signum in STOP_SIGNALS:  # outside the fit, or a second signal: stop now
+            raise Interrupted(signum)
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.fitting = True
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.install()  # again: the Trainer has just set its own SIGTERM handler
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
-        requested = self.requested
+        requested = self.requested or 0
         if trainer.world_size > 1:  # every process stops at the same batch if any was signalled
-            flag = torch.tensor([int(requested)], device=pl_module.device)
+            flag = torch.tensor([requested], device=pl_module.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            requested = bool(flag.item())
+            requested = int(flag.item())
         if not requested:
             return
-        trainer.save_checkpoint(self.path)
-        job = os.environ.get("SLURM_JOB_ID", "")
-        if os.environ.get("SLURM_ARRAY_JOB_ID"):
-            job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
-        raise Requeued(f"saved {shown(self.path)} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                       f"requeueing SLURM job {job or '?'}, it resumes from there", job)
+        where = f" at epoch {trainer.current_epoch}, step {trainer.global_step}"
+        if requested == signal.SIGUSR1:
+            path = self.folder / "requeue.ckpt"
+            trainer.save_checkpoint(path)
+            job = os.environ.get("SLURM_JOB_ID", "")
+            if os.environ.get("SLURM_ARRAY_JOB_ID"):
+                job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ['SLURM_ARRAY_TASK_ID']}"
+            raise Requeued(f"saved {shown(path)}{where}; requeueing SLURM job {job or '?'}, it resumes from there", job)
+        path = self.folder / "interrupt.ckpt"
+        trainer.save_checkpoint(path)
+        raise Interrupted(requested, path, where)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        self.fitting = False
+        if self.requested in STOP_SIGNALS:  # it came after the last batch: the last epoch's checkpoint resumes
+            raise Interrupted(self.requested, newest_checkpoint(self.folder))
+
+
+# ---------------------------------------------------------------------------------------------
+# One training of an experiment at a time, and none that outlives the dvc process that started it.
+
+_HELD: list[int] = []  # lock file descriptors, held until the process (or the launcher it becomes) ends
+
+
+def hold_lock(experiment: ExperimentConfig) -> None:
+    """Hold checkpoints/EXPERIMENT.lock (an flock, released by the kernel when the process ends, however
+    it ends). A second training of the same experiment, e.g. a `dvc repro` beside an orphaned one,
+    stops at once with one line naming the holder."""
+    path = CHECKPOINTS / f"{experiment.name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 300, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise ConfigError(f"experiments.{experiment.name}: already training ({holder}); wait for it to end, "
+                          f"or stop it, then rerun") from None
+    os.ftruncate(fd, 0)
+    started = time.strftime("%Y-%m-%d %H:%M:%S")
+    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}, since {started}\n".encode(), 0)
+    os.set_inheritable(fd, True)  # a launcher this process becomes (exec) keeps holding it
+    _HELD.append(fd)
+
+
+def watch_parent(experiment: ExperimentConfig) -> None:
+    """Under DVC, stop this training (as SIGTERM does) when the dvc process that started it ends, e.g.
+    killed by SIGTERM: DVC does not pass the signal on, and an orphaned training would go on writing
+    beside the next `dvc repro`. The dvc process is the nearest ancestor that is not the shell DVC runs
+    the stage's command with; processes a launcher starts watch the same one (PARENT_ENV)."""
+    import psutil  # a dependency of DVC
+
+    watched = os.environ.get(PARENT_ENV)
+    if watched is None:
+        if not os.environ.get("DVC_STAGE"):  # not started by DVC: a user's own shell, nohup, sbatch
+            return
+        parent = psutil.Process().parent()
+        while parent is not None and parent.name() in ("sh", "dash", "bash", "zsh", "fish") and "-c" in parent.cmdline():
+            parent = parent.parent()
+        if parent is None:
+            return
+        watched = f"{parent.pid}:{parent.create_time()}"
+        os.environ[PARENT_ENV] = watched
+    pid, created = int(watched.split(":")[0]), float(watched.split(":")[1])
+
+    def alive() -> bool:
+        try:
+            return psutil.Process(pid).create_time() == created
+        except psutil.NoSuchProcess:
+            return False
+
+    def watch() -> None:
+        while alive():
+            time.sleep(1.0)
+        print(f"{experiment.name}: the dvc process that started this training ({pid}) has ended; stopping",
+              file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="watch-parent", daemon=True).start()

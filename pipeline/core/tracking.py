@@ -3,18 +3,28 @@
 The default store is the SQLite file mlflow.db at the repository root, as an absolute path.
 `dvc exp run --temp` and `--queue` execute in copies under <repo>/.dvc/tmp/exps/; their runs go to
 the store of the repository they were started from. MLFLOW_TRACKING_URI overrides the default.
+
+A tracking URI may carry credentials (`http://user:password@host`, `?token=...`): whatever this
+project prints or writes shows it through `redacted`.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import subprocess
+import time
+import urllib.parse
+import urllib.request
 from pathlib import Path
 
 from pipeline.params import ROOT
 
 RUN_FILE = "run.json"
+SECRET_NAME = re.compile(r"token|pass|pwd|key|secret|auth|credential|sig", re.IGNORECASE)
+CREDENTIALS_REFUSED = (401, 403)  # Unauthorized: no or wrong credentials; Forbidden: not these
 
 
 def store_root(root: Path = ROOT) -> Path:
@@ -30,29 +40,98 @@ def tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{store_root() / 'mlflow.db'}"
 
 
+def redacted(uri: str) -> str:
+    """`uri` safe to print or store: its userinfo (`user:password@`) becomes `***@`, and so does the
+    value of each query parameter whose name looks secret (token, password, key, secret, auth, ...).
+
+    Split by hand, not by urllib.parse.urlsplit: a password with an unencoded `/` or `#` would end
+    urlsplit's netloc early and stay in the path, printed; here everything up to the last `@` before
+    the query goes."""
+    address, question, query = uri.partition("?")
+    scheme, slashes, rest = address.partition("://")
+    if slashes and "@" in rest:
+        address = f"{scheme}://***@{rest.rpartition('@')[2]}"
+    if not question:
+        return address
+    query, hash_mark, fragment = query.partition("#")
+    fields = [field.partition("=") for field in query.split("&")]
+    query = "&".join(f"{name}=***" if SECRET_NAME.search(urllib.parse.unquote_plus(name)) else name + equals + value
+                     for name, equals, value in fields)
+    return f"{address}?{query}{hash_mark}{fragment}"
+
+
 def check_reachable(timeout: float = 10.0) -> None:
-    """Fail at once, before any training, when MLFLOW_TRACKING_URI names a server that does not
-    answer (MLflow itself would retry for minutes, and only once a run is created)."""
+    """Fail at once, before any work, when the store cannot be used: a tracking server
+    (MLFLOW_TRACKING_URI) that does not answer (MLflow itself would retry for minutes, and only
+    once a run is created) or refuses the credentials; the default store when it belongs to
+    another copy of the repository (check_store_location)."""
+    from mlflow.exceptions import MlflowException
+
     from pipeline.params import ConfigError
 
     uri = tracking_uri()
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        check_store_location()
+        return
     if not uri.startswith(("http://", "https://")):
         return
     saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
     os.environ.update(MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT=str(int(timeout)))
     try:
         client().search_experiments(max_results=1)
+    except MlflowException as error:
+        status = error.get_http_status_code()
+        if status in CREDENTIALS_REFUSED:
+            raise ConfigError(
+                f"MLFLOW_TRACKING_URI={redacted(uri)}: the tracking server refused the credentials (HTTP {status}); "
+                "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN, to credentials it accepts"
+            ) from None
+        raise _no_answer(uri, error) from None
     except Exception as error:
-        raise ConfigError(
-            f"MLFLOW_TRACKING_URI={uri}: the tracking server does not answer ({type(error).__name__}); "
-            "start it, or unset MLFLOW_TRACKING_URI to track into the local mlflow.db"
-        ) from None
+        raise _no_answer(uri, error) from None
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
+
+
+def _no_answer(uri: str, error: Exception):
+    from pipeline.params import ConfigError
+
+    return ConfigError(
+        f"MLFLOW_TRACKING_URI={redacted(uri)}: the tracking server does not answer ({type(error).__name__}); "
+        "start it, or unset MLFLOW_TRACKING_URI to track into the local mlflow.db"
+    )
+
+
+def check_store_location() -> None:
+    """Fail when the default store keeps this project's artifacts outside this repository.
+
+    experiment_id() gives each experiment it creates the absolute location `<repository>/mlruns`.
+    A repository moved or copied with its mlflow.db would still write artifacts there: into the
+    other copy, or into a folder that no longer exists. MLflow itself never picks a location named
+    mlruns (it appends the experiment id), so an experiment whose location is a folder named mlruns
+    is one of this project's."""
+    from pipeline.params import ConfigError
+
+    database = store_root() / "mlflow.db"
+    if not database.exists():
+        return  # a new store: experiment_id() will give it this repository's folder
+    here = store_root() / "mlruns"
+    for experiment in client().search_experiments(max_results=1000):
+        location = urllib.parse.urlsplit(experiment.artifact_location)
+        if location.scheme != "file":
+            continue
+        folder = Path(urllib.request.url2pathname(location.path))
+        if folder.name == "mlruns" and folder != here:
+            shown = database.relative_to(ROOT) if database.is_relative_to(ROOT) else database
+            raise ConfigError(
+                f"{shown}: its MLflow experiment {experiment.name!r} keeps artifacts in {folder}, not in this "
+                f"repository's mlruns/ (the repository was moved or copied); move {shown} and mlruns/ aside to start "
+                "a new store here, or set MLFLOW_TRACKING_URI to the store you mean"
+            )
 
 
 _READY: set[str] = set()  # SQLite stores this process has seen created
@@ -62,8 +141,12 @@ def client():
     """An MlflowClient of the store. A SQLite store is created (its schema migrated) by one process at
     a time, under an exclusive lock on `<store>.lock`: MLflow's own first-use creation races when
     several stages start at once."""
+    import logging
+
     from mlflow import MlflowClient
 
+    # MLflow logs a SQLite error's traceback, then raises it: pipeline.cli reports it in one line
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
     uri = tracking_uri()
     if not uri.startswith("sqlite:///") or uri in _READY:
         return MlflowClient(uri)
@@ -122,9 +205,10 @@ def check_run(run_file: Path, experiment_name: str) -> None:
         if error.error_code != "RESOURCE_DOES_NOT_EXIST":
             raise
         shown = run_file.relative_to(ROOT) if run_file.is_relative_to(ROOT) else run_file
+        trained_into = redacted(run["tracking_uri"]) if isinstance(run.get("tracking_uri"), str) else "another store"
         raise ConfigError(
-            f"{shown}: MLflow run {run['mlflow_run_id']} is not in the store {tracking_uri()} (it was trained into "
-            f"{run.get('tracking_uri', 'another store')}); point MLFLOW_TRACKING_URI at that store, or run "
+            f"{shown}: MLflow run {run['mlflow_run_id']} is not in the store {redacted(tracking_uri())} (it was trained into "
+            f"{trained_into}); point MLFLOW_TRACKING_URI at that store, or run "
             f"`dvc repro -f train@{experiment_name}` to train into this one"
         ) from None
 
@@ -155,9 +239,10 @@ def git_commit() -> str:
         return "unknown"
 
 
-def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "") -> str:
+def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "", extra_tags: dict[str, str] | None = None) -> str:
     """Create the run for one training of `experiment` (an ExperimentConfig) and log its params; `sweep`
-    (params.yaml's tracking.sweep), if any, becomes the tag the runs of one sweep share."""
+    (params.yaml's tracking.sweep), if any, becomes the tag the runs of one sweep share; `extra_tags`
+    are set with the run's creation (a tag that finds the run again, see find_run)."""
     from mlflow.entities import Param
 
     mlflow_client = client()
@@ -174,7 +259,46 @@ def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "") -
         tags["sweep"] = sweep
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
+    tags.update(extra_tags or {})
     run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)
     params = [Param(key, json.dumps(value) if isinstance(value, list) else str(value)) for key, value in experiment.flat().items()]
     mlflow_client.log_batch(run.info.run_id, params=params)
     return run.info.run_id
+
+
+def find_run(experiment_name: str, tag: str, value: str):
+    """The active run of the MLflow experiment whose tag `tag` is `value` (a token: letters and digits), or None."""
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(experiment_name)
+    if found is None or not value:
+        return None
+    runs = mlflow_client.search_runs([found.experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1)
+    return runs[0] if runs else None
+
+
+def log_new_values(mlflow_client, run_id: str, values: dict[str, float], step: int = 0) -> dict[str, float]:
+    """Log each of `values` unless the run's history of that metric already holds it; what was logged.
+
+    An evaluation is deterministic: evaluating the same model again gives the same values, which the
+    run keeps once. A different value (the evaluation code changed) is a new point of its history."""
+    from mlflow.entities import Metric
+
+    def same(a: float, b: float) -> bool:
+        return a == b or (math.isnan(a) and math.isnan(b))
+
+    new = {key: value for key, value in values.items()
+           if not any(same(float(value), point.value) for point in mlflow_client.get_metric_history(run_id, key))}
+    if new:
+        now = int(time.time() * 1000)
+        mlflow_client.log_batch(run_id, metrics=[Metric(key, value, now, step) for key, value in new.items()])
+    return new
+
+
+def log_metric_once(run_id: str, key: str, value: float, step: int = 0) -> bool:
+    """Log `key` unless the run already has a value of it (a training that finished, was stopped before
+    its stage ended, and finishes again); whether it was logged."""
+    mlflow_client = client()
+    if mlflow_client.get_metric_history(run_id, key):
+        return False
+    mlflow_client.log_metric(run_id, key, value, step=step)
+    return True

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import io
 import time
 import warnings
 from pathlib import Path
 
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.profilers import PassThroughProfiler
 
+from pipeline import files
 from pipeline.params import ExperimentConfig
 
 
@@ -60,6 +64,24 @@ class EpochProgressBar(TQDMProgressBar):
         return bar
 
 
+class SameFolderCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint writer, with the file written beside its final name, synced and renamed
+    (pipeline.files.replacing): the previous checkpoint stays whole until the new one is.
+
+    Lightning's own writes to a temporary file under $TMPDIR and moves it: where $TMPDIR is another
+    filesystem, as on most clusters, the move is a copy in place, and a kill, a preemption or a full
+    disk during it truncates the only resume point. Local paths only, as the project's checkpoints are.
+    """
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        if storage_options is not None:
+            raise TypeError(f"{type(self).__name__} takes no storage_options")
+        buffer = io.BytesIO()  # serialized whole first: its size is known before the disk is touched
+        torch.save(checkpoint, buffer)
+        with files.replacing(Path(path), size=buffer.getbuffer().nbytes) as handle:
+            handle.write(buffer.getbuffer())
+
+
 class LearningCurve(Callback):
     """Collects the epoch metrics (train/loss, val/loss, val/<metric>) into rows for a DVC plot."""
 
@@ -85,13 +107,11 @@ class LearningCurve(Callback):
         logged = sorted({k for row in self.rows for k in row} - {"epoch", *losses, "train/lr"})
         metrics = ["epoch", *(k for k in logged if not k.startswith("val/")), *(k for k in logged if k.startswith("val/"))]
         for path, fields in ((loss_path, losses), (metric_path, metrics)):
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".csv.tmp")
-            with tmp.open("w", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-                writer.writeheader()
-                writer.writerows(self.rows)
-            tmp.replace(path)
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, fieldnames=fields, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(self.rows)
+            files.write_text(path, text.getvalue())
 
 
 def build_trainer(
@@ -108,19 +128,8 @@ def build_trainer(
     Each process takes its own share of the training data (pipeline.data.EpochBatches), so
     Lightning's DistributedSampler is off."""
     stopping = experiment.early_stopping
-    best = experiment.checkpoint == "best"
-    checkpoint = ModelCheckpoint(  # monitor=None keeps the last epoch
-        dirpath=checkpoint_dir,
-        filename="best",
-        monitor=stopping.monitor if best else None,
-        mode=stopping.mode,
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-        save_last="link",  # last.ckpt: a link to best.ckpt when both are this epoch (no second write)
-        save_on_train_epoch_end=True,  # after the epoch's curve row is in the callbacks' state
-    )
-    callbacks = [checkpoint, curve, EpochProgressBar(), *extra_callbacks]  # the learning rate: train/lr, logged by the module
+    callbacks = [*checkpoints(checkpoint_dir, stopping.monitor if experiment.checkpoint == "best" else None, stopping.mode),
+                 curve, EpochProgressBar(), *extra_callbacks]  # the learning rate: train/lr, logged by the module
     if stopping.patience:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
     t = experiment.trainer
@@ -143,5 +152,22 @@ def build_trainer(
         enable_model_summary=False,
         log_every_n_steps=50,
         profiler=NoProfiler(),
+        plugins=[SameFolderCheckpointIO()],
     )
     return trainer
+
+
+def checkpoints(folder: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
+    """best.ckpt, the weights kept (of the best epoch by `monitor`, or of the last epoch when it is None),
+    and last.ckpt, the whole state at every epoch's end, a file of its own.
+
+    Not Lightning's save_last: it writes last.ckpt only in an epoch that also wrote best.ckpt
+    (save_last="link" links it to that file), so once the monitored value stops improving the
+    resume point is an older epoch, and with a link there is no second copy. Saved at the train
+    epoch's end, after the epoch's curve row is in the callbacks' state."""
+    common = dict(dirpath=folder, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
+                  save_on_train_epoch_end=True)
+    if monitor is None:  # best.ckpt is this epoch's too, last.ckpt a copy (two without a monitor: one Lightning state key)
+        return [ModelCheckpoint(filename="best", save_last=True, **common)]
+    return [ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **common),
+            ModelCheckpoint(filename="last", **common)]

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import linalg, stats
 
-from pipeline import data, scorer
+from pipeline import data, files, scorer
 from pipeline.core import generative
 from pipeline.params import ConfigError, load
 
@@ -25,6 +25,7 @@ def scored(tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(data, "PREPARED", prepared)
         patch.setattr(scorer, "ROOT", root)
+        patch.setattr(files, "ROOT", root)  # a stage writes only under the project's own folders
         assert scorer.main([]) == 0
     return prepared, scorers
 

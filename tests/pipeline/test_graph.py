@@ -165,7 +165,10 @@ def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path
         out_dir.mkdir(parents=True)
         return {"sizes": {}}
 
-    monkeypatch.setattr(stage, "PREPARED", tmp_path)
+    from pipeline import files
+
+    monkeypatch.setattr(files, "ROOT", tmp_path)  # a stage writes only under the project's own folders
+    monkeypatch.setattr(stage, "PREPARED", tmp_path / "data" / "prepared")
     monkeypatch.setattr(stage, "prepare", record)
     monkeypatch.setitem(data.DATASETS, "cora", dataclasses.replace(data.DATASETS["cora"], fetch=lambda: None))  # no network
     config = load()

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import cli, data, downloads
+from pipeline import cli, data, downloads, files
 from pipeline.params import ConfigError, DataConfig
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
@@ -370,11 +370,14 @@ def test_the_default_pipeline_fetches_nothing(tmp_path, monkeypatch):
     for name, entry in data.DATASETS.items():
         if entry.download:
             monkeypatch.setitem(data.DATASETS, name, dataclasses.replace(entry, fetch=lambda name=name: fetched.append(name)))
-    monkeypatch.setattr(stage, "PREPARED", tmp_path)
+    prepared = tmp_path / "data" / "prepared"  # a stage writes only under the project's own folders
+    prepared.mkdir(parents=True)
+    monkeypatch.setattr(files, "ROOT", tmp_path)
+    monkeypatch.setattr(stage, "PREPARED", prepared)
     monkeypatch.setattr(stage, "prepare", lambda dataset, config, out_dir: out_dir.mkdir() or {"sizes": {}})
     assert stage.load(family_checks=False).data.download == []
     stage.main([])
-    assert fetched == [] and not {"mnist", "fashion_mnist", "cifar10", "cora"} & {p.name for p in tmp_path.iterdir()}
+    assert fetched == [] and not {"mnist", "fashion_mnist", "cifar10", "cora"} & {p.name for p in prepared.iterdir()}
 
 
 # ---------------------------------------------------------------------------------------------

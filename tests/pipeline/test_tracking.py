@@ -1,12 +1,14 @@
 """The default SQLite store: created in `<store>.partial` with per-commit fsync off, then renamed into
 place; the result is the store MLflow makes in place (same tables, columns, indexes and schema
 revision), with SQLite's default journal, and a stale `.partial` of an interrupted creation is
-replaced. A model whose MLflow run is in another store is named before it is evaluated."""
+replaced. A model whose MLflow run is in another store is named before it is evaluated. A tracking
+URI is shown without its credentials; a test metric is logged once per run."""
 
 from __future__ import annotations
 
 import sqlite3
 
+import pytest
 from mlflow import MlflowClient
 
 from pipeline.core import tracking
@@ -62,8 +64,6 @@ def test_a_partial_store_left_by_an_interrupted_creation_is_replaced(tmp_path, m
 def test_a_model_trained_into_another_store_is_named_before_evaluating(tmp_path, monkeypatch):
     import json
 
-    import pytest
-
     from pipeline.params import ConfigError
 
     trained_into = tmp_path / "theirs" / "mlflow.db"
@@ -79,3 +79,47 @@ def test_a_model_trained_into_another_store_is_named_before_evaluating(tmp_path,
                                           rf"trained into sqlite:///.*/theirs/mlflow\.db\); point MLFLOW_TRACKING_URI at that "
                                           rf"store, or run `dvc repro -f train@mlp_digits` to train into this one$"):
         tracking.check_run(run_file, "mlp_digits")
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("http://user:password@host:5000/path", "http://***@host:5000/path"),
+    ("https://token@host", "https://***@host"),
+    ("http://user:pa/ss#w@rd@host:5000", "http://***@host:5000"),  # unencoded / and # in the password
+    ("postgresql://mlflow:hunter2@db:5432/mlflow", "postgresql://***@db:5432/mlflow"),
+    ("http://host/?token=abc&experiment=1&API_KEY=k&x-amz-signature=s&password&p=%2F",
+     "http://host/?token=***&experiment=1&API_KEY=***&x-amz-signature=***&password=***&p=%2F"),
+    ("http://host?access%5Ftoken=abc#top", "http://host?access%5Ftoken=***#top"),
+    ("sqlite:////repo/mlflow.db", "sqlite:////repo/mlflow.db"),
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),
+])
+def test_redacted_hides_userinfo_and_secret_query_values(uri, shown):
+    assert tracking.redacted(uri) == shown
+
+
+def test_a_run_trained_into_another_store_is_named_without_its_credentials(tmp_path, monkeypatch):
+    import json
+
+    from pipeline.params import ConfigError
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ours.db'}")
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"mlflow_run_id": "0" * 32, "tracking_uri": "http://ann:secret@host:5000"}))
+    with pytest.raises(ConfigError, match=r"\(it was trained into http://\*\*\*@host:5000\)") as raised:
+        tracking.check_run(run_file, "mlp_digits")
+    assert "secret" not in str(raised.value) and "ann" not in str(raised.value)
+
+
+def test_each_test_metric_is_logged_once_per_run_unless_its_value_changed(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = tracking.client()
+    run_id = client.create_run(tracking.experiment_id(client, "a")).info.run_id
+    results = {"test/accuracy": 0.9583333333333334, "test/nll": float("nan")}
+
+    assert tracking.log_new_values(client, run_id, results) == results
+    assert tracking.log_new_values(client, run_id, results) == {}  # the same model evaluated again
+    changed = {**results, "test/accuracy": 0.9611111111111111}  # the evaluation code changed
+    assert tracking.log_new_values(client, run_id, changed) == {"test/accuracy": 0.9611111111111111}
+
+    accuracy = [m.value for m in client.get_metric_history(run_id, "test/accuracy")]
+    assert accuracy == [0.9583333333333334, 0.9611111111111111]
+    assert len(client.get_metric_history(run_id, "test/nll")) == 1

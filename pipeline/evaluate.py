@@ -234,7 +234,9 @@ def write_csv(path: Path, header: list[str], rows) -> None:
     writer = csv.writer(text)
     writer.writerow(header)
     writer.writerows(rows)
-    files.write_text(path, text.getvalue())
+    encoded = text.getvalue().encode("utf-8")
+    with files.replacing(path, size=len(encoded)) as handle:  # the path its caller chose (tests pass their own)
+        handle.write(encoded)
 
 
 if __name__ == "__main__":

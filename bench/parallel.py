@@ -14,8 +14,8 @@ Clones the committed HEAD into a temporary folder and, there:
    plain `dvc repro`, which runs only `report`. (DVC's run-cache cannot do this step: DVC saves no
    run-cache entry for these stages, see `collect_results`; a plain `dvc repro` would retrain all.)
 
-Threads: every stage uses params.yaml's `threads` torch threads (2 by default); two such trainings on
-2 cores oversubscribe them and run 10 to 80 times slower (mlp_digits 409 s instead of 5 s). The CLI
+Threads: every stage uses params.yaml's `trainer.threads` torch threads (2 by default); two such trainings on
+2 cores oversubscribe them and run many times slower (BENCHMARKS.md has the figures). The CLI
 therefore sets the clone's `threads` (and OMP_NUM_THREADS, for any other process) to cores // jobs (at
 least 1) unless OMP_NUM_THREADS is already set or `--threads` says otherwise (`--threads 0`: leave both
 alone). Results depend on the thread count, so the metrics of such a run are those of that count.
@@ -219,7 +219,11 @@ def run_parallel(clone: Path, jobs: int = 2, python_bin_dir: Path | None = None,
     env = clean_env(python_bin_dir, threads)
     if threads:  # the stages take their thread count from params (a dependency DVC tracks), not from the environment
         params = clone / "params.yaml"
-        params.write_text(re.sub(r"(?m)^threads: \d+", f"threads: {threads}", params.read_text()))
+        # Every `threads:` key (the default's and any experiment's own), keeping params.yaml's comments.
+        text, count = re.subn(r"(?m)^(\s*threads: )\d+", rf"\g<1>{threads}", params.read_text())
+        if count == 0:
+            raise SystemExit(f"{params}: no `threads:` key to set")
+        params.write_text(text)
     names = experiment_names(clone)
     seconds = train_seconds(source or clone, names)
     groups = balance(names, seconds, jobs)

@@ -25,12 +25,13 @@ OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "dvc.lock
 
 
 def project_files() -> list[str]:
-    """The files git would commit (tracked or new, not ignored), minus pipeline outputs."""
+    """The files git would commit (tracked or new, not ignored), minus pipeline outputs but with the .gitignore
+    files DVC keeps beside them, so that a copy put under git never commits an output."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()
-    return [f for f in listed if f.split("/")[0] not in OUTPUTS and (ROOT / f).is_file()]
+    return [f for f in listed if (f.split("/")[0] not in OUTPUTS or f.endswith("/.gitignore")) and (ROOT / f).is_file()]
 
 
 def copy_project(dest: Path) -> Path:

@@ -401,8 +401,10 @@ def watch_parent(experiment: ExperimentConfig) -> None:
     pid, created = int(watched.split(":")[0]), float(watched.split(":")[1])
 
     def alive() -> bool:
+        # A dvc that has exited but is not yet reaped by its own parent is a zombie: ended all the same.
         try:
-            return psutil.Process(pid).create_time() == created
+            process = psutil.Process(pid)
+            return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
 

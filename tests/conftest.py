@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import signal
 import shutil
@@ -239,33 +241,32 @@ def uninterrupted_metrics(tmp_path_factory) -> dict:
 # ---------------------------------------------------------------------------------------------
 # A real MLflow tracking server (tests/test_concurrency.py, tests/test_pipeline_e2e.py)
 
-@pytest.fixture
-def mlflow_server(tmp_path: Path):
-    """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
+@contextlib.contextmanager
+def running_mlflow_server(root: Path, *args: str, extra_env: dict | None = None):
+    """A real `mlflow server` (with `args`, e.g. --app-name) on loopback, its SQLite store and artifacts under
+    `root`; yields its address once /health answers."""
     port = free_port()
-    root = tmp_path / "server"
-    root.mkdir()
+    root.mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).parent / "mlflow"
     log = (root / "server.log").open("w")
     proc = subprocess.Popen(
-        [str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        [str(mlflow), "server", *args, "--host", "127.0.0.1", "--port", str(port),
          "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=root, env={**env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    uri = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            pass
-        assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-        assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
-        time.sleep(0.5)
     try:
-        yield uri
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
+            time.sleep(0.5)
+        yield f"127.0.0.1:{port}"
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -274,3 +275,10 @@ def mlflow_server(tmp_path: Path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         log.close()
+
+
+@pytest.fixture
+def mlflow_server(tmp_path: Path):
+    """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
+    with running_mlflow_server(tmp_path / "server", "--workers", "2") as address:
+        yield f"http://{address}"

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import dvc, env, git_init, python
+from conftest import env, python
 
 pytestmark = pytest.mark.slow
 

@@ -5,7 +5,6 @@ metric once, and never two trainings of one experiment at once."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -7,21 +7,17 @@ from __future__ import annotations
 import contextlib
 import http.server
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
-from conftest import env, free_port, python
+from conftest import env, python, running_mlflow_server
 
 EXPERIMENT = "linear_diabetes"  # the quickest to train
 STORE_EXPERIMENT = "mathematical-engineering-of-deep-learning"  # params.yaml's tracking.experiment
@@ -114,36 +110,14 @@ def test_wrong_credentials_for_a_real_basic_auth_server(project, tmp_path):
     config.write_text(f"[mlflow]\ndefault_permission = READ\ndatabase_uri = sqlite:///{root / 'auth.db'}\n"
                       "admin_username = admin\nadmin_password = the-admin-pw\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    port = free_port()
-    server_env = {**env(), "MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only"}
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth", "--host", "127.0.0.1",
-         "--port", str(port), "--workers", "1", "--backend-store-uri", f"sqlite:///{root / 'store.db'}",
-         "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2):
-                    break
-            except OSError:
-                pass
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
-            time.sleep(0.5)
+    server_env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "tests-only"}
+    with running_mlflow_server(root, "--app-name", "basic-auth", "--workers", "1", extra_env=server_env) as address:
         python("-m", "pipeline.prepare", cwd=project)
         before = snapshot(project)
-        result = stage(project, "pipeline.train", EXPERIMENT, extra_env={"MLFLOW_TRACKING_URI": f"http://admin:wrong-pw@127.0.0.1:{port}"})
+        result = stage(project, "pipeline.train", EXPERIMENT, extra_env={"MLFLOW_TRACKING_URI": f"http://admin:wrong-pw@{address}"})
         assert result.returncode == 2, result.stderr[-2000:]
-        assert result.stderr.strip().splitlines() == [refused_line(f"http://***@127.0.0.1:{port}", 401)]
+        assert result.stderr.strip().splitlines() == [refused_line(f"http://***@{address}", 401)]
         assert snapshot(project) == before
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
-        log.close()
 
 
 def moved_line(old: Path) -> str:

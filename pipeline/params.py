@@ -253,11 +253,12 @@ MAX_DEPTH = 32  # nesting of lists and mappings: 5 here; deeper would exhaust th
 MAX_THREADS = 1024
 
 
-def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
-    """Load and validate the whole params file (every experiment), raising ConfigError. With
-    family_checks=False, each experiment's checks against its family class (model config, tasks, monitors)
-    are skipped: those import every family, so torch, Lightning and torchmetrics, which a stage that
-    trains nothing (prepare) does not otherwise need; train and evaluate still make them."""
+def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = True) -> Config:
+    """Load and validate the whole params file (every experiment), raising ConfigError. Each experiment's
+    checks against its family class (model config, tasks, monitors) import that family: with
+    family_checks=False they are skipped, with a set of names made for those experiments only. A stage
+    imports just the families it runs (its code dependencies, pipeline/codedeps.py), and a stage that
+    trains nothing (prepare) not even torch."""
     path = Path(path)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     raw = read_yaml(path, shown)
@@ -279,12 +280,13 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool = True) -> Config:
         raise ConfigError("examples: must be a mapping of experiments (disabled until enabled)")
     _check_names(raw)
     experiments = {
-        name: experiment(name, raw["defaults"], spec, family_checks) for name, spec in raw["experiments"].items()
+        name: experiment(name, raw["defaults"], spec, family_checks is True or name in (family_checks or ()))
+        for name, spec in raw["experiments"].items()
     }
     if not experiments:
         raise ConfigError("experiments: at least one experiment is needed")
     examples = {
-        name: experiment(name, raw["defaults"], spec, family_checks, section="examples")
+        name: experiment(name, raw["defaults"], spec, family_checks is True, section="examples")
         for name, spec in (raw.get("examples") or {}).items()
     }
     from pipeline import data as datasets
@@ -398,7 +400,7 @@ def _check_names(raw: dict) -> None:
 def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, ExperimentConfig]:
     """The config and the experiment `name` (typed on the command line: checked before it is used)."""
     check_name(name, "experiment name", "an experiment name")
-    config = load(path)
+    config = load(path, family_checks=frozenset({name}))
     if name in config.examples:
         raise ConfigError(f"{_shown(name)} is an example, disabled; enable it first: python -m pipeline.examples enable {name}")
     if name not in config.experiments:

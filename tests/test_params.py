@@ -330,22 +330,6 @@ def test_store_root_inside_a_dvc_experiment_copy_is_the_outer_repository():
     assert store_root(Path("/home/u/proj")) == Path("/home/u/proj")
 
 
-def test_every_family_file_a_family_imports_is_a_dependency_of_every_train_stage():
-    """dvc.yaml makes train@EXPERIMENT depend on modules/<family>.py and the files every train stage lists:
-    a family importing another family's file that is not among those would not be retrained when that
-    file changed."""
-    import ast
-
-    train_deps = set(yaml.safe_load((params.ROOT / "dvc.yaml").read_text())["stages"]["train"]["do"]["deps"])
-    for family in params.available_families():
-        tree = ast.parse((params.ROOT / "modules" / f"{family}.py").read_text())
-        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
-        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
-        for name in imported:
-            if name.startswith("modules.") and name != f"modules.{family}":
-                assert f"{name.replace('.', '/')}.py" in train_deps, (family, name)
-
-
 def imported_after(code: str) -> set[str]:
     """The heavy top-level packages in sys.modules after `code` runs in a fresh interpreter (this one has
     imported them all)."""

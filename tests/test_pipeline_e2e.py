@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import pytest
 import yaml
@@ -44,7 +45,10 @@ def clean_repro(path, *targets: str, experiments: tuple[str, ...]):
     project = copy_project(path)
     params = shrink_params(project / "params.yaml", keep=experiments)
     git_init(project)
-    result = dvc("repro", *targets, cwd=project, extra_env=CREDENTIALS)
+    imports = path.parent / "imports"  # each stage process's imported project files (tests/import_log)
+    imports.mkdir()
+    hook = {"PYTHONPATH": str(Path(__file__).parent / "import_log"), "MEDL_IMPORT_LOG": str(imports)}
+    result = dvc("repro", *targets, cwd=project, extra_env={**CREDENTIALS, **hook})
     return project, params, result
 
 
@@ -65,8 +69,8 @@ def test_repro_runs_every_stage_in_order(repro):
     project, params, result = repro
     ran = stages_run(result.stdout)
     names = list(params["experiments"])
-    assert ran[0] == "prepare" and ran[-1] == "report"
-    assert sorted(ran[1:-1]) == sorted(["scorer"] + [f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
+    assert ran[:2] == ["codedeps", "prepare"] and ran[-1] == "report"
+    assert sorted(ran[2:-1]) == sorted(["scorer"] + [f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
     for name in names:
         assert ran.index(f"train@{name}") < ran.index(f"evaluate@{name}")
         assert ran.index("scorer") < ran.index(f"evaluate@{name}")
@@ -166,6 +170,35 @@ def test_second_repro_does_nothing_and_one_param_reruns_one_experiment(repro):
     assert json.loads(status.stdout) == {}
 
 
+# The families that import modules/mlp.py, directly or through another family (read from their imports).
+MLP_USERS = {"mlp", "autoencoder", "vae", "gcn", "sage"}
+
+
+def test_a_code_edit_reruns_exactly_the_stages_whose_processes_import_it(repro):
+    project, params, _ = repro
+
+    def stale_after_editing(path: str) -> list[str]:
+        original = (project / path).read_text()
+        (project / path).write_text(original + "\n# edited\n")
+        try:
+            dvc("repro", "codedeps", cwd=project)
+            return sorted(json.loads(dvc("status", "--json", cwd=project).stdout))
+        finally:
+            (project / path).write_text(original)
+            dvc("repro", "codedeps", cwd=project)
+
+    assert stale_after_editing("pipeline/report.py") == ["report"]
+    assert stale_after_editing("pipeline/html_report.py") == ["report"]
+    users = sorted(f"{kind}@{name}" for name, experiment in params["experiments"].items()
+                   if experiment["family"] in MLP_USERS for kind in ("train", "evaluate"))
+    assert users and stale_after_editing("modules/mlp.py") == users
+    cnn = sorted(f"{kind}@{name}" for name, experiment in params["experiments"].items()
+                 if experiment["family"] == "cnn" for kind in ("train", "evaluate"))
+    # the scorer is a CNN, and the report scores its reference samples with it
+    assert cnn and stale_after_editing("modules/cnn.py") == sorted(["report", "scorer", *cnn])
+    assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
+
+
 # Shuffled batches, dropout, batch norm, a sampled series and random strings: what a second run could draw differently.
 DETERMINISM = ("mlp_digits", "lstm_ar_series", "transformer_seq2seq")
 
@@ -187,3 +220,23 @@ def test_tracking_credentials_never_reach_the_store_the_outputs_or_the_logs(repr
              if p.is_file() and ".git" not in p.parts and SECRET.encode() in p.read_bytes()]
     assert leaks == []
     assert (project / "mlflow.db").stat().st_size > 0 and any((project / "mlruns").rglob("*.ckpt"))
+
+
+def test_each_stage_imported_only_files_of_its_derived_code_dependencies(repro):
+    """What every stage's processes really imported is within its codedeps/ file (which may hold more:
+    it follows imports inside functions whatever branch runs), so no code change can go unseen by DVC."""
+    project, params, _ = repro
+    records = [json.loads(p.read_text()) for p in (project.parent / "imports").glob("*.json")]
+    seen = set()
+    for record in records:
+        stage = (record["stage"] or "").rpartition(":")[2]
+        if not stage:
+            continue  # dvc itself, or a helper process outside a stage
+        seen.add(stage)
+        if stage == "codedeps":  # it depends on the whole of pipeline/ and modules/
+            continue
+        kind, _, experiment = stage.partition("@")
+        name = f"{kind}/{params['experiments'][experiment]['family']}" if experiment else kind
+        declared = json.loads((project / "codedeps" / f"{name}.json").read_text())
+        assert set(record["files"]) <= set(declared), f"{stage} imported {set(record['files']) - set(declared)}"
+    assert {"codedeps", "prepare", "scorer", "report"} | {f"{k}@{n}" for k in ("train", "evaluate") for n in params["experiments"]} <= seen

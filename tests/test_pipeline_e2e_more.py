@@ -11,6 +11,7 @@ import pytest
 from conftest import dvc, python, run
 from test_pipeline_e2e import (  # noqa: F401  (collected here too, on this file's `repro`)
     clean_repro,
+    test_each_stage_imported_only_files_of_its_derived_code_dependencies,
     test_metrics_files_have_the_task_keys,
     test_mlflow_holds_one_complete_run_per_experiment,
     test_repro_runs_every_stage_in_order,

@@ -1,4 +1,4 @@
-"""PNG figures for MLflow, the DVC plots and the report (matplotlib, no display needed)."""
+"""PNG figures for MLflow and the DVC plots (matplotlib, no display needed); the report draws its own with `save`."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _save(figure, path: Path) -> None:
+def save(figure, path: Path) -> None:
     """Rendered first, then written whole (pipeline.files): a full disk names the file and leaves no part of it."""
     import io
 
@@ -48,7 +48,7 @@ def learning_curve(loss_csv: Path, metric_csv: Path, png_path: Path, title: str)
         ax.set(xlabel=x, title=title)
         ax.legend()
     axes[0][0].set(ylabel="loss", yscale="log" if values and min(values) > 0 else "linear")
-    _save(figure, png_path)
+    save(figure, png_path)
 
 
 def confusion(matrix, png_path: Path, title: str) -> None:
@@ -58,7 +58,7 @@ def confusion(matrix, png_path: Path, title: str) -> None:
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
     ax.set(xlabel="predicted", ylabel="actual", title=f"{title}: test confusion matrix")
     figure.colorbar(image)
-    _save(figure, png_path)
+    save(figure, png_path)
 
 
 def predicted_vs_actual(prediction, target, png_path: Path, title: str) -> None:
@@ -67,23 +67,7 @@ def predicted_vs_actual(prediction, target, png_path: Path, title: str) -> None:
     low, high = float(min(target.min(), prediction.min())), float(max(target.max(), prediction.max()))
     ax.plot([low, high], [low, high], color="gray", linestyle="--")
     ax.set(xlabel="actual", ylabel="predicted", title=f"{title}: test predictions")
-    _save(figure, png_path)
-
-
-def comparison(rows: list[dict], metric: str, png_path: Path) -> None:
-    """Horizontal bars of one test metric for every model and baseline that has it."""
-    rows = [row for row in rows if row.get(metric) is not None]
-    figure, ax = plt.subplots(figsize=(7, 0.35 * len(rows) + 1.2))
-    labels = [f"{row['name']} ({row['dataset']})" for row in rows]
-    colors = ["tab:blue" if row["kind"] == "model" else "tab:gray" for row in rows]
-    values = [row[metric] for row in rows]
-    bars = ax.barh(labels, values, color=colors)
-    ax.bar_label(bars, labels=[f"{v:.4g}" for v in values], padding=2, fontsize=7)  # the value, however short the bar
-    ax.set(xlabel=metric, title=f"{metric}: models (blue) and baselines (gray)")
-    ax.invert_yaxis()
-    if metric == "test/accuracy" and values:  # from 0.9, or from the tenth below the lowest (the graph datasets' 0.5-0.9)
-        ax.set_xlim(min(0.9, math.floor(min(values) * 10) / 10), 1.02)
-    _save(figure, png_path)
+    save(figure, png_path)
 
 
 def sample_grid(images, png_path: Path, title: str) -> None:
@@ -97,7 +81,7 @@ def sample_grid(images, png_path: Path, title: str) -> None:
         if index < n:
             ax.imshow(images[index][0].detach().cpu().numpy(), cmap="gray_r", interpolation="nearest")
     figure.suptitle(title, fontsize=9)
-    _save(figure, png_path)
+    save(figure, png_path)
 
 
 def return_histogram(returns, png_path: Path, title: str) -> None:
@@ -107,4 +91,4 @@ def return_histogram(returns, png_path: Path, title: str) -> None:
     ax.axvline(float(returns.mean()), color="black", linestyle="--", label=f"mean {float(returns.mean()):.1f}")
     ax.set(xlabel="episode return", ylabel="episodes", title=title)
     ax.legend()
-    _save(figure, png_path)
+    save(figure, png_path)

@@ -18,7 +18,6 @@ against the N test images (N = the test split's size, the same for every model):
 from __future__ import annotations
 
 import math
-import json
 import warnings
 from pathlib import Path
 
@@ -153,40 +152,6 @@ def sample_scores(samples: torch.Tensor, reference: torch.Tensor, scorer: nn.Mod
         "classes_covered": int(torch.unique(classes).numel()),
         "class_kl": round(class_kl_from_uniform(classes, num_classes), 6),
     }
-
-
-def reference_rows(dataset: str, seed: int = 0) -> list[dict]:
-    """The report's reference rows, scored like the models (N = the test split's size):
-    the floor, N training images against the test images; and a Gaussian fitted to the training
-    pixels (mean and full covariance), N samples from it."""
-    from pipeline import data
-
-    x_train, _ = data.load_split(dataset, "train")
-    x_test, _ = data.load_split(dataset, "test")
-    scorer = load_scorer(dataset)
-    generator = torch.Generator().manual_seed(seed)
-    n = len(x_test)
-    train_images = x_train[torch.randperm(len(x_train), generator=generator)[:n]]
-    flat = x_train.flatten(1).double()
-    mean = flat.mean(0)
-    covariance = torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=flat.dtype)
-    gaussian = torch.distributions.MultivariateNormal(mean, covariance)
-    torch.manual_seed(seed)
-    gaussian_images = gaussian.sample((n,)).float().reshape(n, *x_train.shape[1:])
-    rows = []
-    for name, family, images in (
-        ("train_images", "floor: training images vs test images", train_images),
-        ("gaussian_pixels", "Gaussian fitted to the training pixels", gaussian_images),
-    ):
-        scores = sample_scores(images, x_test, scorer, seed)
-        rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset,
-                     **{f"test/{k}": v for k, v in scores.items()}})
-    return rows
-
-
-def scorer_accuracy(dataset: str) -> float | None:
-    facts = SCORERS / f"{dataset}.json"
-    return json.loads(facts.read_text())["test/accuracy"] if facts.exists() else None
 
 
 # ---------------------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pipeline import files
+from pipeline import codedeps, files
 from pipeline.data import shown
 from pipeline.params import ROOT, ConfigError, ExperimentConfig
 
@@ -75,16 +75,13 @@ def folder(experiment: ExperimentConfig) -> Path:
 
 
 def fingerprint(experiment: ExperimentConfig) -> str:
-    """What a checkpoint's training depends on: the experiment's params, its family's code, the
-    shared training code and the prepared data's description."""
+    """What a checkpoint's training depends on: the experiment's params, every project file the train
+    stage imports for its family (the same set as its DVC code dependencies) and the prepared data's
+    description."""
     digest = hashlib.sha256(json.dumps(experiment.flat(), sort_keys=True).encode())
-    for path in (
-        ROOT / "modules" / f"{experiment.family}.py",
-        ROOT / "modules" / "linear_regression.py",  # imported by other families (a dependency of every train stage)
-        ROOT / "pipeline" / "core" / "supervised.py",
-        ROOT / "data" / "prepared" / experiment.dataset / "meta.json",
-    ):
-        digest.update(path.read_bytes() if path.exists() else b"")
+    digest.update(codedeps.digest(codedeps.PER_FAMILY["train"], f"modules.{experiment.family}").encode())
+    meta = ROOT / "data" / "prepared" / experiment.dataset / "meta.json"
+    digest.update(meta.read_bytes() if meta.exists() else b"")
     return digest.hexdigest()
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import linalg, stats
 
-from pipeline import data, files, scorer
+from pipeline import data, files, report, scorer
 from pipeline.core import generative
 from pipeline.params import ConfigError, load
 
@@ -82,10 +82,10 @@ def test_real_images_score_far_better_than_noise(digits):
 
 
 def test_reference_rows_put_the_gaussian_between_the_floor_and_noise(digits):
-    floor, gaussian = generative.reference_rows("digits")
+    floor, gaussian = report.reference_rows("digits")
     assert (floor["name"], gaussian["name"]) == ("train_images", "gaussian_pixels")
     assert floor["test/fid"] < gaussian["test/fid"]
-    assert generative.reference_rows("digits") == [floor, gaussian]  # seeded: the same rows each time
+    assert report.reference_rows("digits") == [floor, gaussian]  # seeded: the same rows each time
 
 
 def test_missing_scorer_names_the_stage_to_run(tmp_path, monkeypatch):

@@ -1,0 +1,137 @@
+"""The project files each stage's process imports, found from the code, so that no list of code
+dependencies is kept by hand.
+
+DVC cannot interpolate a list into a stage's deps, so the `codedeps` stage writes one small JSON file
+per stage (and per family for train and evaluate) naming the files of that stage's import closure with
+their hashes; each stage depends on its file. Editing a file then reruns exactly the stages whose
+processes import it. The resume fingerprint hashes the same closure (`digest`).
+
+Imports are read with `ast`, at any depth of a file (function-level imports count), so the closure is
+what the process may import, whichever branch it takes. Only the standard library is used here: the
+stage must not pay for importing torch.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("pipeline", "modules")
+OUT = ROOT / "codedeps"
+
+# Each stage's entry module. Train and evaluate also import their experiment's family by name
+# (params.family_class), so they get one file per family.
+STAGES = {"prepare": "pipeline.prepare", "scorer": "pipeline.scorer", "report": "pipeline.report"}
+PER_FAMILY = {"train": "pipeline.train", "evaluate": "pipeline.evaluate"}
+
+
+def module_path(name: str, root: Path = ROOT) -> Path | None:
+    """The project file that defines module `name`, or None for a module outside the project."""
+    if name.split(".")[0] not in PACKAGES:
+        return None
+    base = root.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+@functools.lru_cache(maxsize=None)  # a stage process reads each file once; the codedeps stage, for 37 closures
+def imported_names(path: Path, root: Path = ROOT) -> frozenset[str]:
+    """Every module name an import statement in `path` may load (relative imports resolved); for
+    `from a import b`, both `a` and `a.b` (b may be a submodule)."""
+    package = module_name(path, root) if path.name == "__init__.py" else module_name(path, root).rpartition(".")[0]
+    names: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([node.module] if node.module else []))
+            else:
+                base = node.module or ""
+            names.add(base)
+            names.update(f"{base}.{alias.name}" for alias in node.names)
+    return frozenset(names)
+
+
+def closure(*entries: str, root: Path = ROOT) -> list[Path]:
+    """The project files importing `entries` may execute, parent packages' __init__.py included."""
+    seen: set[Path] = set()
+    todo = list(entries)
+    while todo:
+        name = todo.pop()
+        parts = name.split(".")
+        for depth in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py first
+            path = module_path(".".join(parts[:depth]), root)
+            if path is not None and path not in seen:
+                seen.add(path)
+                todo.extend(imported_names(path, root))
+    return sorted(seen)
+
+
+def plugins(package: str) -> list[str]:
+    return sorted(f"{package}.{p.stem}" for p in (ROOT / package).glob("*.py") if not p.stem.startswith("_"))
+
+
+def stage_entries() -> dict[str, tuple[str, ...]]:
+    """Each dependency file's name (as under codedeps/) and the modules its stage's process starts from."""
+    entries = {name: (entry,) for name, entry in STAGES.items()}
+    for stage, entry in PER_FAMILY.items():
+        for family in plugins("modules"):
+            entries[f"{stage}/{family.rpartition('.')[2]}"] = (entry, family)
+    return entries
+
+
+def files_of(*entries: str) -> dict[str, str]:
+    """The closure's files, relative to the project, each with the sha256 of its bytes."""
+    return {p.relative_to(ROOT).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in closure(*entries)}
+
+
+def digest(*entries: str) -> str:
+    """One hash of the closure's paths and contents (the resume fingerprint's share of the code)."""
+    return hashlib.sha256(json.dumps(files_of(*entries), sort_keys=True).encode()).hexdigest()
+
+
+def contents() -> dict[str, str]:
+    """Each stage's file under codedeps/ (its relative name) and the text it should hold now."""
+    return {f"{name}.json": json.dumps(files_of(*entries), indent=1, sort_keys=True) + "\n"
+            for name, entries in stage_entries().items()}
+
+
+def write_all(out: Path = OUT) -> list[str]:
+    """Write codedeps/NAME.json for every stage; a file whose content is unchanged is left alone (its
+    mtime too), one no stage needs any more is removed. Returns the names written."""
+    from pipeline import files
+
+    wanted = contents()
+    written = []
+    for name, text in sorted(wanted.items()):
+        path = out / name
+        if not path.is_file() or path.read_text() != text:
+            files.write_text(path, text)
+            written.append(name)
+    for path in sorted(out.rglob("*.json")):
+        if path.relative_to(out).as_posix() not in wanted:
+            files.remove(path)
+    return written
+
+
+def main() -> None:
+    written = write_all()
+    print(f"codedeps: {len(written)} of {len(stage_entries())} stage files changed" + (f" ({', '.join(written)})" if written else ""))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,98 @@
+"""Each stage's code dependencies are derived from its imports (pipeline/codedeps.py), not kept by hand:
+the closure follows every import statement, dvc.yaml names no code file but the derived ones, and the
+committed codedeps/ files are current. tests/test_pipeline_e2e.py checks them against what each stage's
+process really imported."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from pipeline import codedeps
+from pipeline.core import resume
+from pipeline.params import ROOT, load_experiment
+
+
+def write(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+
+
+def test_the_closure_follows_imports_at_any_depth_relative_ones_and_parent_packages(tmp_path):
+    write(tmp_path, {
+        "pipeline/__init__.py": "",
+        "pipeline/core/__init__.py": "",
+        "pipeline/entry.py": "import json\nfrom pipeline.core import helper\n\ndef later():\n    from . import lazy\n",
+        "pipeline/core/helper.py": "from .. import shared\n",
+        "pipeline/shared.py": "import torch\n",
+        "pipeline/lazy.py": "",
+        "pipeline/unused.py": "",
+        "modules/__init__.py": "",
+        "modules/family.py": "from pipeline import shared\n",
+    })
+    found = [p.relative_to(tmp_path).as_posix() for p in codedeps.closure("pipeline.entry", root=tmp_path)]
+    assert found == ["pipeline/__init__.py", "pipeline/core/__init__.py", "pipeline/core/helper.py",
+                     "pipeline/entry.py", "pipeline/lazy.py", "pipeline/shared.py"]
+    found = [p.relative_to(tmp_path).as_posix() for p in codedeps.closure("modules.family", root=tmp_path)]
+    assert found == ["modules/__init__.py", "modules/family.py", "pipeline/__init__.py", "pipeline/shared.py"]
+
+
+def test_dvc_yaml_names_no_code_file_but_the_derived_ones():
+    """Only the codedeps stage reads the code folders; every other stage's code is its codedeps/ file."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    for name, stage in stages.items():
+        deps = (stage.get("do") or stage)["deps"]
+        code = [d for d in deps if d.split("/")[0] in codedeps.PACKAGES]
+        if name == "codedeps":
+            assert sorted(code) == sorted(codedeps.PACKAGES)
+        else:
+            assert code == [], f"{name}: code kept by hand: {code}"
+            assert any(d.startswith("codedeps/") for d in deps), name
+
+
+def test_the_committed_codedeps_files_are_current():
+    """What the codedeps stage would write now is what is committed (else a fresh clone's `dvc status`
+    would not be clean)."""
+    committed = {p.relative_to(ROOT / "codedeps").as_posix(): p.read_text() for p in (ROOT / "codedeps").rglob("*.json")}
+    assert codedeps.contents() == committed, "run `python -m pipeline.codedeps` (or `dvc repro codedeps`) and commit codedeps/"
+
+
+def test_every_stages_closure_is_what_the_standard_librarys_modulefinder_finds():
+    """An independent computation: modulefinder reads the compiled bytecode, not the syntax tree."""
+    import modulefinder
+
+    for name, entries in codedeps.stage_entries().items():
+        finder = modulefinder.ModuleFinder(path=[str(ROOT)])  # project modules only: torch and the rest stay unread
+        for entry in entries:
+            finder.import_hook(entry)
+        found = sorted(Path(m.__file__) for m in finder.modules.values() if m.__file__)
+        assert found == codedeps.closure(*entries), name
+
+
+def test_editing_a_shared_family_file_touches_only_the_families_that_import_it():
+    users = {name for name in codedeps.stage_entries()
+             if "modules/mlp.py" in json.loads((ROOT / "codedeps" / f"{name}.json").read_text())}
+    assert {"train/mlp", "evaluate/mlp", "train/autoencoder", "train/vae"} <= users  # the VAE through the autoencoder
+    assert not users & {"report", "prepare", "scorer", "train/cnn", "train/dqn", "train/transformer"}
+
+
+def test_the_resume_fingerprint_hashes_the_train_stages_code_closure(tmp_path, monkeypatch):
+    _, experiment = load_experiment("mlp_digits")
+    before = resume.fingerprint(experiment)
+    files = codedeps.files_of(codedeps.PER_FAMILY["train"], "modules.mlp")
+    assert "pipeline/core/trainer.py" in files and "modules/mlp.py" in files
+    original = Path.read_bytes
+
+    def edited(path: Path) -> bytes:  # as if modules/mlp.py had changed on disk
+        return original(path) + (b"# edited\n" if path == ROOT / "modules" / "mlp.py" else b"")
+
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert resume.fingerprint(experiment) != before
+    _, cnn = load_experiment("cnn_digits")
+    monkeypatch.undo()
+    unchanged = resume.fingerprint(cnn)
+    monkeypatch.setattr(Path, "read_bytes", edited)
+    assert resume.fingerprint(cnn) == unchanged  # the CNN family does not import modules/mlp.py

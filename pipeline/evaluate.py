@@ -54,17 +54,10 @@ def main(argv: list[str] | None = None) -> int:
     launch.check_experiment(experiment)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 
-    import torch
-
     from pipeline.params import family_class
 
-    spec = data.DATASETS[experiment.dataset].spec
-    model = family_class(experiment.family)(
-        data=spec, optimizer=experiment.optimizer, scheduler=experiment.scheduler, **experiment.model
-    )
-    try:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)["state_dict"]
-        model.load_state_dict(state)
+    try:  # the model as any user rebuilds it: its constructor's arguments are in the checkpoint
+        model = family_class(experiment.family).load_from_checkpoint(checkpoint, map_location="cpu")
     except Exception as error:
         raise ConfigError(
             f"{checkpoint.relative_to(ROOT)}: unreadable checkpoint ({type(error).__name__}); "

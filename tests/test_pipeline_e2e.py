@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import dvc, git_init
+from conftest import dvc, git_init, python
 
 from pipeline.data import DATASETS, GRAPH_FILE
 from pipeline.params import family_class
@@ -168,6 +168,35 @@ def test_second_repro_does_nothing_and_one_param_reruns_one_experiment(repro):
 
     status = dvc("status", "--json", cwd=project)
     assert json.loads(status.stdout) == {}
+
+
+# Run in the copy, in a fresh interpreter: each model rebuilt from its checkpoint alone; a classifier of
+# samples also predicts the test split, for its accuracy.
+LOAD_EACH_MODEL = """
+import json, sys, torch
+from pipeline import data
+from pipeline.params import family_class, load_experiment
+accuracies = {}
+for name in sys.argv[1:]:
+    _, experiment = load_experiment(name)
+    model = family_class(experiment.family).load_from_checkpoint(f"models/{name}/best.ckpt", map_location="cpu").eval()
+    assert model.hparams["optimizer"] == {**vars(experiment.optimizer)}, name
+    assert model.data_spec == data.DATASETS[experiment.dataset].spec, name
+    if model.data_spec.task == "multiclass" and not model.GRAPH_INPUT:
+        x, y = data.load_split(experiment.dataset, "test")
+        with torch.no_grad():
+            accuracies[name] = (model(x).argmax(-1) == y).double().mean().item()
+print(json.dumps(accuracies))
+"""
+
+
+def test_every_model_is_rebuilt_by_load_from_checkpoint_alone_in_a_fresh_process(repro):
+    project, params, _ = repro
+    result = python("-c", LOAD_EACH_MODEL, *params["experiments"], cwd=project)
+    accuracies = json.loads(result.stdout.strip().splitlines()[-1])
+    for name, accuracy in accuracies.items():
+        assert round(accuracy, 6) == json.loads((project / "metrics" / f"{name}.json").read_text())["test/accuracy"], name
+    assert accuracies or not any(e["dataset"] == "digits" for e in params["experiments"].values())
 
 
 # The families that import modules/mlp.py, directly or through another family (read from their imports).

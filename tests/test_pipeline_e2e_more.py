@@ -12,6 +12,7 @@ from conftest import dvc, python, run
 from test_pipeline_e2e import (  # noqa: F401  (collected here too, on this file's `repro`)
     clean_repro,
     test_each_stage_imported_only_files_of_its_derived_code_dependencies,
+    test_every_model_is_rebuilt_by_load_from_checkpoint_alone_in_a_fresh_process,
     test_metrics_files_have_the_task_keys,
     test_mlflow_holds_one_complete_run_per_experiment,
     test_repro_runs_every_stage_in_order,

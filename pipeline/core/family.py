@@ -8,6 +8,10 @@ A family subclasses `SupervisedModule` (pipeline.core.supervised) or `Generative
 
 from __future__ import annotations
 
+import dataclasses
+import io
+from pathlib import Path
+
 import lightning as L
 import torch
 
@@ -78,12 +82,33 @@ class FamilyModule(L.LightningModule):
 
     def __init__(self, *, data: DataSpec, optimizer: OptimizerConfig, scheduler: SchedulerConfig):
         super().__init__()
+        # Every constructor argument of the family (Lightning collects the subclasses' __init__ arguments
+        # too), so that `MODEL.load_from_checkpoint(path)` rebuilds the model. As plain values: checkpoints
+        # are read with torch.load(weights_only=True), which refuses pickled classes. The pipeline logs
+        # params to MLflow itself, hence logger=False.
+        self.save_hyperparameters(logger=False)
+        self.hparams.update(data=dataclasses.asdict(data), optimizer=dataclasses.asdict(optimizer),
+                            scheduler=dataclasses.asdict(scheduler))
         self.data_spec = data
         self.optimizer_config = optimizer
         self.scheduler_config = scheduler
         self._train_loss_sum = torch.zeros(())
         self._train_batches = 0
         self.epochs_run = 0  # by this process's fit: a resumed fit starts past the checkpoint's epochs
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, **kwargs):
+        """Lightning's, with the data spec and optimizer settings the checkpoint holds as plain values
+        turned back into the classes the constructor takes."""
+        raw = checkpoint_path.read() if hasattr(checkpoint_path, "read") else Path(checkpoint_path).read_bytes()
+        saved = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True).get("hyper_parameters") or {}
+        for key, kind in (("data", DataSpec), ("optimizer", OptimizerConfig), ("scheduler", SchedulerConfig)):
+            if isinstance(saved.get(key), dict) and key not in kwargs:
+                values = saved[key]
+                if kind is DataSpec:
+                    values = {**values, "input_shape": tuple(values["input_shape"])}
+                kwargs[key] = kind(**values)
+        return super().load_from_checkpoint(io.BytesIO(raw), map_location=map_location, **kwargs)
 
     def __setattr__(self, name, value) -> None:
         # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never

@@ -24,12 +24,10 @@ from pipeline import cli, data, files, stagestats
 from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
-COLUMNS = ["test/accuracy", "test/accuracy_mean", "test/accuracy_std", "test/f1", "test/auroc", "test/ece", "test/mse",
-           "test/mse_over_noise", "test/mae", "test/r2", "test/token_accuracy", "test/exact_match", "test/perplexity",
-           "test/mean_return", "test/std_return"]
-GENERATIVE_COLUMNS = ["test/fid", "test/kid", "test/classes_covered", "test/class_kl", "test/mse", "test/pca_mse",
-                      "test/mse_over_pca", "test/neg_elbo"]
-ALL_COLUMNS = list(dict.fromkeys(COLUMNS + GENERATIVE_COLUMNS))  # every metric column a table may show, in order
+def metric_columns(rows: list[dict]) -> list[str]:
+    """The test metrics the rows hold, in the order they first appear. The columns come from what the
+    experiments and baselines wrote, so a new `test/...` metric shows without a list to update."""
+    return list(dict.fromkeys(key for row in rows for key in row if key.startswith("test/")))
 
 
 def baselines(dataset: str) -> dict[str, object]:
@@ -220,7 +218,7 @@ def comparison_figure(rows: list[dict], metric: str, png_path: Path) -> None:
 
 def _generative_section(rows: list[dict]) -> list[str]:
     """The generative models beside the reference rows, then each model's sample grid."""
-    columns = [c for c in GENERATIVE_COLUMNS if any(c in row for row in rows)]
+    columns = metric_columns(rows)
     header = ["name", "kind", "family", "dataset", *columns, "parameters", "train seconds"]
     datasets = sorted({row["dataset"] for row in rows})
     scorers = ", ".join(f"{d} {scorer_accuracy(d):.4f}" for d in datasets if scorer_accuracy(d) is not None)
@@ -260,8 +258,7 @@ def sweep_tables(folder) -> list[dict]:
         sweep = json.loads(path.read_text())
         for experiment, found in sweep["experiments"].items():
             configurations = found["configurations"]
-            metrics = [c for c in ALL_COLUMNS
-                       if any(c in row["metrics"] for row in configurations)]
+            metrics = metric_columns([row["metrics"] for row in configurations])
             rows = []
             for row in configurations:
                 cells = [str(row["params"][axis]) for axis in found["axes"]]
@@ -344,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
     supervised_rows = [row for row in rows if not is_generative(row)]
     generative_rows = [row for row in rows if is_generative(row)]
 
-    columns = [c for c in COLUMNS if any(c in row for row in supervised_rows)]
+    columns = metric_columns(supervised_rows)
     header = ["name", "kind", "family", "dataset", *columns, "parameters", "train seconds"]
     lines = [
         "# Comparison",
@@ -400,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
                  for dataset in sorted({row["dataset"] for row in generative_rows})]
     scales = {dataset: meta["target_std"] for dataset in {row["dataset"] for row in rows}
               if "target_std" in (meta := data.load_meta(dataset))}
-    html_report.write(sections, checks, ALL_COLUMNS, plots=ROOT / "plots",
+    html_report.write(sections, checks, metric_columns(rows), plots=ROOT / "plots",
                       out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"],
                       sweeps=sweep_tables(ROOT / "sweeps"))
     files.write_text(REPORTS / "comparison.md", "\n".join(lines))

@@ -65,3 +65,9 @@ def test_a_large_training_split_is_subsampled_for_the_baselines_stratified():
     assert np.array_equal(again[0], x_sub)  # seeded
     small_x, small_y = report.baseline_training_set(x[:500], y[:500])
     assert np.array_equal(small_x, x[:500]) and np.array_equal(small_y, y[:500])  # a small split as it is
+
+
+def test_the_columns_are_the_test_metrics_the_rows_hold_so_a_new_one_shows():
+    rows = [{"name": "a", "test/accuracy": 0.9, "test/brand_new": 1.0, "parameters": 3},
+            {"name": "b", "test/mse": 2.0, "test/accuracy": 0.8}]
+    assert report.metric_columns(rows) == ["test/accuracy", "test/brand_new", "test/mse"]

@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 
 from pipeline import downloads, files
-from pipeline.params import ROOT, ConfigError, DataConfig
+from pipeline.base import ROOT, ConfigError
 
 PREPARED = ROOT / "data" / "prepared"
 SPLITS = ("train", "val", "test")
@@ -327,12 +327,12 @@ DATASETS: dict[str, Dataset] = {
 # Prepare
 
 
-def split(dataset: str, config: DataConfig) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def split(dataset: str, config) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Seeded train/val/test split of the raw data, stratified by class for classification."""
     return _split_with_facts(dataset, config)[0]
 
 
-def _split_with_facts(dataset: str, config: DataConfig) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
+def _split_with_facts(dataset: str, config) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict]:
     """The splits, and what a dataset that builds its own splits records about them in meta.json."""
     from sklearn.model_selection import train_test_split
 
@@ -355,7 +355,7 @@ def _split_with_facts(dataset: str, config: DataConfig) -> tuple[dict[str, tuple
     return {"train": (x_train, y_train), "val": (x_val, y_val), "test": (x_test, y_test)}, {}
 
 
-def prepare(dataset: str, config: DataConfig, out_dir: Path) -> dict:
+def prepare(dataset: str, config, out_dir: Path) -> dict:
     """Split, standardize with training statistics, write tensors and meta.json into out_dir."""
     import torch
 
@@ -435,7 +435,7 @@ def _prepare_environment(dataset: str, out_dir: Path) -> dict:
 GRAPH_FILE = "graph.pt"
 
 
-def _prepare_graph(dataset: str, config: DataConfig, out_dir: Path) -> dict:
+def _prepare_graph(dataset: str, config, out_dir: Path) -> dict:
     """One graph: x (N, F) float32, edge_index (2, E) int64, y (N,) int64, {split}_mask (N,) bool."""
     import torch
 
@@ -666,7 +666,6 @@ class OneBatch:
 
 def _samples_datamodule(dataset: str, batch_size: int, seed: int):
     import lightning as L
-    import torch
     from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
     class InMemoryDataModule(L.LightningDataModule):

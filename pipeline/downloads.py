@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import files
-from pipeline.params import ROOT, ConfigError
+from pipeline.base import ROOT, ConfigError
 
 # The standard library's hashlib, pickle, shutil, tarfile, urllib are imported where used: every stage
 # imports this module through pipeline.data, and only prepare with data.download set needs them.

@@ -163,13 +163,12 @@ def _predict_distributed(model, x, experiment):
     import torch
     from torch.utils.data import DataLoader
 
-    from pipeline.core.trainer import NoProfiler
-
     class Shares(L.LightningModule):
         def __init__(self):
             super().__init__()
             self.model = model
             self.gathered = None
+            self.local = []  # this process's (indices, predictions)
 
         def predict_dataloader(self):
             rank, world = self.trainer.global_rank, self.trainer.world_size
@@ -179,12 +178,11 @@ def _predict_distributed(model, x, experiment):
 
         def predict_step(self, batch, batch_idx):
             indices, features = batch
-            return indices, self.model.predict(features)
+            self.local.append((indices.cpu(), self.model.predict(features).float().cpu()))
 
         def on_predict_epoch_end(self):
-            local = [(i.cpu(), p.float().cpu()) for i, p in self.trainer.predict_loop.predictions]
             shares = [None] * self.trainer.world_size if self.trainer.is_global_zero else None
-            torch.distributed.gather_object(local, shares, dst=0)
+            torch.distributed.gather_object(self.local, shares, dst=0)
             self.gathered = shares
 
     t = experiment.trainer
@@ -192,10 +190,10 @@ def _predict_distributed(model, x, experiment):
         accelerator=t.accelerator, devices=t.devices, num_nodes=t.num_nodes,
         strategy="ddp",  # inference only: plain data parallel whatever trained it (the weights are whole)
         precision="32-true", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, use_distributed_sampler=False, profiler=NoProfiler(),
+        enable_model_summary=False, use_distributed_sampler=False,
     )
     module = Shares()
-    trainer.predict(module, return_predictions=True)
+    trainer.predict(module, return_predictions=False)
     if not trainer.is_global_zero:
         return None
     pieces = [piece for share in module.gathered for piece in share]

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
-from pipeline.params import ROOT, ConfigError
+from pipeline.base import ROOT, ConfigError
 
 # Relative to ROOT. A path strictly inside one of these may be written or deleted; the folder itself may not.
 OWNED = ("checkpoints", "models", "data/prepared", "data/raw", "scorers", "plots", "metrics", "reports", "sweeps",

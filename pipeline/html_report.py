@@ -16,8 +16,9 @@ figures drawn here go to reports/figures/; evaluate's are linked where they are
 (../plots/figures/...), so the page opens inside the repository (or any copy holding reports/ and
 plots/ side by side). No script, stylesheet or font is fetched: the CSS is inline, there is no script.
 
-The overlay is drawn here rather than in pipeline.core.figures: every train and evaluate stage depends
-on pipeline/core, and a figure only the report draws should not rerun them.
+The overlay is drawn here rather than in pipeline.core.figures: the train and evaluate stages import
+that module (their code dependencies, pipeline/codedeps.py), and a figure only the report draws should
+not rerun them.
 """
 
 from __future__ import annotations
@@ -31,7 +32,6 @@ from pathlib import Path
 from urllib.parse import quote
 
 from pipeline import files
-from pipeline.report import SWEEP_INTRO, _fmt
 
 # Validation metrics of a regression are computed on the standardized target (prepare divides it by
 # the training split's target_std); test metrics, baselines and targets are in the target's own units.
@@ -65,6 +65,20 @@ figcaption { font-size: 12px; color: #555; }
 #overview figure { flex: 1 1 45%; }
 #overview img { max-height: none; }
 """
+
+
+SWEEP_INTRO = ("Collected from MLflow by `python -m pipeline.sweep NAME`: the runs tagged with the sweep's name, one row "
+               "per configuration (the params that vary in the sweep, the seed left out), each test metric as the mean ± "
+               "the standard deviation over the configuration's seeds.")
+
+
+def fmt(value) -> str:
+    """A table cell: 4 decimals, or 1 from 100 on; empty for a missing value."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
 
 
 @dataclass
@@ -167,7 +181,7 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
              "<tr>" + "".join(f'<th class="{"text" if h in text else ""}">{_e(h)}</th>' for h in header) + "</tr>"]
     for row in section.rows:
         cells = [f'<td class="text">{_e(row.get(key, ""))}</td>' for key in ("name", "kind", "family")]
-        cells += [f"<td>{_e(_fmt(row.get(key)))}</td>" for key in [*shown, "parameters", "train seconds"]]
+        cells += [f"<td>{_e(fmt(row.get(key)))}</td>" for key in [*shown, "parameters", "train seconds"]]
         cells.append(f'<td class="text">{_tally(checks.get(row["name"], [])) if row["kind"] == "model" else ""}</td>')
         lines.append(f'<tr class="{_e(row["kind"])}">' + "".join(cells) + "</tr>")
     lines.append("</table></div>")
@@ -176,7 +190,7 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
         lines += ['<table class="targets"><tr><th class="text">experiment</th><th class="text">target</th><th>value</th>'
                   '<th class="text">holds</th></tr>',
                   *(f'<tr><td class="text">{_e(c.experiment)}</td><td class="text">{_e(c.statement)}</td>'
-                    f'<td>{_e(_fmt(c.value))}</td><td class="text">{_verdict(c)}</td></tr>' for c in section_checks),
+                    f'<td>{_e(fmt(c.value))}</td><td class="text">{_verdict(c)}</td></tr>' for c in section_checks),
                   "</table>"]
 
     panels = _panels(section, checks, plots, target_std)
@@ -238,10 +252,10 @@ def _panels(section: Section, checks: dict[str, list[Check]], plots: Path,
                 continue
             for key, value in row.items():
                 if key.startswith("test/") and quantity(key) == name and isinstance(value, float | int):
-                    baselines[f"{row['name']} {_fmt(value)}"] = float(value)
+                    baselines[f"{row['name']} {fmt(value)}"] = float(value)
         panel["references"] = [
             *((label, value, False) for label, value in sorted(baselines.items(), key=lambda item: -item[1])),
-            *((f"target {_fmt(value)}: {', '.join(names)}", value, True)
+            *((f"target {fmt(value)}: {', '.join(names)}", value, True)
               for value, names in sorted(targets.items(), reverse=True)),
         ]
     return panels

@@ -31,7 +31,8 @@ from typing import Any, Literal
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from pipeline.base import ROOT, ConfigError  # noqa: F401 (re-exported: most stages import them from here)
+
 PARAMS_FILE = ROOT / "params.yaml"
 
 OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
@@ -42,10 +43,6 @@ Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
 
 # Keys a family's constructor receives from the pipeline rather than from params.yaml.
 INJECTED = ("data", "optimizer", "scheduler")
-
-
-class ConfigError(ValueError):
-    """A user error in params.yaml or on the command line, described in one line."""
 
 
 # ---------------------------------------------------------------------------------------------

@@ -20,7 +20,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from pipeline import cli, data, files, stagestats
+from pipeline import cli, data, files, html_report, stagestats
+from pipeline.html_report import SWEEP_INTRO, fmt
 from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
@@ -243,11 +244,6 @@ def _generative_section(rows: list[dict]) -> list[str]:
     return lines
 
 
-SWEEP_INTRO = ("Collected from MLflow by `python -m pipeline.sweep NAME`: the runs tagged with the sweep's name, one row "
-               "per configuration (the params that vary in the sweep, the seed left out), each test metric as the mean ± "
-               "the standard deviation over the configuration's seeds.")
-
-
 def sweep_tables(folder) -> list[dict]:
     """The sweeps collected into `folder` (python -m pipeline.sweep NAME) as tables: per sweep and
     experiment a title, a header and one row of cells per configuration, each test metric's mean ±
@@ -268,9 +264,9 @@ def sweep_tables(folder) -> list[dict]:
                     if value is None:
                         cells.append("")
                     elif value["std"] is None:
-                        cells.append(_fmt(value["mean"]))
+                        cells.append(fmt(value["mean"]))
                     else:
-                        cells.append(f"{_fmt(value['mean'])} ± {_fmt(value['std'])}")
+                        cells.append(f"{fmt(value['mean'])} ± {fmt(value['std'])}")
                 rows.append(cells)
             note = (f"{found['incomplete']} run(s) of this sweep had no test metrics yet and are left out."
                     if found.get("incomplete") else "")
@@ -293,15 +289,7 @@ def sweep_section(folder) -> list[str]:
 def _table(header: list[str], rows: list[dict]) -> list[str]:
     """A markdown table: the header, then one line per row with its values of the header's keys."""
     return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header),
-            *("| " + " | ".join(_fmt(row.get(key)) for key in header) + " |" for row in rows)]
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
-    return str(value)
+            *("| " + " | ".join(fmt(row.get(key)) for key in header) + " |" for row in rows)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -360,7 +348,6 @@ def main(argv: list[str] | None = None) -> int:
         lines += _generative_section(generative_rows)
     lines += sweep_section(ROOT / "sweeps")
 
-    from pipeline import html_report
 
     lines += ["", "## Targets", "", "| experiment | target | value | holds |", "|---|---|---|---|"]
     checks = []
@@ -378,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
             checks.append(html_report.Check(name, target["metric"], statement, value,
                                             target_threshold(target, reference), ok))
             verdict = {True: "yes", False: "**no**", None: "unchecked"}[ok]
-            lines.append(f"| {name} | {statement} | {_fmt(value)} | {verdict} |")
+            lines.append(f"| {name} | {statement} | {fmt(value)} | {verdict} |")
     failures = sum(check.ok is False for check in checks)
     lines += ["", "![comparison](comparison.png)", ""]
 

@@ -110,14 +110,6 @@ class FamilyModule(L.LightningModule):
                 kwargs[key] = kind(**values)
         return super().load_from_checkpoint(io.BytesIO(raw), map_location=map_location, **kwargs)
 
-    def __setattr__(self, name, value) -> None:
-        # Lightning sets _current_fx_name around every hook, about 45 times a training step; it is never
-        # a parameter, buffer or submodule, so nn.Module's checks of those are skipped for it.
-        if name == "_current_fx_name":
-            object.__setattr__(self, name, value)
-        else:
-            super().__setattr__(name, value)
-
     def validation_metrics(self) -> dict[str, torch.Tensor]:
         """The epoch's validation metrics (`val/...`), computed and reset; called once an epoch."""
         raise NotImplementedError

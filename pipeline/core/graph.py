@@ -84,7 +84,6 @@ def refit(experiment, seed: int) -> GraphModule:
 
     from pipeline import data
     from pipeline.params import family_class
-    from pipeline.core.trainer import NoProfiler
 
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # ten fits' device banners are noise
     L.seed_everything(seed, verbose=False)
@@ -100,7 +99,7 @@ def refit(experiment, seed: int) -> GraphModule:
         accelerator="cpu", devices=1, max_epochs=experiment.max_epochs, precision=experiment.trainer.precision,
         gradient_clip_val=experiment.trainer.gradient_clip_val or None, deterministic=experiment.trainer.deterministic,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=callbacks, profiler=NoProfiler(),
+        num_sanity_val_steps=0, callbacks=callbacks,
     )
     trainer.fit(model, datamodule=data.make_datamodule(experiment.dataset, experiment.batch_size, seed))
     if experiment.checkpoint == "best":

@@ -158,10 +158,18 @@ class ReinforcementModule(FamilyModule):
     def environment(self) -> str:
         return self.data_spec.environment
 
+    def attached(self) -> bool:
+        """Whether a Trainer runs this module (its `trainer` property raises otherwise)."""
+        try:
+            self.trainer
+        except RuntimeError:
+            return False
+        return True
+
     def rollout_seed(self) -> int:
         """The seed of this process's environment and exploration: drawn from torch's global generator
         (seeded by the experiment's seed), apart for each rank."""
-        rank = self.trainer.global_rank if self._trainer is not None else 0
+        rank = self.trainer.global_rank if self.attached() else 0
         return int(torch.randint(2**31 - 1, ())) + 7919 * rank
 
     def episode_finished(self, episode_return: float) -> None:
@@ -205,7 +213,7 @@ class ReinforcementModule(FamilyModule):
     @property
     def training_started(self) -> bool:
         """Within trainer.fit (its validation too), not a lone validate."""
-        return self._trainer is not None and self.trainer.state.fn == "fit"
+        return self.attached() and self.trainer.state.fn == "fit"
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()

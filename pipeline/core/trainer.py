@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import time
 import warnings
 from pathlib import Path
 
@@ -14,7 +12,6 @@ import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
-from lightning.pytorch.profilers import PassThroughProfiler
 
 from pipeline import files
 from pipeline.params import ExperimentConfig
@@ -25,38 +22,13 @@ from pipeline.params import ExperimentConfig
 warnings.filterwarnings("ignore", message=".*(smaller than the logging interval|LeafSpec|litlogger|exists and is not empty).*")
 
 
-class NoProfiler(PassThroughProfiler):
-    """Lightning's default no-op profiler, minus the generator-based context manager it enters about
-    80 times a training step (a tenth of the Trainer's per-step overhead on a small model)."""
-
-    def profile(self, action_name: str) -> contextlib.AbstractContextManager:
-        return _NO_PROFILE
-
-
-_NO_PROFILE = contextlib.nullcontext()
-
-
 class EpochProgressBar(TQDMProgressBar):
-    """The training bar, redrawn at most every `interval` seconds and at each epoch's last batch; no
-    validation bar (a one-batch bar per epoch would flood non-terminal logs).
+    """Lightning's bar for training, redrawn every `refresh_rate` batches (a redraw writes to the stream:
+    on a small model, every batch would cost more than the step); no validation bar, as a one-batch bar
+    each epoch would flood non-terminal logs."""
 
-    A redraw (the metrics, the postfix, a write to the stream) costs about 1 ms: Lightning's
-    every-n-batches refresh at n = 10 was a third of the Trainer's per-step overhead against a plain
-    loop on a small model (bench/train_loop.py); a clock read per batch costs nothing measurable."""
-
-    def __init__(self, interval: float = 0.5):
-        super().__init__(refresh_rate=1)
-        self.interval = interval
-        self._drawn_at = float("-inf")
-
-    def _should_update(self, current: int, total: int) -> bool:
-        if not self.is_enabled:
-            return False
-        now = time.monotonic()
-        if current == total or now - self._drawn_at >= self.interval:
-            self._drawn_at = now
-            return True
-        return False
+    def __init__(self, refresh_rate: int = 20):
+        super().__init__(refresh_rate=refresh_rate)
 
     def init_validation_tqdm(self):
         bar = super().init_validation_tqdm()
@@ -151,7 +123,6 @@ def build_trainer(
         num_sanity_val_steps=0,
         enable_model_summary=False,
         log_every_n_steps=50,
-        profiler=NoProfiler(),
         plugins=[SameFolderCheckpointIO()],
     )
     return trainer

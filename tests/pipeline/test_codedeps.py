@@ -96,3 +96,25 @@ def test_the_resume_fingerprint_hashes_the_train_stages_code_closure(tmp_path, m
     unchanged = resume.fingerprint(cnn)
     monkeypatch.setattr(Path, "read_bytes", edited)
     assert resume.fingerprint(cnn) == unchanged  # the CNN family does not import modules/mlp.py
+
+
+def test_the_projects_modules_import_one_way_with_no_cycle():
+    """base <- params, files, data <- modules/ <- pipeline/core <- the stage entry points: an import at any
+    depth of a file counts, so a cycle hidden inside a function fails too."""
+    graph = {}
+    for path in sorted(p for package in codedeps.PACKAGES for p in (ROOT / package).rglob("*.py")):
+        imported = (codedeps.module_path(name) for name in codedeps.imported_names(path))
+        graph[path] = {p for p in imported if p is not None and p != path and p.name != "__init__.py"}
+    done: set[Path] = set()
+
+    def visit(path: Path, trail: list[Path]) -> None:
+        if path in trail:
+            cycle = trail[trail.index(path):] + [path]
+            raise AssertionError("import cycle: " + " -> ".join(p.relative_to(ROOT).as_posix() for p in cycle))
+        if path not in done:
+            for imported in sorted(graph[path]):
+                visit(imported, trail + [path])
+            done.add(path)
+
+    for path in graph:
+        visit(path, [])

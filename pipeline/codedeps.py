@@ -7,8 +7,7 @@ their hashes; each stage depends on its file. Editing a file then reruns exactly
 processes import it. The resume fingerprint hashes the same closure (`digest`).
 
 Imports are read with `ast`, at any depth of a file (function-level imports count), so the closure is
-what the process may import, whichever branch it takes. Only the standard library is used here: the
-stage must not pay for importing torch.
+what the process may import, whichever branch it takes. The stage also checks all of params.yaml first.
 """
 
 from __future__ import annotations
@@ -17,7 +16,6 @@ import ast
 import functools
 import hashlib
 import json
-import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -128,10 +126,22 @@ def write_all(out: Path = OUT) -> list[str]:
     return written
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from pipeline.params import load
+
+    argparse.ArgumentParser(prog="python -m pipeline.codedeps", description=__doc__.splitlines()[0]).parse_args(argv)
+    # The whole params file with every family's checks, as the first stage of every `dvc repro` (it depends
+    # on params.yaml too): a mistake in any experiment stops the pipeline before any stage works, while
+    # each later stage checks only the family it imports.
+    load()
     written = write_all()
     print(f"codedeps: {len(written)} of {len(stage_entries())} stage files changed" + (f" ({', '.join(written)})" if written else ""))
+    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline import cli
+
+    cli.run_and_exit(main)

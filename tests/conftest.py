@@ -27,13 +27,12 @@ OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "dvc.lock
 
 
 def project_files() -> list[str]:
-    """The files git would commit (tracked or new, not ignored), minus pipeline outputs but with the .gitignore
-    files DVC keeps beside them, so that a copy put under git never commits an output."""
+    """The files git would commit (tracked or new, not ignored), minus pipeline outputs."""
     listed = subprocess.run(
         ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, text=True, check=True,
     ).stdout.split()
-    return [f for f in listed if (f.split("/")[0] not in OUTPUTS or f.endswith("/.gitignore")) and (ROOT / f).is_file()]
+    return [f for f in listed if f.split("/")[0] not in OUTPUTS and (ROOT / f).is_file()]
 
 
 def copy_project(dest: Path) -> Path:
@@ -111,8 +110,16 @@ def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = No
     return params
 
 
+# The outputs DVC caches: git must never commit them, even when a test made one before `git init` (the
+# copy has not the .gitignore files DVC writes beside them; they go to .git/info/exclude, outside the tree).
+DVC_CACHED = ("/data/prepared/", "/models/", "/scorers/")
+
+
 def git_init(path: Path) -> None:
-    for args in (["init", "-q"], ["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
+    run(["git", "init", "-q"], cwd=path)
+    with (path / ".git" / "info" / "exclude").open("a") as exclude:
+        exclude.write("".join(f"{pattern}\n" for pattern in DVC_CACHED))
+    for args in (["add", "-A"], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init"]):
         run(["git", *args], cwd=path)
 
 

@@ -95,13 +95,14 @@ BAD_FILES = [
 ]
 
 
-# Runs every case through the train stage's entry point (`cli.run(train.main, [EXPERIMENT])`, what
-# `python -m pipeline.train` exits with) in one process of the copy, so the imports are paid once; the
-# two tests above do the same through real `python -m` processes.
+# Runs every case through the first stage of `dvc repro`, codedeps (which checks the whole params file),
+# then the train stage's entry point (`cli.run(train.main, [EXPERIMENT])`, what `python -m pipeline.train`
+# exits with), in one process of the copy, so the imports are paid once; the two tests above do the same
+# through real `python -m` processes.
 DRIVER = """
 import contextlib, io, json, sys
 from pathlib import Path
-from pipeline import cli, train
+from pipeline import cli, codedeps, train
 
 def snapshot():
     return sorted(str(p) for p in Path(".").rglob("*") if p.is_file())
@@ -110,8 +111,8 @@ results = []
 for text in json.loads(Path(sys.argv[1]).read_text()):
     Path("params.yaml").write_text(text)
     before, err = snapshot(), io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = cli.run(train.main, ["mlp_digits"])
+    with contextlib.redirect_stderr(err):  # as `dvc repro` runs them: codedeps checks all of params.yaml first
+        code = cli.run(codedeps.main, []) or cli.run(train.main, ["mlp_digits"])
     results.append({"code": code, "stderr": err.getvalue(), "changed": snapshot() != before,
                     "mlflow_db": Path("mlflow.db").exists()})
 Path(sys.argv[2]).write_text(json.dumps(results))

@@ -18,7 +18,8 @@ import hashlib
 import json
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from pipeline.base import ROOT
+
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
 
@@ -79,16 +80,14 @@ def closure(*entries: str, root: Path = ROOT) -> list[Path]:
     return sorted(seen)
 
 
-def plugins(package: str) -> list[str]:
-    return sorted(f"{package}.{p.stem}" for p in (ROOT / package).glob("*.py") if not p.stem.startswith("_"))
-
-
 def stage_entries() -> dict[str, tuple[str, ...]]:
     """Each dependency file's name (as under codedeps/) and the modules its stage's process starts from."""
+    from pipeline.params import available_families
+
     entries = {name: (entry,) for name, entry in STAGES.items()}
     for stage, entry in PER_FAMILY.items():
-        for family in plugins("modules"):
-            entries[f"{stage}/{family.rpartition('.')[2]}"] = (entry, family)
+        for family in available_families():
+            entries[f"{stage}/{family}"] = (entry, f"modules.{family}")
     return entries
 
 

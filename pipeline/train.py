@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
 def _train(config, experiment, model_cls, stop) -> int:
     from pipeline.core import resume
 
+    resume.watch_parent(experiment)  # first: its environment variable is checked before any run exists
     decision = resume.Resume.inherited()  # set in processes a launcher or Lightning's DDP started
     if decision is None:  # the process DVC started: resume or start the run, once, before any launch
         tracking.check_reachable()
@@ -62,7 +63,6 @@ def _train(config, experiment, model_cls, stop) -> int:
         if note:
             print(note, flush=True)
         decision.export()
-    resume.watch_parent(experiment)
     launch.launch(experiment)  # under torchrun or srun, as params say (this process is replaced)
 
     from lightning.pytorch.utilities.rank_zero import rank_zero_only

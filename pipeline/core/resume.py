@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import signal
 import socket
 import subprocess
@@ -395,6 +396,8 @@ def watch_parent(experiment: ExperimentConfig) -> None:
             return
         watched = f"{parent.pid}:{parent.create_time()}"
         os.environ[PARENT_ENV] = watched
+    if not re.fullmatch(r"\d+:\d+(\.\d+)?", watched):  # set by this function, but the environment is the user's
+        raise ConfigError(f"{PARENT_ENV}: must be PID:CREATE_TIME, got {watched[:40]!r}; unset it and rerun")
     pid, created = int(watched.split(":")[0]), float(watched.split(":")[1])
 
     def alive() -> bool:

@@ -185,7 +185,10 @@ def test_a_training_dies_with_the_dvc_process_that_started_it_and_the_next_repro
     git_init(project)
     repro = start_training(project, sys.executable, "-m", "dvc", "repro", f"train@{EXPERIMENT}")
     wait_for_epoch(project, repro)
-    [trainer] = [p for p in psutil.Process(repro.pid).children(recursive=True) if "pipeline.train" in " ".join(p.cmdline())]
+    # Match the python process itself: without SHELL, DVC runs the stage through /bin/sh, which stays
+    # between dvc and python (it does not exec a command line that ends in a comment).
+    [trainer] = [p for p in psutil.Process(repro.pid).children(recursive=True)
+                 if p.cmdline()[1:3] == ["-m", "pipeline.train"]]
     repro.send_signal(signal.SIGTERM)  # to dvc alone, as `kill PID` does; DVC does not pass it on
     repro.communicate(timeout=60)
     trainer.wait(timeout=60)  # it stops by itself, rather than training on as an orphan

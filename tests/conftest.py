@@ -70,9 +70,9 @@ def dvc(*args: str, cwd: Path, check: bool = True, extra_env: dict | None = None
 # transformer (encoder, decoder) and a graph family (full batch). Left out: the recurrent models on digit
 # rows, which differ from lstm_ar_series by their cell and data (tests/modules/test_rnn.py covers each
 # cell), and the other graph experiments, which differ from gcn_sbm by their layer or their graph;
-# tests/test_experiments.py trains every experiment of params.yaml, these too, in-process.
+# tests/e2e/test_experiments.py trains every experiment of params.yaml, these too, in-process.
 # Two halves, one `dvc repro` each, in two test files that pytest-xdist runs at once
-# (tests/test_pipeline_e2e.py, tests/test_pipeline_e2e_more.py).
+# (tests/e2e/test_pipeline_e2e.py, tests/e2e/test_pipeline_e2e_more.py).
 E2E_HALVES = (("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
                "lstm_ar_series", "transformer_seq2seq"),
               ("transformer_seq_digits", "gcn_sbm", "dqn_cartpole", "ppo_cartpole"))
@@ -145,14 +145,14 @@ def quiet_trainer(**kwargs):
 # Test files whose tests share one machine-wide resource or a costly session fixture: the SLURM cluster
 # (munged's socket is machine-wide: two clusters at once break each other) and the uninterrupted
 # reference training that the kill -9 and preemption tests compare with.
-ONE_WORKER = ("tests/cluster/", "tests/test_resume.py")
+ONE_WORKER = ("tests/cluster/", "tests/pipeline/core/test_resume.py")
 
 
 # The files that take longest, longest first (--durations): with --dist loadfile, xdist hands out
 # files in collection order, so a long file collected last would end the run alone. The rest keep
 # their order after these.
-SLOWEST_FIRST = ("tests/test_pipeline_e2e.py", "tests/test_pipeline_e2e_more.py", ONE_WORKER, "tests/test_generative_e2e.py", "tests/test_distributed.py",
-                 "tests/test_launch.py", "tests/test_concurrency.py", "tests/test_cli_errors.py", "tests/test_non_finite.py")
+SLOWEST_FIRST = ("tests/e2e/test_pipeline_e2e.py", "tests/e2e/test_pipeline_e2e_more.py", ONE_WORKER, "tests/e2e/test_generative_e2e.py", "tests/e2e/test_distributed.py",
+                 "tests/pipeline/core/test_launch.py", "tests/e2e/test_concurrency.py", "tests/e2e/test_cli_errors.py", "tests/e2e/test_non_finite.py")
 
 
 def pytest_collection_modifyitems(config, items):
@@ -205,7 +205,7 @@ def project(tmp_path: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Interrupted trainings (tests/test_resume.py, tests/cluster/test_slurm_preemption.py)
+# Interrupted trainings (tests/pipeline/core/test_resume.py, tests/cluster/test_slurm_preemption.py)
 
 RESUME_EPOCHS = 120  # long enough that a signal sent after epoch 2 arrives before training ends on a loaded runner (40 raced once the loop got faster)
 
@@ -246,7 +246,7 @@ def uninterrupted_metrics(tmp_path_factory) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# A real MLflow tracking server (tests/test_concurrency.py, tests/test_pipeline_e2e.py)
+# A real MLflow tracking server (tests/e2e/test_concurrency.py, tests/e2e/test_pipeline_e2e.py)
 
 @contextlib.contextmanager
 def running_mlflow_server(root: Path, *args: str, extra_env: dict | None = None):
@@ -289,3 +289,21 @@ def mlflow_server(tmp_path: Path):
     """A real `mlflow server` on loopback with its own SQLite store and artifact folder."""
     with running_mlflow_server(tmp_path / "server", "--workers", "2") as address:
         yield f"http://{address}"
+
+
+class _Written(yaml.SafeDumper):
+    def ignore_aliases(self, data):
+        return True  # an edit that reuses a mapping is written out twice, as a user writes it
+
+
+def dump(raw: dict) -> str:
+    """params as YAML text without anchors or aliases, which params.yaml may not hold."""
+    return yaml.dump(raw, Dumper=_Written, sort_keys=False)
+
+
+def alias_bomb(levels: int = 9, width: int = 9) -> str:
+    """`levels` mappings of nested aliases, `width` each: a few hundred bytes standing for width**levels
+    values once expanded (PyYAML expands them, and a message quoting one prints them all)."""
+    lines = [f"l0: &l0 [{', '.join(['boom'] * width)}]"]
+    lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
+    return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """Each stage's code dependencies are derived from its imports (pipeline/codedeps.py), not kept by hand:
 the closure follows every import statement, dvc.yaml names no code file but the derived ones, and the
-committed codedeps/ files are current. tests/test_pipeline_e2e.py checks them against what each stage's
+committed codedeps/ files are current. tests/e2e/test_pipeline_e2e.py checks them against what each stage's
 process really imported."""
 
 from __future__ import annotations

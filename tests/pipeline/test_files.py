@@ -1,7 +1,7 @@
 """pipeline.files: what the project may write or delete, and writes that replace a file or a folder whole.
 
 Each test points files.ROOT at a temporary folder laid out as the repository is. A real full disk is in
-tests/test_disk_full.py; here a full disk is an ENOSPC raised where a filesystem that allocates late
+tests/e2e/test_disk_full.py; here a full disk is an ENOSPC raised where a filesystem that allocates late
 reports it (at fsync).
 """
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import pytest
 import yaml
-from conftest import python
-from test_params import alias_bomb, dump
+from conftest import alias_bomb, dump, python
 
 
 def snapshot(project):
@@ -120,7 +119,7 @@ Path(sys.argv[2]).write_text(json.dumps(results))
 
 
 def _cases():
-    from test_params import BAD_EDITS
+    from params_cases import BAD_EDITS
 
     for index, (edit, message) in enumerate(BAD_EDITS):
         yield pytest.param(edit, message, id=f"edit{index:02d}")

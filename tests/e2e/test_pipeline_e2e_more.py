@@ -1,4 +1,4 @@
-"""tests/test_pipeline_e2e.py's checks on the other half of conftest.E2E_EXPERIMENTS, with a `dvc repro`
+"""tests/e2e/test_pipeline_e2e.py's checks on the other half of conftest.E2E_EXPERIMENTS, with a `dvc repro`
 of its own: a file of its own so that pytest-xdist runs the two repros at once. Then DVC's own
 experiment commands and its queue on this half."""
 
@@ -69,7 +69,7 @@ def test_a_queued_sweep_runs_two_at_a_time_into_the_store_and_the_report(repro):
     copies log into it) with the sweep's tag; every run complete and evaluated. Then
     `python -m pipeline.sweep` and `dvc repro`, which reruns only the report, now with the sweep's
     mean and standard deviation over the seeds (checked against the runs' own metrics). Concurrent
-    writers to a real `mlflow server` are tests/test_concurrency.py's."""
+    writers to a real `mlflow server` are tests/e2e/test_concurrency.py's."""
     import statistics
     import time
 

@@ -16,7 +16,7 @@ from pipeline.params import family_class, load
 pytestmark = pytest.mark.slow
 
 GENERATIVE = tuple(name for name, e in load().experiments.items() if issubclass(family_class(e.family), GenerativeModule))
-# One experiment per family through the real stages (tests/test_experiments.py trains every one in-process).
+# One experiment per family through the real stages (tests/e2e/test_experiments.py trains every one in-process).
 E2E = tuple({load().experiments[name].family: name for name in reversed(GENERATIVE)}.values())
 SAMPLE_KEYS = {"test/fid", "test/kid", "test/classes_covered", "test/class_kl"}
 

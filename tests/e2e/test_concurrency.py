@@ -1,7 +1,7 @@
 """Four experiments trained at once against (a) the default SQLite store, created by the racing
 processes themselves, and (b) a real `mlflow server` on loopback: every run complete, no
 "database is locked", one MLflow experiment. The third way, `dvc exp run --queue` with
-`dvc queue start -j 2`, is in tests/test_pipeline_e2e.py."""
+`dvc queue start -j 2`, is in tests/e2e/test_pipeline_e2e.py."""
 
 from __future__ import annotations
 

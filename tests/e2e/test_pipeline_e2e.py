@@ -1,5 +1,5 @@
 """The real `dvc repro` in a throw-away copy of the project on shrunk params (the first half of
-conftest.E2E_EXPERIMENTS; tests/test_pipeline_e2e_more.py runs these checks on the other half), a
+conftest.E2E_EXPERIMENTS; tests/e2e/test_pipeline_e2e_more.py runs these checks on the other half), a
 second repro, a second clean repro, and the MLflow runs it left, read back through the MLflow client."""
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def clean_repro(path, *targets: str, experiments: tuple[str, ...]):
     project = copy_project(path)
     params = shrink_params(project / "params.yaml", keep=experiments)
     git_init(project)
-    imports = path.parent / "imports"  # each stage process's imported project files (tests/import_log)
+    imports = path.parent / "imports"  # each stage process's imported project files (tests/e2e/import_log)
     imports.mkdir()
     hook = {"PYTHONPATH": str(Path(__file__).parent / "import_log"), "MEDL_IMPORT_LOG": str(imports)}
     result = dvc("repro", *targets, cwd=project, extra_env={**CREDENTIALS, **hook})

@@ -1,6 +1,6 @@
 """Every default experiment's model is rebuilt by `MODEL.load_from_checkpoint(path)` alone: the family's
 constructor arguments are saved in the checkpoint as plain values (read with weights_only=True).
-tests/test_pipeline_e2e.py does the same with the checkpoints a real `dvc repro` trained."""
+tests/e2e/test_pipeline_e2e.py does the same with the checkpoints a real `dvc repro` trained."""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@
 Writes reports/comparison.md (one row per experiment and per baseline, then the targets of
 params.yaml with pass/fail) and reports/comparison.png. Generative experiments (their metrics have
 test/fid) get a table of their own, beside two reference rows scored the same way
-(pipeline.core.generative: the floor, training images against test images; a Gaussian fitted to the
+(pipeline.core.scoring: the floor, training images against test images; a Gaussian fitted to the
 training pixels), their sample grids, and reports/generative.png. Sweeps collected into sweeps/
 (python -m pipeline.sweep) get a table each: mean ± standard deviation over seeds per configuration.
 The same rows and targets, with every dataset's learning curves overlaid and the evaluate stage's
@@ -68,7 +68,7 @@ def baseline_training_set(x_train, y_train) -> tuple:
 def baseline_rows(dataset: str) -> list[dict]:
     """Each baseline's test metrics. On a graph dataset the baselines see the node features alone (not
     the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
-    the graph families are re-fitted, pipeline.core.graph.SEEDS) for test/accuracy_mean and test/accuracy_std.
+    the graph families are re-fitted, pipeline.core.evaluation.SEEDS) for test/accuracy_mean and test/accuracy_std.
     A classification training split larger than BASELINE_MAX_TRAIN is subsampled to it (the family column
     says so); the regression baseline, least squares, fits the whole split."""
     import torch
@@ -112,7 +112,7 @@ def _over_seeds(model, x_train, y_train, x_test, y_test) -> dict[str, float]:
     import numpy as np
     from sklearn.base import clone
 
-    from pipeline.core.graph import SEEDS
+    from pipeline.core.evaluation import SEEDS
 
     accuracies = [clone(model).set_params(random_state=seed).fit(x_train, y_train).score(x_test, y_test) for seed in SEEDS]
     return {"test/accuracy_mean": round(float(np.mean(accuracies)), 6),
@@ -165,11 +165,11 @@ def reference_rows(dataset: str, seed: int = 0) -> list[dict]:
     pixels (mean and full covariance), N samples from it."""
     import torch
 
-    from pipeline.core import generative as gen
+    from pipeline.core import scoring
 
     x_train, _ = data.load_split(dataset, "train")
     x_test, _ = data.load_split(dataset, "test")
-    scorer = gen.load_scorer(dataset)
+    scorer = scoring.load_scorer(dataset)
     generator = torch.Generator().manual_seed(seed)
     n = len(x_test)
     train_images = x_train[torch.randperm(len(x_train), generator=generator)[:n]]
@@ -184,16 +184,16 @@ def reference_rows(dataset: str, seed: int = 0) -> list[dict]:
         ("train_images", "floor: training images vs test images", train_images),
         ("gaussian_pixels", "Gaussian fitted to the training pixels", gaussian_images),
     ):
-        scores = gen.sample_scores(images, x_test, scorer, seed)
+        scores = scoring.sample_scores(images, x_test, scorer, seed)
         rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset,
                      **{f"test/{k}": v for k, v in scores.items()}})
     return rows
 
 
 def scorer_accuracy(dataset: str) -> float | None:
-    from pipeline.core import generative as gen
+    from pipeline.core import scoring
 
-    facts = gen.SCORERS / f"{dataset}.json"
+    facts = scoring.SCORERS / f"{dataset}.json"
     return json.loads(facts.read_text())["test/accuracy"] if facts.exists() else None
 
 

@@ -1,4 +1,4 @@
-"""Stage scorer: the classifier whose features score generated images (pipeline.core.generative).
+"""Stage scorer: the classifier whose features score generated images (pipeline.core.scoring).
 
     python -m pipeline.scorer
 
@@ -17,27 +17,14 @@ import io
 import json
 
 from pipeline import cli, data, files, stagestats
-from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig, load
-
-SEED = 0
-EPOCHS = 20
-BATCH_SIZE = 64
-ARCHITECTURE = dict(channels=[32, 64, 64], kernel_size=3, padding=1, stride=1, pool="max", batch_norm=True,
-                    residual=False, dropout=0.2)  # 8x8 -> 4 -> 2 -> 1: 64 features
-OPTIMIZER = OptimizerConfig(name="adamw", lr=3e-3, weight_decay=1e-2, momentum=0.0, nesterov=False)
-SCHEDULER = SchedulerConfig(name="cosine", step_size=1, gamma=1.0, warmup_epochs=0)
+from pipeline.core.scoring import ARCHITECTURE, BATCH_SIZE, EPOCHS, SCORERS, SEED, build_network
+from pipeline.params import load
 
 
 def image_datasets(download: list[str]) -> list[str]:
     """The labelled image datasets prepare makes: the embedded ones, and those of `download` (data.download)."""
     return sorted(name for name, d in data.DATASETS.items()
                   if d.spec.task == "multiclass" and len(d.spec.input_shape) == 3 and (not d.download or name in download))
-
-
-def build_network(spec: data.DataSpec):
-    from modules.cnn import ConvolutionalNetwork
-
-    return ConvolutionalNetwork(data=spec, optimizer=OPTIMIZER, scheduler=SCHEDULER, **ARCHITECTURE)
 
 
 def train(dataset: str):
@@ -73,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     stagestats.mark("work")
-    out = ROOT / "scorers"
+    out = SCORERS
     written = {}  # every scorer is trained before scorers/ changes: a failure leaves the old ones
     for index, dataset in enumerate(datasets, 1):
         network, accuracy = train(dataset)

@@ -22,66 +22,24 @@ the epoch, and train/env_steps, the environment steps taken so far; both go to M
 plots/validation/EXPERIMENT.csv (pipeline.core.trainer.LearningCurve), whose figure draws them against
 train/env_steps (pipeline.core.figures.learning_curve).
 
-Test (the evaluate stage): TEST_EPISODES greedy episodes from fixed seeds TEST_SEED + i, disjoint from
+Test (the evaluate stage, pipeline.core.evaluation): TEST_EPISODES greedy episodes from fixed seeds TEST_SEED + i, disjoint from
 the validation seeds; test/mean_return, test/std_return, test/min_return, test/max_return.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
-from torchmetrics import MaxMetric, MeanMetric, MinMetric
-from torchmetrics.aggregation import CatMetric
+from torchmetrics import MeanMetric
 
 from pipeline.data import DataSpec
+from pipeline.core.episodes import greedy_returns, make_env  # noqa: F401 (make_env: for the families)
 from pipeline.core.family import FamilyModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 VAL_SEED = 1_000  # validation episode i starts from seed VAL_SEED + i
-TEST_SEED = 10_000  # test episode i starts from seed TEST_SEED + i
-TEST_EPISODES = 100  # CartPole-v1 is solved at a mean return of 475 over 100 consecutive episodes
-RETURN_BUCKETS = (100, 200, 300, 400, 475)  # the evaluate stage's plot: each test episode's return bucket
-
-
-def make_env(environment: str):
-    import gymnasium
-
-    return gymnasium.make(environment)
-
-
-@torch.no_grad()
-def greedy_returns(policy: Callable[[torch.Tensor], torch.Tensor], environment: str, seeds: list[int]) -> torch.Tensor:
-    """The undiscounted return G = Σ_t r_t of one episode per seed, all played side by side with
-    `policy` (observations (B, *obs) -> actions (B,)), each environment reset with its seed."""
-    envs = [make_env(environment) for _ in seeds]
-    observations = [env.reset(seed=int(seed))[0] for env, seed in zip(envs, seeds)]
-    returns = torch.zeros(len(seeds), dtype=torch.float64)
-    active = list(range(len(seeds)))
-    while active:
-        actions = policy(torch.as_tensor(np.stack([observations[i] for i in active]), dtype=torch.float32))
-        still = []
-        for i, action in zip(active, actions.tolist()):
-            observations[i], reward, terminated, truncated, _ = envs[i].step(action)
-            returns[i] += reward
-            if not (terminated or truncated):
-                still.append(i)
-        active = still
-    for env in envs:
-        env.close()
-    return returns
-
-
-def return_bucket(value: float) -> str:
-    """The bucket of RETURN_BUCKETS a return falls in, e.g. '400-475' or '475+'."""
-    lower = 0
-    for upper in RETURN_BUCKETS:
-        if value < upper:
-            return f"{lower}-{upper}"
-        lower = upper
-    return f"{lower}+"
 
 
 class Experience(IterableDataset):
@@ -100,6 +58,7 @@ class ReinforcementModule(FamilyModule):
 
     TASKS = ("control",)
     CHAPTER = 8
+    EVALUATION = "reinforcement"  # pipeline.core.evaluation.reinforcement
 
     @classmethod
     def monitors(cls, data: DataSpec) -> tuple[str, ...]:
@@ -230,37 +189,7 @@ class ReinforcementModule(FamilyModule):
             self.env_steps = checkpoint["rollouts"]["env_steps"]
             self._restored = checkpoint["rollouts"]
 
-    # --- the evaluate stage ---------------------------------------------------------------------
+    # --- the work a fit did (run.json's throughput) ----------------------------------------------
 
     def work_done(self, epochs: int) -> tuple[float, str]:
         return self.env_steps, "environment steps"
-
-    def evaluate(self, context) -> dict[str, float] | None:
-        return evaluate_greedy(self, context)
-
-
-def evaluate_greedy(model: ReinforcementModule, context) -> dict[str, float] | None:
-    """TEST_EPISODES greedy episodes (seeds TEST_SEED + i), their returns aggregated with torchmetrics;
-    the DVC plot rows (actual = greedy policy, predicted = the return's bucket); a histogram of the
-    returns. Global rank 0 only."""
-    from lightning.pytorch.utilities.rank_zero import rank_zero_only
-
-    from pipeline.core import figures as fig
-    from pipeline.evaluate import write_csv
-
-    if rank_zero_only.rank != 0:
-        return None
-    returns = greedy_returns(model._greedy, model.environment, [TEST_SEED + i for i in range(TEST_EPISODES)])
-    mean, low, high, every = MeanMetric(), MinMetric(), MaxMetric(), CatMetric()
-    for metric in (mean, low, high, every):
-        metric.update(returns)
-    results = {
-        "test/mean_return": float(mean.compute()),
-        "test/std_return": float(every.compute().double().std()),
-        "test/min_return": float(low.compute()),
-        "test/max_return": float(high.compute()),
-    }
-    write_csv(context.predictions, ["actual", "predicted"], (("greedy policy", return_bucket(r)) for r in returns.tolist()))
-    fig.return_histogram(returns, context.figures / "test_returns.png",
-                         f"{context.experiment.name}: {TEST_EPISODES} greedy test episodes")
-    return {k: round(v, 6) for k, v in sorted(results.items())}

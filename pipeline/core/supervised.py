@@ -1,5 +1,5 @@
-"""The plumbing every supervised family shares: task losses, the shared step, epoch metrics, the
-test metrics and plots (pipeline.evaluate). A family subclasses `SupervisedModule` and writes only its
+"""The plumbing every supervised family shares: task losses, the shared step, epoch metrics (the
+test metrics and plots are pipeline.core.evaluation's). A family subclasses `SupervisedModule` and writes only its
 model (`forward` returning scores of shape (B, K), K = `data.num_outputs`).
 """
 
@@ -41,6 +41,8 @@ class SupervisedModule(FamilyModule):
 
     train/loss includes the family's penalty (what the optimizer minimises); val/loss does not.
     """
+
+    EVALUATION = "supervised"  # pipeline.core.evaluation.supervised
 
     @classmethod
     def monitors(cls, data: DataSpec) -> tuple[str, ...]:
@@ -121,8 +123,3 @@ class SupervisedModule(FamilyModule):
         self.val_loss.reset()
         self.val_metric.reset()
         return metrics
-
-    def evaluate(self, context) -> dict[str, float] | None:
-        from pipeline.evaluate import evaluate_supervised
-
-        return evaluate_supervised(self, context)

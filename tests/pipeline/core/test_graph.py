@@ -1,6 +1,6 @@
 """Graph datasets and the graph families' base (ch. 8): seeded preparation, disjoint node masks, the
-karate club's labels from networkx, the SBM's planted communities, full-batch loading, the re-fits
-behind test/accuracy_mean and test/accuracy_std, and the features-only baselines."""
+karate club's labels from networkx, the SBM's planted communities, full-batch loading, and the
+features-only baselines (the re-fits are tests/pipeline/core/test_evaluation.py's)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from pipeline import data
-from pipeline.core import graph
 from pipeline.params import ConfigError, DataConfig, load
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
@@ -100,47 +99,6 @@ def test_the_graph_datamodule_yields_the_one_graph_each_epoch(prepared):
     for name, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader())):
         ((g, y),) = list(loader)
         assert len(loader) == 1 and torch.equal(g.mask, data.load_split("karate", name)[0].mask) and len(y) == 4
-
-
-def test_refits_are_seeded_and_the_evaluation_reports_their_mean_and_spread(prepared, monkeypatch, tmp_path):
-    from pipeline.evaluate import Context
-
-    experiment = load().experiments["gcn_karate"]
-    experiment = type(experiment)(**{**experiment.__dict__, "max_epochs": 30})
-    assert graph.refit_accuracy(experiment, 3) == graph.refit_accuracy(experiment, 3)
-    monkeypatch.setattr(graph, "SEEDS", (0, 1, 2))
-    model = graph.refit(experiment, 0)
-    x, y = data.load_split("karate", "test")
-    context = Context(experiment, x, y, data.load_meta("karate"), tmp_path / "figures", tmp_path / "predictions.csv")
-    context.figures.mkdir()
-    results = model.evaluate(context)
-    accuracies = torch.tensor([graph.refit_accuracy(experiment, seed) for seed in (0, 1, 2)])
-    assert results["test/accuracy_mean"] == pytest.approx(float(accuracies.mean()), abs=1e-6)
-    assert results["test/accuracy_std"] == pytest.approx(float(accuracies.std()), abs=1e-6)
-    assert results["test/accuracy"] == pytest.approx(float(accuracies[0]), abs=1e-6)  # seed 0 is the model itself
-    assert {"test/f1", "test/auroc", "test/ece"} <= set(results) and (context.figures / "confusion_matrix.png").exists()
-
-
-def test_refit_keeps_the_best_epoch_when_the_experiment_says_so(prepared):
-    from pipeline.params import EarlyStoppingConfig
-
-    experiment = load().experiments["gcn_sbm"]
-    best = type(experiment)(**{**experiment.__dict__, "max_epochs": 15, "checkpoint": "best",
-                               "early_stopping": EarlyStoppingConfig("val/loss", "min", 0)})
-    keep = graph.KeepBest("val/loss", "min")
-    values = [3.0, 1.0, 2.0]
-
-    class Trainer:
-        callback_metrics: dict = {}
-
-    module = torch.nn.Linear(1, 1)
-    for value in values:
-        Trainer.callback_metrics = {"val/loss": torch.tensor(value)}
-        with torch.no_grad():
-            module.weight.fill_(value)
-        keep.on_validation_end(Trainer, module)
-    assert keep.best == 1.0 and float(keep.state["weight"]) == 1.0
-    assert graph.refit(best, 0).training is False
 
 
 def test_baselines_see_the_node_features_only_and_report_their_spread_over_seeds(prepared):

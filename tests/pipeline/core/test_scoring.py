@@ -1,4 +1,4 @@
-"""Scoring generated images (pipeline.core.generative) with the project's own scorer (pipeline.scorer):
+"""Scoring generated images (pipeline.core.scoring) with the project's own scorer (pipeline.scorer):
 the class histogram's KL against scipy, FID and KID against torchmetrics-independent computations of
 what they must show, and the scorer stage's files."""
 
@@ -12,19 +12,19 @@ import torch
 from scipy import linalg, stats
 
 from pipeline import data, files, report, scorer
-from pipeline.core import generative
+from pipeline.core import scoring
 from pipeline.params import ConfigError, load
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """Prepared digits and the scorer stage's output in a temporary folder."""
-    root = tmp_path_factory.mktemp("generative")
+    root = tmp_path_factory.mktemp("scoring")
     prepared, scorers = root / "prepared", root / "scorers"
     data.prepare("digits", load().data, prepared / "digits")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(data, "PREPARED", prepared)
-        patch.setattr(scorer, "ROOT", root)
+        patch.setattr(scorer, "SCORERS", scorers)
         patch.setattr(files, "ROOT", root)  # a stage writes only under the project's own folders
         assert scorer.main([]) == 0
     return prepared, scorers
@@ -34,16 +34,16 @@ def scored(tmp_path_factory):
 def digits(scored, monkeypatch):
     prepared, scorers = scored
     monkeypatch.setattr(data, "PREPARED", prepared)
-    monkeypatch.setattr(generative, "SCORERS", scorers)
+    monkeypatch.setattr(scoring, "SCORERS", scorers)
     return data.load_split("digits", "train")[0], data.load_split("digits", "test")[0]
 
 
 def test_class_kl_from_uniform_matches_scipy():
     classes = torch.tensor([0, 0, 0, 1, 2, 2, 5, 9, 9, 9, 9])
     p = np.bincount(classes.numpy(), minlength=10) / len(classes)
-    assert generative.class_kl_from_uniform(classes, 10) == pytest.approx(stats.entropy(p, np.full(10, 0.1)))
-    assert generative.class_kl_from_uniform(torch.arange(10).repeat(3), 10) == pytest.approx(0.0, abs=1e-12)
-    assert generative.class_kl_from_uniform(torch.zeros(7, dtype=torch.long), 10) == pytest.approx(np.log(10))
+    assert scoring.class_kl_from_uniform(classes, 10) == pytest.approx(stats.entropy(p, np.full(10, 0.1)))
+    assert scoring.class_kl_from_uniform(torch.arange(10).repeat(3), 10) == pytest.approx(0.0, abs=1e-12)
+    assert scoring.class_kl_from_uniform(torch.zeros(7, dtype=torch.long), 10) == pytest.approx(np.log(10))
 
 
 def test_scorer_stage_writes_weights_and_its_test_accuracy(scored):
@@ -55,10 +55,10 @@ def test_scorer_stage_writes_weights_and_its_test_accuracy(scored):
 
 def test_fid_is_the_frechet_distance_of_the_scorer_features(digits):
     train, test = digits
-    network = generative.load_scorer("digits")
-    features = generative.Features(network)
+    network = scoring.load_scorer("digits")
+    features = scoring.Features(network)
     samples = train[: len(test)]
-    scores = generative.sample_scores(samples, test, network)
+    scores = scoring.sample_scores(samples, test, network)
     with torch.no_grad():
         a, b = features(test).double().numpy(), features(samples).double().numpy()
     mu_a, mu_b = a.mean(0), b.mean(0)
@@ -71,14 +71,14 @@ def test_fid_is_the_frechet_distance_of_the_scorer_features(digits):
 
 def test_real_images_score_far_better_than_noise(digits):
     train, test = digits
-    network = generative.load_scorer("digits")
-    real = generative.sample_scores(train[: len(test)], test, network)
-    noise = generative.sample_scores(torch.randn_like(test), test, network)
+    network = scoring.load_scorer("digits")
+    real = scoring.sample_scores(train[: len(test)], test, network)
+    noise = scoring.sample_scores(torch.randn_like(test), test, network)
     assert real["classes_covered"] == 10 and real["class_kl"] < 0.05
     assert real["fid"] < 5 < 10 * real["fid"] < noise["fid"]
     assert real["kid"] < noise["kid"]
     with pytest.raises(ValueError, match="numbers must match"):
-        generative.sample_scores(test[:10], test, network)
+        scoring.sample_scores(test[:10], test, network)
 
 
 def test_reference_rows_put_the_gaussian_between_the_floor_and_noise(digits):
@@ -89,9 +89,9 @@ def test_reference_rows_put_the_gaussian_between_the_floor_and_noise(digits):
 
 
 def test_missing_scorer_names_the_stage_to_run(tmp_path, monkeypatch):
-    monkeypatch.setattr(generative, "SCORERS", tmp_path / "scorers")
+    monkeypatch.setattr(scoring, "SCORERS", tmp_path / "scorers")
     with pytest.raises(ConfigError, match=r"scorers/digits.pt: missing; run `dvc repro scorer`"):
-        generative.load_scorer("digits")
+        scoring.load_scorer("digits")
 
 
 def test_the_scorer_trains_on_the_image_datasets_prepare_makes():

@@ -1,0 +1,37 @@
+"""Episodes in a gymnasium environment: what the reinforcement-learning families train in, and what
+their validation (pipeline.core.reinforcement) and test (pipeline.core.evaluation) play greedily."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+
+def make_env(environment: str):
+    import gymnasium
+
+    return gymnasium.make(environment)
+
+
+@torch.no_grad()
+def greedy_returns(policy: Callable[[torch.Tensor], torch.Tensor], environment: str, seeds: list[int]) -> torch.Tensor:
+    """The undiscounted return G = Σ_t r_t of one episode per seed, all played side by side with
+    `policy` (observations (B, *obs) -> actions (B,)), each environment reset with its seed."""
+    envs = [make_env(environment) for _ in seeds]
+    observations = [env.reset(seed=int(seed))[0] for env, seed in zip(envs, seeds)]
+    returns = torch.zeros(len(seeds), dtype=torch.float64)
+    active = list(range(len(seeds)))
+    while active:
+        actions = policy(torch.as_tensor(np.stack([observations[i] for i in active]), dtype=torch.float32))
+        still = []
+        for i, action in zip(active, actions.tolist()):
+            observations[i], reward, terminated, truncated, _ = envs[i].step(action)
+            returns[i] += reward
+            if not (terminated or truncated):
+                still.append(i)
+        active = still
+    for env in envs:
+        env.close()
+    return returns

@@ -1,0 +1,107 @@
+"""The evaluate stage's work by kind of family (pipeline.core.evaluation): each kind's test metrics
+against an independent computation, and the evaluation kept out of what trains."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from pipeline import codedeps, data
+from pipeline.core import evaluation
+from pipeline.core.episodes import greedy_returns
+from pipeline.core.evaluation import Context
+from pipeline.params import DataConfig, available_families, family_class, load
+
+
+@pytest.fixture
+def prepared(tmp_path, monkeypatch):
+    monkeypatch.setattr(data, "ROOT", tmp_path)
+    monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
+    config = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
+    for dataset in ("karate", "sbm"):
+        data.prepare(dataset, config, tmp_path / "prepared" / dataset)
+    return tmp_path / "prepared"
+
+
+def test_every_family_has_an_evaluation_of_its_kind():
+    for family in available_families():
+        assert family_class(family).EVALUATION in evaluation.EVALUATORS, family
+
+
+def test_a_model_of_no_kind_is_refused_by_name():
+    with pytest.raises(TypeError, match=r"^Linear\.EVALUATION: None; a family subclasses one of the kinds"):
+        evaluation.evaluate(torch.nn.Linear(1, 1), None)
+
+
+def test_training_imports_no_evaluation_code():
+    """Editing how a kind is evaluated reruns evaluate stages only, never a training."""
+    entries = codedeps.stage_entries()
+    for family in available_families():
+        trained = codedeps.files_of(*entries[f"train/{family}"])
+        assert not {"pipeline/evaluate.py", "pipeline/core/evaluation.py", "pipeline/core/scoring.py"} & set(trained), family
+
+
+def test_return_buckets():
+    assert [evaluation.return_bucket(v) for v in (0, 99.9, 100, 474, 475, 500)] == ["0-100", "0-100", "100-200", "400-475", "475+", "475+"]
+
+
+def test_a_reinforcement_family_is_judged_by_greedy_test_episodes(tmp_path):
+    from modules.dqn import DeepQNetwork
+
+    experiment = load().experiments["dqn_cartpole"]
+    torch.manual_seed(0)
+    model = DeepQNetwork(data=data.DATASETS["cartpole"].spec, optimizer=experiment.optimizer,
+                         scheduler=experiment.scheduler, **experiment.model).eval()
+    context = Context(experiment, None, None, {}, tmp_path / "figures", tmp_path / "predictions.csv")
+    context.figures.mkdir()
+    results = evaluation.evaluate(model, context)
+    again = evaluation.evaluate(model, context)
+    assert results == again
+    returns = greedy_returns(model.act_greedy, "CartPole-v1", [10_000 + i for i in range(evaluation.TEST_EPISODES)])
+    assert results["test/mean_return"] == pytest.approx(float(returns.mean()))
+    assert results["test/std_return"] == pytest.approx(float(returns.std()), abs=1e-5)
+    assert results["test/min_return"] == float(returns.min()) and results["test/max_return"] == float(returns.max())
+    rows = list(csv.DictReader(context.predictions.open()))
+    assert len(rows) == evaluation.TEST_EPISODES and {row["actual"] for row in rows} == {"greedy policy"}
+    assert (context.figures / "test_returns.png").exists()
+
+
+def test_refits_are_seeded_and_the_evaluation_reports_their_mean_and_spread(prepared, monkeypatch, tmp_path):
+    experiment = load().experiments["gcn_karate"]
+    experiment = type(experiment)(**{**experiment.__dict__, "max_epochs": 30})
+    assert evaluation.refit_accuracy(experiment, 3) == evaluation.refit_accuracy(experiment, 3)
+    monkeypatch.setattr(evaluation, "SEEDS", (0, 1, 2))
+    model = evaluation.refit(experiment, 0)
+    x, y = data.load_split("karate", "test")
+    context = Context(experiment, x, y, data.load_meta("karate"), tmp_path / "figures", tmp_path / "predictions.csv")
+    context.figures.mkdir()
+    results = evaluation.evaluate(model, context)
+    accuracies = torch.tensor([evaluation.refit_accuracy(experiment, seed) for seed in (0, 1, 2)])
+    assert results["test/accuracy_mean"] == pytest.approx(float(accuracies.mean()), abs=1e-6)
+    assert results["test/accuracy_std"] == pytest.approx(float(accuracies.std()), abs=1e-6)
+    assert results["test/accuracy"] == pytest.approx(float(accuracies[0]), abs=1e-6)  # seed 0 is the model itself
+    assert {"test/f1", "test/auroc", "test/ece"} <= set(results) and (context.figures / "confusion_matrix.png").exists()
+
+
+def test_refit_keeps_the_best_epoch_when_the_experiment_says_so(prepared):
+    from pipeline.params import EarlyStoppingConfig
+
+    experiment = load().experiments["gcn_sbm"]
+    best = type(experiment)(**{**experiment.__dict__, "max_epochs": 15, "checkpoint": "best",
+                               "early_stopping": EarlyStoppingConfig("val/loss", "min", 0)})
+    keep = evaluation.KeepBest("val/loss", "min")
+    values = [3.0, 1.0, 2.0]
+
+    class Trainer:
+        callback_metrics: dict = {}
+
+    module = torch.nn.Linear(1, 1)
+    for value in values:
+        Trainer.callback_metrics = {"val/loss": torch.tensor(value)}
+        with torch.no_grad():
+            module.weight.fill_(value)
+        keep.on_validation_end(Trainer, module)
+    assert keep.best == 1.0 and float(keep.state["weight"]) == 1.0
+    assert evaluation.refit(best, 0).training is False

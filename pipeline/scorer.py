@@ -17,6 +17,7 @@ import io
 import json
 
 from pipeline import cli, data, files, stagestats
+from pipeline.spec import DataSpec
 from pipeline.params import ROOT, OptimizerConfig, SchedulerConfig, load
 
 SEED = 0
@@ -34,7 +35,7 @@ def image_datasets(download: list[str]) -> list[str]:
                   if d.spec.task == "multiclass" and len(d.spec.input_shape) == 3 and (not d.download or name in download))
 
 
-def build_network(spec: data.DataSpec):
+def build_network(spec: DataSpec):
     from modules.cnn import ConvolutionalNetwork
 
     return ConvolutionalNetwork(data=spec, optimizer=OPTIMIZER, scheduler=SCHEDULER, **ARCHITECTURE)

@@ -26,7 +26,7 @@ from torch import nn
 from torchmetrics import MeanMetric
 
 from pipeline import stagestats
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.family import FamilyModule
 from pipeline.params import ROOT, ConfigError, OptimizerConfig, SchedulerConfig
 

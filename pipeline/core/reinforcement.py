@@ -36,7 +36,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchmetrics import MaxMetric, MeanMetric, MinMetric
 from torchmetrics.aggregation import CatMetric
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.family import FamilyModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -13,7 +13,9 @@ import torch
 
 from pipeline import data
 from pipeline.core import graph
+from pipeline.datasets import karate, sbm
 from pipeline.params import ConfigError, DataConfig, load
+from pipeline.prepare import prepare
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
 GRAPHS = ("karate", "sbm")
@@ -24,7 +26,7 @@ def prepared(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "ROOT", tmp_path)
     monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
     for dataset in GRAPHS:
-        data.prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
+        prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
     return tmp_path / "prepared"
 
 
@@ -38,7 +40,7 @@ def test_node_masks_are_disjoint_cover_every_node_and_label_a_few_per_class(data
     arrays, _ = data.DATASETS[dataset].make_graph(CONFIG)
     split = arrays["masks"]
     assert sum(split[name].astype(int) for name in data.SPLITS).tolist() == [1] * len(arrays["y"])
-    labelled = data.KARATE_LABELLED if dataset == "karate" else data.SBM_LABELLED
+    labelled = karate.KARATE_LABELLED if dataset == "karate" else sbm.SBM_LABELLED
     for name in ("train", "val"):
         assert np.bincount(arrays["y"][split[name]]).tolist() == [labelled] * data.DATASETS[dataset].spec.num_classes
     assert split["test"].sum() > split["train"].sum()  # semi-supervised: most nodes are unlabelled
@@ -65,10 +67,10 @@ def test_karate_labels_are_the_clubs_networkx_records():
 def test_sbm_labels_are_the_planted_communities_and_edges_mostly_stay_inside_them():
     arrays, _ = data._sbm(CONFIG)
     y, (source, target) = arrays["y"], arrays["edge_index"]
-    assert np.bincount(y).tolist() == [data.SBM_BLOCK_SIZE] * data.SBM_BLOCKS
+    assert np.bincount(y).tolist() == [sbm.SBM_BLOCK_SIZE] * sbm.SBM_BLOCKS
     inside = (y[source] == y[target]).mean()
-    expected = data.SBM_P_IN * (data.SBM_BLOCK_SIZE - 1) / (
-        data.SBM_P_IN * (data.SBM_BLOCK_SIZE - 1) + data.SBM_P_OUT * data.SBM_BLOCK_SIZE * (data.SBM_BLOCKS - 1))
+    expected = sbm.SBM_P_IN * (sbm.SBM_BLOCK_SIZE - 1) / (
+        sbm.SBM_P_IN * (sbm.SBM_BLOCK_SIZE - 1) + sbm.SBM_P_OUT * sbm.SBM_BLOCK_SIZE * (sbm.SBM_BLOCKS - 1))
     assert inside == pytest.approx(expected, abs=0.05)
     assert set(zip(source.tolist(), target.tolist())) == set(zip(target.tolist(), source.tolist()))  # undirected
 
@@ -78,7 +80,7 @@ def test_load_split_gives_the_whole_graph_with_the_splits_mask_and_its_labels(pr
     meta = json.loads((prepared / "sbm" / "meta.json").read_text())
     for name in data.SPLITS:
         g, y = data.load_split("sbm", name)
-        assert g.x.shape == (400, data.SBM_FEATURES) and torch.equal(g.edge_index, blob["edge_index"])
+        assert g.x.shape == (400, sbm.SBM_FEATURES) and torch.equal(g.edge_index, blob["edge_index"])
         assert torch.equal(g.mask, blob[f"{name}_mask"]) and torch.equal(y, blob["y"][g.mask])
         assert len(y) == meta["sizes"][name]
         x_nodes, y_nodes = data.load_features("sbm", name)

@@ -13,7 +13,7 @@ import torch
 
 from pipeline import data
 from pipeline.core import graph
-from pipeline.datasets import karate, sbm
+from pipeline.datasets import cora, karate, sbm
 from pipeline.params import ConfigError, DataConfig, load
 from pipeline.prepare import prepare
 
@@ -57,7 +57,7 @@ def test_preparation_is_seeded_and_the_split_changes_with_the_seed(dataset):
 
 
 def test_karate_labels_are_the_clubs_networkx_records():
-    arrays, facts = data._karate(CONFIG)
+    arrays, facts = karate.make_graph(CONFIG)
     club = nx.get_node_attributes(nx.karate_club_graph(), "club")
     assert facts["classes"] == ["Mr. Hi", "Officer"]
     assert [facts["classes"][k] for k in arrays["y"]] == [club[node] for node in range(34)]
@@ -65,7 +65,7 @@ def test_karate_labels_are_the_clubs_networkx_records():
 
 
 def test_sbm_labels_are_the_planted_communities_and_edges_mostly_stay_inside_them():
-    arrays, _ = data._sbm(CONFIG)
+    arrays, _ = sbm.make_graph(CONFIG)
     y, (source, target) = arrays["y"], arrays["edge_index"]
     assert np.bincount(y).tolist() == [sbm.SBM_BLOCK_SIZE] * sbm.SBM_BLOCKS
     inside = (y[source] == y[target]).mean()
@@ -183,7 +183,7 @@ def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path
 
 
 def test_cora_keeps_planetoids_public_split(monkeypatch):
-    """Planetoid itself downloads; a stand-in with its attributes checks what `_cora` makes of them."""
+    """Planetoid itself downloads; a stand-in with its attributes checks what `cora.make_graph` makes of them."""
     import torch_geometric.datasets
     from torch_geometric.data import Data
 
@@ -191,6 +191,6 @@ def test_cora_keeps_planetoids_public_split(monkeypatch):
     fake = Data(x=torch.randn(9, 4), edge_index=torch.tensor([[0, 1], [1, 0]]), y=torch.arange(9) % 2,
                 **{f"{name}_mask": mask for name, mask in masks.items()})
     monkeypatch.setattr(torch_geometric.datasets, "Planetoid", lambda root, name: [fake] if name == "Cora" else None)
-    arrays, _ = data._cora(CONFIG)
+    arrays, _ = cora.make_graph(CONFIG)
     assert all(np.array_equal(arrays["masks"][name], masks[name].numpy()) for name in data.SPLITS)
     assert np.array_equal(arrays["x"], fake.x.numpy()) and np.array_equal(arrays["y"], fake.y.numpy())

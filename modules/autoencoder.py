@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.mlp import ACTIVATIONS, Activation
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.family import build_optimizer, build_scheduler
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from modules.mlp import ACTIVATIONS, Activation, FeedforwardNetwork
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.graph import GraphModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

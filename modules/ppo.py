@@ -35,7 +35,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.reinforcement import ReinforcementModule, make_env
 

@@ -35,7 +35,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
 

@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
 

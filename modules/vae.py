@@ -28,7 +28,7 @@ from torch import nn
 
 from modules.autoencoder import feedforward
 from modules.mlp import Activation
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -7,7 +7,10 @@ their hashes; each stage depends on its file. Editing a file then reruns exactly
 processes import it. The resume fingerprint hashes the same closure (`digest`).
 
 Imports are read with `ast`, at any depth of a file (function-level imports count), so the closure is
-what the process may import, whichever branch it takes. The stage also checks all of params.yaml first.
+what the process may import, whichever branch it takes. The dataset registry (pipeline/datasets/) imports
+every file of its folder by listing it, which no import statement shows: those files count as imported
+by it, so adding or editing a dataset reruns the stages that read the registry, prepare among them.
+The stage also checks all of params.yaml first.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from pipeline.base import ROOT
 
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
+DISCOVERING = ("pipeline.datasets",)  # packages that import each module of their folder not named with a leading _
 
 # Each stage's entry module. Train and evaluate also import their experiment's family by name
 # (params.family_class), so they get one file per family.
@@ -62,6 +66,8 @@ def imported_names(path: Path, root: Path = ROOT) -> frozenset[str]:
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
+    if path.name == "__init__.py" and package in DISCOVERING:
+        names.update(f"{package}.{p.stem}" for p in path.parent.glob("*.py") if not p.stem.startswith("_"))
     return frozenset(names)
 
 

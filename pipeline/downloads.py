@@ -34,7 +34,7 @@ from pipeline import files
 from pipeline.base import ROOT, ConfigError
 
 # The standard library's hashlib, pickle, shutil, tarfile, urllib are imported where used: every stage
-# imports this module through pipeline.data, and only prepare with data.download set needs them.
+# imports this module through the dataset registry (pipeline/datasets/), and only prepare with data.download set needs them.
 
 RAW = ROOT / "data" / "raw"  # kept between runs of prepare; read at call time, so tests can point it elsewhere
 TIMEOUT = 60  # seconds a mirror may stay silent before it counts as unreachable

@@ -18,6 +18,7 @@ import io
 from pathlib import Path
 
 from pipeline import cli
+from pipeline.datasets import DATASETS
 from pipeline.params import PARAMS_FILE, ConfigError, check_name, load
 
 
@@ -91,8 +92,6 @@ def opt_in_download(text: str, dataset: str) -> str:
 
 def enable(names: list[str], path: Path = PARAMS_FILE) -> list[str]:
     """Enable the examples `names` in the params file at `path`; returns what was done, a line each."""
-    from pipeline import data as datasets
-
     for name in names:  # typed on the command line: checked before it is looked up or printed
         check_name(name, "example name", "an example name")
     config = load(path, family_checks=False)
@@ -107,7 +106,7 @@ def enable(names: list[str], path: Path = PARAMS_FILE) -> list[str]:
         text = move_to_experiments(text, name)
         done.append(f"enabled {name}: moved from examples to experiments")
         dataset = config.examples[name].dataset
-        if datasets.DATASETS[dataset].download and dataset not in download:
+        if DATASETS[dataset].download and dataset not in download:
             text = opt_in_download(text, dataset)
             download.append(dataset)
             done.append(f"data.download: added {dataset} (prepare downloads it: needs network)")
@@ -131,12 +130,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.command == "list":
-        from pipeline import data as datasets
-
         config = load(args.params, family_checks=False)
         for kind, section in (("example", config.examples), ("experiment", config.experiments)):
             for name, experiment in section.items():
-                network = " (downloaded)" if datasets.DATASETS[experiment.dataset].download else ""
+                network = " (downloaded)" if DATASETS[experiment.dataset].download else ""
                 print(f"{kind:10}  {name:28}  {experiment.family:26}  {experiment.dataset}{network}")
         return 0
     for line in enable(args.names, args.params):

@@ -32,6 +32,7 @@ from typing import Any, Literal
 import yaml
 
 from pipeline.base import ROOT, ConfigError  # noqa: F401 (re-exported: most stages import them from here)
+from pipeline.datasets import DATASETS
 
 PARAMS_FILE = ROOT / "params.yaml"
 
@@ -220,9 +221,7 @@ class DataConfig:
                 raise ConfigError(f"{path}.{key}: must be between 0 and 1, got {_shown(value)}")
         if self.val_fraction + self.test_fraction >= 0.9:
             raise ConfigError(f"{path}.test_fraction: val_fraction + test_fraction must stay below 0.9")
-        from pipeline import data as datasets
-
-        downloadable = [name for name, entry in datasets.DATASETS.items() if entry.download]
+        downloadable = [name for name, entry in DATASETS.items() if entry.download]
         for index, name in enumerate(self.download):
             if name not in downloadable:
                 raise ConfigError(f"{path}.download[{index}]: unknown value {_shown(name)}; allowed: {', '.join(downloadable)}")
@@ -286,10 +285,8 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = 
         name: experiment(name, raw["defaults"], spec, family_checks is True, section="examples")
         for name, spec in (raw.get("examples") or {}).items()
     }
-    from pipeline import data as datasets
-
     for name, config in experiments.items():
-        if datasets.DATASETS[config.dataset].download and config.dataset not in data.download:
+        if DATASETS[config.dataset].download and config.dataset not in data.download:
             raise ConfigError(f"experiments.{name}.dataset: {_shown(config.dataset)} is downloaded from the network; "
                               f"opt in with data.download: [{config.dataset}]")
     targets = raw.get("targets") or {}
@@ -409,8 +406,6 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
                section: str = "experiments") -> ExperimentConfig:
     """Merge one experiment over the defaults and validate it, its dataset and (with `family_checks`) its
     config against its family class; errors name the key under `section` (experiments or examples)."""
-    from pipeline import data as datasets
-
     path = f"{section}.{name}"
     if not isinstance(spec, dict):
         raise ConfigError(f"{path}: must be a mapping")
@@ -421,24 +416,24 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
     families = available_families()  # a family and a dataset are file names too: only known ones pass
     if not isinstance(merged["family"], str) or merged["family"] not in families:
         raise ConfigError(f"{path}.family: unknown family {_shown(merged['family'])}; allowed: {', '.join(families)}")
-    if not isinstance(merged["dataset"], str) or merged["dataset"] not in datasets.DATASETS:
+    if not isinstance(merged["dataset"], str) or merged["dataset"] not in DATASETS:
         raise ConfigError(
-            f"{path}.dataset: unknown dataset {_shown(merged['dataset'])}; allowed: {', '.join(datasets.DATASETS)}"
+            f"{path}.dataset: unknown dataset {_shown(merged['dataset'])}; allowed: {', '.join(DATASETS)}"
         )
     config = _build(ExperimentConfig, {"name": name, **merged}, path)
     config.check(path)
     if not family_checks:
         return config
     model_cls = family_class(config.family)
-    spec_ = datasets.DATASETS[config.dataset].spec
+    spec_ = DATASETS[config.dataset].spec
     if spec_.task not in model_cls.TASKS:
         raise ConfigError(
             f"{path}: family {_shown(config.family)} handles {'/'.join(model_cls.TASKS)} data, "
             f"but dataset {_shown(config.dataset)} is {spec_.task}"
         )
-    kind = datasets.DATASETS[config.dataset].kind
+    kind = DATASETS[config.dataset].kind
     if model_cls.GRAPH_INPUT != (kind == "graph"):
-        graphs = ", ".join(name for name, entry in datasets.DATASETS.items() if entry.kind == "graph")
+        graphs = ", ".join(name for name, entry in DATASETS.items() if entry.kind == "graph")
         raise ConfigError(
             f"{path}.dataset: family {_shown(config.family)} needs a graph dataset ({graphs}), but dataset {_shown(config.dataset)} is not one"
             if model_cls.GRAPH_INPUT else

@@ -37,7 +37,7 @@ BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
          r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, least_squares_classifier, linear_regression, logistic_ovr, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="imagenet"),
-         r"^experiments\.mlp_digits\.dataset: unknown dataset 'imagenet'; allowed: diabetes, breast_cancer, digits, digit_rows, ar_series, reverse_digits, cartpole, karate, sbm, cora, mnist, fashion_mnist, cifar10$"),
+         r"^experiments\.mlp_digits\.dataset: unknown dataset 'imagenet'; allowed: ar_series, breast_cancer, cartpole, cifar10, cora, diabetes, digit_rows, digits, fashion_mnist, karate, mnist, reverse_digits, sbm$"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),
          r"^experiments\.mlp_digits\.optimizer\.name: unknown value 'adamax'; allowed: sgd, adam, adamw, rmsprop, adagrad, lbfgs$"),
         (lambda p: p["experiments"]["mlp_digits"]["scheduler"].update(name="exponential"),
@@ -141,7 +141,7 @@ BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="cartpole"),
          r"^experiments\.mlp_digits: family 'mlp' handles regression/binary/multiclass data, but dataset 'cartpole' is control$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(dataset="digits"),
-         r"^experiments\.gcn_sbm\.dataset: family 'gcn' needs a graph dataset \(karate, sbm, cora\), but dataset 'digits' is not one$"),
+         r"^experiments\.gcn_sbm\.dataset: family 'gcn' needs a graph dataset \(cora, karate, sbm\), but dataset 'digits' is not one$"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="sbm"),
          r"^experiments\.mlp_digits\.dataset: family 'mlp' takes samples, but dataset 'sbm' is one graph \(its families: gcn, sage\)$"),
         (lambda p: p["experiments"]["gcn_sbm"]["model"].update(dropout=1.5),
@@ -154,7 +154,7 @@ BAD_EDITS = [
          r"^tracking\.sweep: 'lr width' is not a sweep name; allowed: up to 64 letters, digits, '\.', '_' and '-', "
          r"starting with a letter or digit \(or empty: no sweep\)$"),
         (lambda p: p["tracking"].update(sweeps="a"), r"^tracking\.sweeps: unknown key; allowed: experiment_name, sweep$"),
-        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cora, mnist, fashion_mnist, cifar10$"),
+        (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cifar10, cora, fashion_mnist, mnist$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
          r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),
         # Names: folders (models/NAME), MLflow tags, words of dvc.yaml's shell commands (issue 20, item 1).

@@ -16,7 +16,7 @@ import lightning as L
 import torch
 
 from pipeline import stagestats
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import MeanMetric
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.family import FamilyModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from modules.cnn import ConvolutionalNetwork
 from pipeline import data
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import ROOT, ConfigError, OptimizerConfig, SchedulerConfig
 
 SCORERS = ROOT / "scorers"

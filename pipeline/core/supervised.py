@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.classification import Accuracy
 
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.core.family import FamilyModule, NonFiniteLoss, build_optimizer, build_scheduler  # noqa: F401 (re-exported)
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -11,6 +11,7 @@ import torch
 
 from pipeline import data
 from pipeline.params import family_class, load
+from pipeline.prepare import prepare
 
 from conftest import quiet_trainer
 
@@ -23,7 +24,7 @@ RUNNABLE = {**CONFIG.experiments, **{name: example for name, example in CONFIG.e
 def prepared(tmp_path_factory):
     root = tmp_path_factory.mktemp("prepared")
     for dataset in sorted({experiment.dataset for experiment in RUNNABLE.values()}):  # environments: meta.json
-        data.prepare(dataset, CONFIG.data, root / dataset)
+        prepare(dataset, CONFIG.data, root / dataset)
     return root
 
 

@@ -12,7 +12,8 @@ import pytest
 import yaml
 from conftest import dvc, git_init, python
 
-from pipeline.data import DATASETS, GRAPH_FILE
+from pipeline.datasets import DATASETS
+from pipeline.spec import GRAPH_FILE
 from pipeline.params import family_class
 
 pytestmark = pytest.mark.slow

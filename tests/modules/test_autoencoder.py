@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.autoencoder import ACTIVATIONS, Autoencoder, GaussianCodes, pca_reconstruction
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from modules.cnn import ConvolutionalNetwork, ResidualBlock, conv_bn, conv_output_size
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from modules.ddpm import DDPM, Denoiser, sinusoidal_embedding
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch, quiet_trainer

@@ -13,7 +13,7 @@ import math
 from modules.gan import (
     GenerativeAdversarialNetwork, discriminator_loss, divergence_estimate, generator_loss, gradient_penalty,
 )
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import quiet_trainer

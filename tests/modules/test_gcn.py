@@ -10,7 +10,8 @@ import torch
 from torch_geometric.data import Data
 
 from modules.gcn import GCNLayer, GraphConvolutionalNetwork, gcn_norm, normalized_adjacency
-from pipeline.data import DataSpec, edge_index_of
+from pipeline.datasets._graph import edge_index_of
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

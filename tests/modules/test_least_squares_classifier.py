@@ -16,9 +16,9 @@ from modules.least_squares_classifier import (
     one_hot_squared_error_gradient,
     simplex_projection,
 )
-from pipeline import data
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig, load
+from pipeline.prepare import prepare
 
 from conftest import fit_batch, quiet_trainer
 
@@ -52,7 +52,7 @@ def fit_full_batch(model, x, y, epochs: int):
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "digits"
-    data.prepare("digits", load(family_checks=False).data, out)
+    prepare("digits", load(family_checks=False).data, out)
     return {split: tuple(torch.load(out / f"{split}.pt", weights_only=True).values()) for split in ("train", "test")}
 
 

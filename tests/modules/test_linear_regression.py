@@ -15,7 +15,7 @@ from modules.linear_regression import (
     ridge_penalty,
     squared_error_gradient,
 )
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import quiet_trainer

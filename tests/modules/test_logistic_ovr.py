@@ -10,9 +10,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from modules.logistic_ovr import LogisticOneVsRest, normalized_sigmoids, one_vs_rest_cross_entropy, one_vs_rest_gradient
 from modules.logistic_regression import binary_cross_entropy, logistic_gradient, sigmoid
-from pipeline import data
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig, load
+from pipeline.prepare import prepare
 
 from conftest import fit_batch, quiet_trainer
 
@@ -30,7 +30,7 @@ def make_model(input_shape: tuple[int, ...], num_classes: int, l2: float = 0.0, 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory):
     out = tmp_path_factory.mktemp("prepared") / "digits"
-    data.prepare("digits", load(family_checks=False).data, out)
+    prepare("digits", load(family_checks=False).data, out)
     return {split: tuple(torch.load(out / f"{split}.pt", weights_only=True).values()) for split in ("train", "test")}
 
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from modules.logistic_regression import LogisticRegression, binary_cross_entropy, logistic_gradient, sigmoid
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

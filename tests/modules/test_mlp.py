@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from modules.mlp import ACTIVATIONS, FeedforwardNetwork, init_std, initialize
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

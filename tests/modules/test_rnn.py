@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from modules.rnn import LAYERS, RecurrentNetwork, elman_cell, explicit_forward, gru_cell, lstm_cell
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from modules.softmax_regression import SoftmaxRegression, categorical_cross_entropy, softmax, softmax_gradient
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

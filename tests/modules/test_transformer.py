@@ -17,7 +17,7 @@ from modules.transformer import (
     explicit_attention,
     sinusoidal_positions,
 )
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

@@ -9,7 +9,8 @@ import torch
 
 from modules.transformer import Transformer
 from pipeline.core import metrics
-from pipeline.data import SEPARATOR, DataSpec, reverse_task
+from pipeline.datasets.reverse_digits import SEPARATOR, reverse_task
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import task_loss
 

@@ -11,7 +11,7 @@ from torch import nn
 from torch.distributions import Normal, kl_divergence
 
 from modules.vae import VariationalAutoencoder, gaussian_kl_to_standard, gaussian_log_likelihood
-from pipeline.data import DataSpec
+from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch

@@ -12,6 +12,7 @@ import yaml
 
 from pipeline import codedeps
 from pipeline.core import resume
+from pipeline.datasets import DATASETS
 from pipeline.params import ROOT, load_experiment
 
 
@@ -38,6 +39,22 @@ def test_the_closure_follows_imports_at_any_depth_relative_ones_and_parent_packa
                      "pipeline/entry.py", "pipeline/lazy.py", "pipeline/shared.py"]
     found = [p.relative_to(tmp_path).as_posix() for p in codedeps.closure("modules.family", root=tmp_path)]
     assert found == ["modules/__init__.py", "modules/family.py", "pipeline/__init__.py", "pipeline/shared.py"]
+
+
+def test_the_dataset_registry_depends_on_every_dataset_file_of_its_folder(tmp_path):
+    """pipeline/datasets/__init__.py imports its folder's files by listing them: a new file is in the closure
+    of whatever imports the registry, a shared `_` file only through the datasets that import it."""
+    write(tmp_path, {
+        "pipeline/__init__.py": "",
+        "pipeline/prepare.py": "from pipeline.datasets import DATASETS\n",
+        "pipeline/datasets/__init__.py": "",
+        "pipeline/datasets/toy.py": "from pipeline.datasets import _shared\n",
+        "pipeline/datasets/_shared.py": "",
+        "pipeline/datasets/_unused.py": "",
+    })
+    found = [p.relative_to(tmp_path).as_posix() for p in codedeps.closure("pipeline.prepare", root=tmp_path)]
+    assert found == ["pipeline/__init__.py", "pipeline/datasets/__init__.py", "pipeline/datasets/_shared.py",
+                     "pipeline/datasets/toy.py", "pipeline/prepare.py"]
 
 
 def test_dvc_yaml_names_no_code_file_but_the_derived_ones():
@@ -68,6 +85,9 @@ def test_every_stages_closure_is_what_the_standard_librarys_modulefinder_finds()
         finder = modulefinder.ModuleFinder(path=[str(ROOT)])  # project modules only: torch and the rest stay unread
         for entry in entries:
             finder.import_hook(entry)
+        if "pipeline.datasets" in finder.modules:  # the registry imports its folder's files by name, unseen by modulefinder
+            for dataset in DATASETS:
+                finder.import_hook(f"pipeline.datasets.{dataset}")
         found = sorted(Path(m.__file__) for m in finder.modules.values() if m.__file__)
         assert found == codedeps.closure(*entries), name
 
@@ -99,7 +119,7 @@ def test_the_resume_fingerprint_hashes_the_train_stages_code_closure(tmp_path, m
 
 
 def test_the_projects_modules_import_one_way_with_no_cycle():
-    """base <- params, files, data <- modules/ <- pipeline/core <- the stage entry points: an import at any
+    """base <- spec <- datasets/, params, files, data <- modules/ <- pipeline/core <- the stage entry points: an import at any
     depth of a file counts, so a cycle hidden inside a function fails too."""
     graph = {}
     for path in sorted(p for package in codedeps.PACKAGES for p in (ROOT / package).rglob("*.py")):

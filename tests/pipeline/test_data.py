@@ -11,7 +11,10 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from pipeline import data
-from pipeline.data import BatchIndexDataset, Dataset, DataSpec, make_datamodule, prepare, split
+from pipeline.data import BatchIndexDataset, make_datamodule
+from pipeline.datasets import ar_series, reverse_digits
+from pipeline.prepare import prepare, split
+from pipeline.spec import Dataset, DataSpec
 from pipeline.params import ConfigError, DataConfig
 
 from conftest import quiet_trainer
@@ -250,8 +253,8 @@ def test_digit_rows_are_the_digits_split_read_row_by_row(tmp_path):
 
 
 def test_ar_series_noise_is_what_the_recursion_leaves_and_has_the_stated_variance():
-    phi1, phi2 = data.AR_COEFFICIENTS
-    series, noise = data.ar_series(200_000, data.AR_COEFFICIENTS, 1.5, seed=3)
+    phi1, phi2 = ar_series.AR_COEFFICIENTS
+    series, noise = ar_series.ar_series(200_000, ar_series.AR_COEFFICIENTS, 1.5, seed=3)
     residual = series[2:] - phi1 * series[1:-1] - phi2 * series[:-2]
     np.testing.assert_allclose(residual, noise[2:], atol=1e-9)
     assert noise.var() == pytest.approx(1.5**2, rel=0.01)  # 200 000 draws: the sample variance is within 0.3 %
@@ -263,7 +266,7 @@ def test_ar_series_noise_is_what_the_recursion_leaves_and_has_the_stated_varianc
 
 def test_windows_pair_the_past_values_with_the_next_one():
     series = np.arange(10.0)
-    x, y = data.windows(series, 3)
+    x, y = ar_series.windows(series, 3)
     assert x.shape == (7, 3, 1)
     np.testing.assert_array_equal(x[0, :, 0], [0, 1, 2])
     np.testing.assert_array_equal(y, np.arange(3.0, 10.0))
@@ -277,27 +280,27 @@ def test_ar_series_is_cut_in_time_and_a_least_squares_forecast_reaches_the_noise
 
     meta = prepare("ar_series", CONFIG, tmp_path)
     parts = split("ar_series", CONFIG)
-    train_end = len(parts["train"][1]) + data.AR_WINDOW
-    series, _ = data.ar_series(data.AR_LENGTH, data.AR_COEFFICIENTS, data.AR_NOISE_STD, CONFIG.split_seed)
-    np.testing.assert_array_equal(parts["train"][1], series[data.AR_WINDOW : train_end])
+    train_end = len(parts["train"][1]) + ar_series.AR_WINDOW
+    series, _ = ar_series.ar_series(ar_series.AR_LENGTH, ar_series.AR_COEFFICIENTS, ar_series.AR_NOISE_STD, CONFIG.split_seed)
+    np.testing.assert_array_equal(parts["train"][1], series[ar_series.AR_WINDOW : train_end])
     np.testing.assert_array_equal(parts["test"][1], series[-len(parts["test"][1]) :])
     x_train, y_train = load(tmp_path / "train.pt")
     x_test, y_test = load(tmp_path / "test.pt")
     fit = LinearRegression().fit(x_train.flatten(1).numpy(), y_train.numpy())
     error = ((fit.predict(x_test.flatten(1).numpy()) - y_test.numpy()) * meta["target_std"]) ** 2
-    assert meta["noise_variance"] == data.AR_NOISE_STD**2
+    assert meta["noise_variance"] == ar_series.AR_NOISE_STD**2
     assert error.mean() / meta["noise_variance"] == pytest.approx(1.0, abs=0.05)  # ~10 000 test points: ±1.4 % s.d.
 
 
 def test_reverse_digits_targets_are_reversed_sources_never_seen_in_training(tmp_path):
     meta = prepare("reverse_digits", CONFIG, tmp_path)
-    length = data.REVERSE_LENGTH
+    length = reverse_digits.REVERSE_LENGTH
     sources = {}
     for name in data.SPLITS:
         x, y = load(tmp_path / f"{name}.pt")
         assert x.dtype == y.dtype == torch.long and x.shape == (meta["sizes"][name], 2 * length)
         assert torch.equal(y, x[:, :length].flip(1))  # the target is the source reversed
-        assert (x[:, length] == data.SEPARATOR).all()
+        assert (x[:, length] == reverse_digits.SEPARATOR).all()
         assert torch.equal(x[:, length + 1 :], y[:, :-1])  # then the target shifted right (teacher forcing)
         sources[name] = {tuple(row) for row in x[:, :length].tolist()}
         assert len(sources[name]) == len(x)

@@ -23,6 +23,7 @@ import torch
 
 from pipeline import cli, data, downloads, files
 from pipeline.params import ConfigError, DataConfig
+from pipeline.prepare import prepare
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
 IMAGES = ("mnist", "fashion_mnist", "cifar10")
@@ -104,7 +105,7 @@ def test_idx_files_placed_by_hand_are_read_and_split(dataset, folder, gzipped, r
     for name, blob in idx_files(arrays, gzipped).items():
         (raw / folder / "raw" / name).write_bytes(blob)
 
-    meta = data.prepare(dataset, CONFIG, tmp_path / "out")
+    meta = prepare(dataset, CONFIG, tmp_path / "out")
     assert meta["sizes"] == {"train": 180, "val": 20, "test": 30}
     assert "test: the official test set; val: 0.1 of the official training set, stratified, seed 0" in meta["splits"]
     assert meta["classes"][0] == ("0" if dataset == "mnist" else "T-shirt/top")
@@ -156,7 +157,7 @@ def test_idx_files_are_downloaded_from_the_next_mirror_and_checked(raw, tmp_path
     downloads.fetch_idx(remote)
     assert asked == [mirror + name for name in blobs for mirror in remote.mirrors]
     asked.clear()
-    meta = data.prepare("mnist", CONFIG, tmp_path / "out")  # the registry's MNIST: files present, read as they are
+    meta = prepare("mnist", CONFIG, tmp_path / "out")  # the registry's MNIST: files present, read as they are
     assert meta["sizes"]["test"] == 30 and asked == []
     assert sorted(p.name for p in (raw / "MNIST" / "raw").iterdir()) == sorted(blobs)  # no .partial left
 
@@ -179,7 +180,7 @@ def test_a_file_in_another_format_is_named(raw, tmp_path):
     (raw / "MNIST" / "raw" / "t10k-labels-idx1-ubyte.gz").write_bytes(gzip.compress(b"<html>Not Found</html>"))
     with pytest.raises(ConfigError, match=r"^mnist: .*/MNIST/raw/t10k-labels-idx1-ubyte\.gz: unreadable \(not an IDX file "
                                           r"of unsigned bytes\); place train-images-idx3-ubyte\.gz, "):
-        data.prepare("mnist", CONFIG, tmp_path / "out")
+        prepare("mnist", CONFIG, tmp_path / "out")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -224,7 +225,7 @@ def test_cifar10_archive_placed_by_hand_is_extracted_and_read(raw, tmp_path):
     archive, batches = small_cifar_archive(seed=0)
     raw.mkdir()
     (raw / "cifar-10-python.tar.gz").write_bytes(archive)
-    meta = data.prepare("cifar10", CONFIG, tmp_path / "out")
+    meta = prepare("cifar10", CONFIG, tmp_path / "out")
     assert meta["sizes"] == {"train": 180, "val": 20, "test": 20} and meta["classes"] == CIFAR_CLASSES
     assert sorted(p.name for p in (raw / "cifar-10-batches-py").iterdir()) == sorted(downloads.CIFAR10_FILES)
     assert sorted(p.name for p in raw.iterdir()) == ["cifar-10-batches-py", "cifar-10-python.tar.gz"]  # no staging left
@@ -236,7 +237,7 @@ def test_cifar10_batch_folder_placed_by_hand_is_read(raw, tmp_path):
     raw.mkdir()
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(raw, filter="data")
-    data.prepare("cifar10", CONFIG, tmp_path / "out")
+    prepare("cifar10", CONFIG, tmp_path / "out")
     assert not (raw / "cifar-10-python.tar.gz").exists()  # nothing downloaded (the network is refused)
     check_cifar(batches, tmp_path / "out")
 
@@ -245,7 +246,7 @@ def test_cifar10_archive_is_downloaded_checked_and_extracted(raw, tmp_path, monk
     archive, batches = small_cifar_archive(seed=2)
     remote = with_digests(monkeypatch, "CIFAR10", {"cifar-10-python.tar.gz": archive})
     asked = serve(monkeypatch, {"https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz": archive})
-    data.prepare("cifar10", CONFIG, tmp_path / "out")
+    prepare("cifar10", CONFIG, tmp_path / "out")
     assert asked == [remote.mirrors[0] + "cifar-10-python.tar.gz"]
     check_cifar(batches, tmp_path / "out")
 
@@ -255,7 +256,7 @@ def test_a_cifar10_archive_that_is_not_one_is_named(raw, tmp_path):
     (raw / "cifar-10-python.tar.gz").write_bytes(b"<html>captive portal</html>")
     with pytest.raises(ConfigError, match=r"^cifar10: .*/cifar-10-python\.tar\.gz is not a readable \.tar\.gz \(ReadError\); "
                                           r"delete it to download it again, or place "):
-        data.prepare("cifar10", CONFIG, tmp_path / "out")
+        prepare("cifar10", CONFIG, tmp_path / "out")
     assert sorted(p.name for p in raw.iterdir()) == ["cifar-10-python.tar.gz"]
 
 
@@ -299,7 +300,7 @@ def write_planetoid(folder, n_train=14, n_other=516, n_test=30, features=1433, c
 
 def test_planetoid_raw_files_placed_by_hand_are_read_with_the_public_split(raw, tmp_path):
     labels, x_all, test_index = write_planetoid(raw / "Planetoid" / "Cora" / "raw")
-    meta = data.prepare("cora", CONFIG, tmp_path / "out")
+    meta = prepare("cora", CONFIG, tmp_path / "out")
     graph = torch.load(tmp_path / "out" / data.GRAPH_FILE, weights_only=True)
     assert meta["nodes"] == 560 and meta["edges"] == 560  # the ring, each edge once
     np.testing.assert_array_equal(graph["x"].numpy(), x_all)  # each test node's row of tx placed at its id
@@ -316,7 +317,7 @@ def test_planetoid_raw_files_are_downloaded_when_missing(raw, tmp_path, monkeypa
     (raw / "Planetoid" / "Cora" / "raw").mkdir(parents=True)
     (raw / "Planetoid" / "Cora" / "raw" / "ind.cora.x").write_bytes((staged / "ind.cora.x").read_bytes())
     asked = serve(monkeypatch, files)
-    meta = data.prepare("cora", CONFIG, tmp_path / "out")
+    meta = prepare("cora", CONFIG, tmp_path / "out")
     assert sorted(asked) == sorted(url for url in files if not url.endswith("ind.cora.x"))  # the missing ones only
     assert meta["sizes"]["train"] == 14
 
@@ -444,7 +445,7 @@ def test_the_cnn_trains_on_a_prepared_image_dataset(dataset, raw, tmp_path, monk
         raw.mkdir()
         (raw / "cifar-10-python.tar.gz").write_bytes(small_cifar_archive(seed=5)[0])
     monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
-    data.prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
+    prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
     raw_params = yaml.safe_load(params.PARAMS_FILE.read_text())
     raw_params["experiments"]["cnn_digits"]["dataset"] = dataset
     experiment = with_download(raw_params, tmp_path, dataset).experiments["cnn_digits"]

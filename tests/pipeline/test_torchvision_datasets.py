@@ -25,6 +25,7 @@ from test_real_datasets import (  # noqa: E402
 
 from pipeline import data, downloads  # noqa: E402
 from pipeline.params import ConfigError  # noqa: E402
+from pipeline.prepare import prepare  # noqa: E402
 
 IDX = [("mnist", "MNIST"), ("fashion_mnist", "FashionMNIST")]
 
@@ -45,9 +46,9 @@ def prepared_both_ways(dataset: str, tmp_path, monkeypatch) -> tuple[dict, dict]
     assert downloads.torchvision_datasets() is torchvision.datasets
     DATASET = data.DATASETS[dataset]
     DATASET.fetch()
-    by_torchvision = data.prepare(dataset, CONFIG, tmp_path / "torchvision")
+    by_torchvision = prepare(dataset, CONFIG, tmp_path / "torchvision")
     monkeypatch.setattr(downloads, "torchvision_datasets", lambda: None)
-    by_numpy = data.prepare(dataset, CONFIG, tmp_path / "numpy")
+    by_numpy = prepare(dataset, CONFIG, tmp_path / "numpy")
     for split in ("train", "val", "test"):
         x_tv, y_tv = load(tmp_path / "torchvision" / f"{split}.pt")
         x_np, y_np = load(tmp_path / "numpy" / f"{split}.pt")
@@ -96,7 +97,7 @@ def test_gzipped_files_that_pass_the_digest_are_extracted_by_torchvision(raw, tm
     downloads.fetch_idx(downloads.MNIST)  # nothing downloaded: the network is refused
     for name, blob in blobs.items():
         assert (raw / "MNIST" / "raw" / name.removesuffix(".gz")).read_bytes() == gzip.decompress(blob)
-    meta = data.prepare("mnist", CONFIG, tmp_path / "out")
+    meta = prepare("mnist", CONFIG, tmp_path / "out")
     assert meta["sizes"] == {"train": 180, "val": 20, "test": 30} and meta["classes"][0] == "0"
 
 
@@ -124,4 +125,4 @@ def test_files_torchvision_cannot_read_are_named(raw, tmp_path):
     (raw / "MNIST" / "raw" / "t10k-images-idx3-ubyte").write_bytes(b"<html>Not Found</html>")
     with pytest.raises(ConfigError, match=r"^mnist: torchvision\.datasets\.MNIST cannot read .*/raw/MNIST/raw/ \(.*\); "
                                           r"place train-images-idx3-ubyte\.gz, .* in .*/raw/MNIST/raw/$"):
-        data.prepare("mnist", CONFIG, tmp_path / "out")
+        prepare("mnist", CONFIG, tmp_path / "out")

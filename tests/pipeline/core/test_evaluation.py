@@ -13,6 +13,7 @@ from pipeline.core import evaluation
 from pipeline.core.episodes import greedy_returns
 from pipeline.core.evaluation import Context
 from pipeline.params import DataConfig, available_families, family_class, load
+from pipeline.prepare import prepare
 
 
 @pytest.fixture
@@ -21,7 +22,7 @@ def prepared(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
     config = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
     for dataset in ("karate", "sbm"):
-        data.prepare(dataset, config, tmp_path / "prepared" / dataset)
+        prepare(dataset, config, tmp_path / "prepared" / dataset)
     return tmp_path / "prepared"
 
 

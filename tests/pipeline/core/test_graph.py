@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from pipeline import data
+from pipeline.datasets import cora, karate, sbm
 from pipeline.params import ConfigError, DataConfig, load
+from pipeline.prepare import prepare
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
 GRAPHS = ("karate", "sbm")
@@ -23,7 +25,7 @@ def prepared(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "ROOT", tmp_path)
     monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
     for dataset in GRAPHS:
-        data.prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
+        prepare(dataset, CONFIG, tmp_path / "prepared" / dataset)
     return tmp_path / "prepared"
 
 
@@ -37,7 +39,7 @@ def test_node_masks_are_disjoint_cover_every_node_and_label_a_few_per_class(data
     arrays, _ = data.DATASETS[dataset].make_graph(CONFIG)
     split = arrays["masks"]
     assert sum(split[name].astype(int) for name in data.SPLITS).tolist() == [1] * len(arrays["y"])
-    labelled = data.KARATE_LABELLED if dataset == "karate" else data.SBM_LABELLED
+    labelled = karate.KARATE_LABELLED if dataset == "karate" else sbm.SBM_LABELLED
     for name in ("train", "val"):
         assert np.bincount(arrays["y"][split[name]]).tolist() == [labelled] * data.DATASETS[dataset].spec.num_classes
     assert split["test"].sum() > split["train"].sum()  # semi-supervised: most nodes are unlabelled
@@ -54,7 +56,7 @@ def test_preparation_is_seeded_and_the_split_changes_with_the_seed(dataset):
 
 
 def test_karate_labels_are_the_clubs_networkx_records():
-    arrays, facts = data._karate(CONFIG)
+    arrays, facts = karate.make_graph(CONFIG)
     club = nx.get_node_attributes(nx.karate_club_graph(), "club")
     assert facts["classes"] == ["Mr. Hi", "Officer"]
     assert [facts["classes"][k] for k in arrays["y"]] == [club[node] for node in range(34)]
@@ -62,12 +64,12 @@ def test_karate_labels_are_the_clubs_networkx_records():
 
 
 def test_sbm_labels_are_the_planted_communities_and_edges_mostly_stay_inside_them():
-    arrays, _ = data._sbm(CONFIG)
+    arrays, _ = sbm.make_graph(CONFIG)
     y, (source, target) = arrays["y"], arrays["edge_index"]
-    assert np.bincount(y).tolist() == [data.SBM_BLOCK_SIZE] * data.SBM_BLOCKS
+    assert np.bincount(y).tolist() == [sbm.SBM_BLOCK_SIZE] * sbm.SBM_BLOCKS
     inside = (y[source] == y[target]).mean()
-    expected = data.SBM_P_IN * (data.SBM_BLOCK_SIZE - 1) / (
-        data.SBM_P_IN * (data.SBM_BLOCK_SIZE - 1) + data.SBM_P_OUT * data.SBM_BLOCK_SIZE * (data.SBM_BLOCKS - 1))
+    expected = sbm.SBM_P_IN * (sbm.SBM_BLOCK_SIZE - 1) / (
+        sbm.SBM_P_IN * (sbm.SBM_BLOCK_SIZE - 1) + sbm.SBM_P_OUT * sbm.SBM_BLOCK_SIZE * (sbm.SBM_BLOCKS - 1))
     assert inside == pytest.approx(expected, abs=0.05)
     assert set(zip(source.tolist(), target.tolist())) == set(zip(target.tolist(), source.tolist()))  # undirected
 
@@ -77,7 +79,7 @@ def test_load_split_gives_the_whole_graph_with_the_splits_mask_and_its_labels(pr
     meta = json.loads((prepared / "sbm" / "meta.json").read_text())
     for name in data.SPLITS:
         g, y = data.load_split("sbm", name)
-        assert g.x.shape == (400, data.SBM_FEATURES) and torch.equal(g.edge_index, blob["edge_index"])
+        assert g.x.shape == (400, sbm.SBM_FEATURES) and torch.equal(g.edge_index, blob["edge_index"])
         assert torch.equal(g.mask, blob[f"{name}_mask"]) and torch.equal(y, blob["y"][g.mask])
         assert len(y) == meta["sizes"][name]
         x_nodes, y_nodes = data.load_features("sbm", name)
@@ -139,7 +141,7 @@ def test_cora_is_prepared_only_when_data_download_names_it(monkeypatch, tmp_path
 
 
 def test_cora_keeps_planetoids_public_split(monkeypatch):
-    """Planetoid itself downloads; a stand-in with its attributes checks what `_cora` makes of them."""
+    """Planetoid itself downloads; a stand-in with its attributes checks what `cora.make_graph` makes of them."""
     import torch_geometric.datasets
     from torch_geometric.data import Data
 
@@ -147,6 +149,6 @@ def test_cora_keeps_planetoids_public_split(monkeypatch):
     fake = Data(x=torch.randn(9, 4), edge_index=torch.tensor([[0, 1], [1, 0]]), y=torch.arange(9) % 2,
                 **{f"{name}_mask": mask for name, mask in masks.items()})
     monkeypatch.setattr(torch_geometric.datasets, "Planetoid", lambda root, name: [fake] if name == "Cora" else None)
-    arrays, _ = data._cora(CONFIG)
+    arrays, _ = cora.make_graph(CONFIG)
     assert all(np.array_equal(arrays["masks"][name], masks[name].numpy()) for name in data.SPLITS)
     assert np.array_equal(arrays["x"], fake.x.numpy()) and np.array_equal(arrays["y"], fake.y.numpy())

@@ -10,6 +10,7 @@ import torch
 from pipeline import data
 from pipeline.params import ConfigError, load
 from pipeline.core.episodes import greedy_returns
+from pipeline.prepare import prepare
 
 
 def lean_on_the_pole(observations: torch.Tensor) -> torch.Tensor:
@@ -29,7 +30,7 @@ def test_an_environment_is_prepared_as_meta_only(tmp_path, monkeypatch):
     monkeypatch.setattr(data, "PREPARED", tmp_path)
     with pytest.raises(ConfigError, match=r"cartpole/meta\.json: prepared dataset missing; run `dvc repro prepare`"):
         data.check_prepared("cartpole")
-    data.prepare("cartpole", load().data, tmp_path / "cartpole")
+    prepare("cartpole", load().data, tmp_path / "cartpole")
     assert sorted(p.name for p in (tmp_path / "cartpole").iterdir()) == ["meta.json"]
     meta = json.loads((tmp_path / "cartpole" / "meta.json").read_text())
     assert meta["environment"] == "CartPole-v1" and meta["input_shape"] == [4] and meta["num_classes"] == 2

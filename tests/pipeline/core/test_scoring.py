@@ -14,6 +14,7 @@ from scipy import linalg, stats
 from pipeline import data, files, report, scorer
 from pipeline.core import scoring
 from pipeline.params import ConfigError, load
+from pipeline.prepare import prepare
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def scored(tmp_path_factory):
     """Prepared digits and the scorer stage's output in a temporary folder."""
     root = tmp_path_factory.mktemp("scoring")
     prepared, scorers = root / "prepared", root / "scorers"
-    data.prepare("digits", load().data, prepared / "digits")
+    prepare("digits", load().data, prepared / "digits")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(data, "PREPARED", prepared)
         patch.setattr(scorer, "SCORERS", scorers)

@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from modules.mlp import feedforward
 from pipeline.data import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
@@ -84,7 +85,7 @@ class Denoiser(nn.Module):
         pixels = math.prod(shape)
         self.shape = tuple(shape)
         self.time_features = time_features
-        self.time_mlp = nn.Sequential(nn.Linear(time_features, time_features), nn.SiLU(), nn.Linear(time_features, time_features))
+        self.time_mlp = feedforward([time_features, time_features, time_features], nn.SiLU)
         self.input = nn.Linear(pixels, features)
         self.blocks = nn.ModuleList(ResidualBlock(features, time_features) for _ in range(blocks))
         self.norm = nn.LayerNorm(features)

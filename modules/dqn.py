@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.mlp import feedforward
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.reinforcement import ReinforcementModule, make_env
@@ -92,10 +93,7 @@ class ReplayBuffer:
 
 def q_network(input_size: int, hidden_sizes: list[int], actions: int) -> nn.Sequential:
     """s (B, D) -> [affine -> ReLU] x L -> affine -> Q(s, ·) (B, A)."""
-    widths, layers = [input_size, *hidden_sizes], []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(widths[-1], actions))
+    return feedforward([input_size, *hidden_sizes, actions], "relu")
 
 
 class DeepQNetwork(ReinforcementModule):

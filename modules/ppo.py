@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,6 +36,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
+from modules.mlp import feedforward
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.reinforcement import ReinforcementModule, make_env
@@ -61,16 +63,16 @@ def clipped_surrogate_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, adv
     return torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
 
 
+def orthogonal(linear: nn.Linear, gain: float) -> None:
+    """An orthogonal weight matrix scaled by `gain`, a zero bias."""
+    nn.init.orthogonal_(linear.weight, gain)
+    nn.init.zeros_(linear.bias)
+
+
 def mlp(sizes: list[int], output_std: float) -> nn.Sequential:
     """[affine -> tanh] x L -> affine; orthogonal weights (gain √2 inside, `output_std` at the head), zero biases."""
-    layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        linear = nn.Linear(fan_in, fan_out)
-        last = index == len(sizes) - 2
-        nn.init.orthogonal_(linear.weight, output_std if last else math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        layers += [linear] if last else [linear, nn.Tanh()]
-    return nn.Sequential(*layers)
+    return feedforward(sizes, "tanh", init=partial(orthogonal, gain=math.sqrt(2)),
+                       output_init=partial(orthogonal, gain=output_std))
 
 
 class ProximalPolicyOptimization(ReinforcementModule):

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.mlp import feedforward
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
@@ -93,7 +94,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm_first = norm == "pre"
         self.attention = MultiHeadSelfAttention(width, heads, dropout)
-        self.feedforward = nn.Sequential(nn.Linear(width, ff_size), nn.GELU(), nn.Linear(ff_size, width))
+        self.feedforward = feedforward([width, ff_size, width], "gelu")
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
 

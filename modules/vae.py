@@ -26,8 +26,7 @@ import math
 import torch
 from torch import nn
 
-from modules.autoencoder import feedforward
-from modules.mlp import Activation
+from modules.mlp import Activation, feedforward
 from pipeline.data import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.mlp import Activation, feedforward
+from modules.mlp import Activation, feedforward, small_widths
 from pipeline.data import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
@@ -96,6 +96,10 @@ class Autoencoder(GenerativeModule):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
         if model["noise_std"] < 0:
             raise ValueError(f"noise_std: must be zero or positive, got {model['noise_std']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"])}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction g(f(x))."""

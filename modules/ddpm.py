@@ -167,6 +167,11 @@ class DDPM(GenerativeModule):
         if not 1 <= model["ddim_steps"] <= model["steps"]:
             raise ValueError(f"ddim_steps: must be in [1, steps = {model['steps']}], got {model['ddim_steps']}")
 
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """A small denoiser and a short chain."""
+        return {**model, "features": 32, "blocks": 1, "time_features": 16, "steps": 50, "ddim_steps": 10}
+
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())  # the EMA copy is not counted twice
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.mlp import feedforward
+from modules.mlp import feedforward, small_widths
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.reinforcement import ReinforcementModule, make_env
@@ -153,6 +153,13 @@ class DeepQNetwork(ReinforcementModule):
                              f"so the first minibatch has transitions to draw, got {model['learning_starts']}")
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """A few hundred environment steps an epoch, a small buffer that starts learning early."""
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"]), "steps_per_epoch": 200, "val_episodes": 2,
+                "solved_return": 0, "buffer_size": 1000, "minibatch_size": 32, "learning_starts": 64,
+                "exploration_steps": 200}
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.q_network(observations)  # (B, A)

@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.mlp import feedforward
+from modules.mlp import feedforward, small_widths
 from pipeline.data import DataSpec
 from pipeline.core.family import build_optimizer, build_scheduler
 from pipeline.core.generative import GenerativeModule
@@ -135,6 +135,11 @@ class GenerativeAdversarialNetwork(GenerativeModule):
         betas = model["betas"]
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas: must be two numbers in [0, 1) (Adam's β₁, β₂), got {betas}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "generator_sizes": small_widths(model["generator_sizes"]),
+                "critic_sizes": small_widths(model["critic_sizes"])}
 
     @classmethod
     def check_experiment(cls, experiment) -> None:

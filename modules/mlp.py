@@ -50,6 +50,11 @@ def initialize(linear: nn.Linear, init: Init) -> None:
     nn.init.zeros_(linear.bias)
 
 
+def small_widths(widths: list[int]) -> list[int]:
+    """Hidden widths for a fast test: one layer of 32 units, or none if there were none (linear stays linear)."""
+    return [32] if widths else []
+
+
 class Feedforward(nn.Sequential):
     """What `feedforward` builds: an nn.Sequential whose type says it is a stack of affine layers."""
 
@@ -117,6 +122,10 @@ class FeedforwardNetwork(SupervisedModule):
             raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"])}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, K)

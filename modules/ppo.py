@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from modules.mlp import feedforward
+from modules.mlp import feedforward, small_widths
 from pipeline.data import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.reinforcement import ReinforcementModule, make_env
@@ -130,6 +130,12 @@ class ProximalPolicyOptimization(ReinforcementModule):
                 raise ValueError(f"{key}: must be zero or positive, got {model[key]}")
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """A few hundred environment steps an epoch, in short rollouts of two environments."""
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"]), "steps_per_epoch": 200, "val_episodes": 2,
+                "solved_return": 0, "num_envs": 2, "rollout_steps": 16, "update_epochs": 2, "num_minibatches": 2}
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.actor(observations), self.critic(observations).squeeze(-1)  # (B, A), (B,)

@@ -180,6 +180,10 @@ class Transformer(SupervisedModule):
         if model["width"] % model["heads"] or model["width"] % 2:
             raise ValueError(f"width: must be even and a multiple of heads ({model['heads']}), got {model['width']}")
 
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "width": 16, "heads": 2, "layers": 1, "ff_size": 16}
+
     def scores(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decoder: next-token scores at every position, (B, T) -> (B, T, K); position t sees tokens ≤ t only."""
         return self.head(self.stack(self.embed(tokens), causal=True))

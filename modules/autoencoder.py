@@ -29,20 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.mlp import ACTIVATIONS, Activation
+from modules.mlp import Activation, feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
-
-
-def feedforward(widths: list[int], activation: Activation) -> nn.Sequential:
-    """Affine maps between consecutive `widths`, the activation S after every one but the last."""
-    layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if index < len(widths) - 2:
-            layers.append(ACTIVATIONS[activation]())
-    return nn.Sequential(*layers)
 
 
 def pca_reconstruction(x: torch.Tensor, x_train: torch.Tensor, k: int) -> torch.Tensor:
@@ -106,6 +96,10 @@ class Autoencoder(GenerativeModule):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
         if model["noise_std"] < 0:
             raise ValueError(f"noise_std: must be zero or positive, got {model['noise_std']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"])}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The reconstruction g(f(x))."""

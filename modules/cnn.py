@@ -124,6 +124,10 @@ class ConvolutionalNetwork(SupervisedModule):
                     f"{model['stride']} shrink the {side}x{side} input below one pixel ({sides})"
                 )
 
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "channels": [8, 8]}
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))  # (B, C, H, W) -> (B, K)
 

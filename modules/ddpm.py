@@ -37,6 +37,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
+from modules.mlp import feedforward
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
@@ -84,7 +85,7 @@ class Denoiser(nn.Module):
         pixels = math.prod(shape)
         self.shape = tuple(shape)
         self.time_features = time_features
-        self.time_mlp = nn.Sequential(nn.Linear(time_features, time_features), nn.SiLU(), nn.Linear(time_features, time_features))
+        self.time_mlp = feedforward([time_features, time_features, time_features], nn.SiLU)
         self.input = nn.Linear(pixels, features)
         self.blocks = nn.ModuleList(ResidualBlock(features, time_features) for _ in range(blocks))
         self.norm = nn.LayerNorm(features)
@@ -165,6 +166,11 @@ class DDPM(GenerativeModule):
             raise ValueError(f"ema_decay: must be in [0, 1), got {model['ema_decay']}")
         if not 1 <= model["ddim_steps"] <= model["steps"]:
             raise ValueError(f"ddim_steps: must be in [1, steps = {model['steps']}], got {model['ddim_steps']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """A small denoiser and a short chain."""
+        return {**model, "features": 32, "blocks": 1, "time_features": 16, "steps": 50, "ddim_steps": 10}
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())  # the EMA copy is not counted twice

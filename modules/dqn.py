@@ -27,9 +27,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.mlp import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.core.reinforcement import ReinforcementModule, make_env
+from pipeline.core.episodes import make_env
+from pipeline.core.reinforcement import ReinforcementModule
 
 
 def epsilon_schedule(step: int, start: float, end: float, duration: int) -> float:
@@ -92,10 +94,7 @@ class ReplayBuffer:
 
 def q_network(input_size: int, hidden_sizes: list[int], actions: int) -> nn.Sequential:
     """s (B, D) -> [affine -> ReLU] x L -> affine -> Q(s, ·) (B, A)."""
-    widths, layers = [input_size, *hidden_sizes], []
-    for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
-    return nn.Sequential(*layers, nn.Linear(widths[-1], actions))
+    return feedforward([input_size, *hidden_sizes, actions], "relu")
 
 
 class DeepQNetwork(ReinforcementModule):
@@ -155,6 +154,13 @@ class DeepQNetwork(ReinforcementModule):
                              f"so the first minibatch has transitions to draw, got {model['learning_starts']}")
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """A few hundred environment steps an epoch, a small buffer that starts learning early."""
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"]), "steps_per_epoch": 200, "val_episodes": 2,
+                "solved_return": 0, "buffer_size": 1000, "minibatch_size": 32, "learning_starts": 64,
+                "exploration_steps": 200}
 
     def forward(self, observations: torch.Tensor) -> torch.Tensor:
         return self.q_network(observations)  # (B, A)

@@ -39,12 +39,14 @@ fakes from a fixed seed; lower means a generator the discriminator finds harder 
 from __future__ import annotations
 
 import math
+from functools import partial
 from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.mlp import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.family import build_optimizer, build_scheduler
 from pipeline.core.generative import GenerativeModule
@@ -53,16 +55,7 @@ from pipeline.params import OptimizerConfig, SchedulerConfig
 Loss = Literal["standard", "wgan_gp", "wgan_clip"]
 
 VALIDATION_SEED = 0  # the noise of the validation fakes: the same every epoch
-
-
-def mlp(widths: list[int], slope: float = 0.2) -> nn.Sequential:
-    """Affine layers of the given widths with leaky ReLU between them (none after the last)."""
-    layers: list[nn.Module] = []
-    for i, (fan_in, fan_out) in enumerate(zip(widths[:-1], widths[1:])):
-        layers.append(nn.Linear(fan_in, fan_out))
-        if i < len(widths) - 2:
-            layers.append(nn.LeakyReLU(slope))
-    return nn.Sequential(*layers)
+LEAKY_RELU = partial(nn.LeakyReLU, 0.2)  # the hidden activation of both networks, slope 0.2 below zero
 
 
 def discriminator_loss(loss: Loss, real_scores: torch.Tensor, fake_scores: torch.Tensor) -> torch.Tensor:
@@ -123,8 +116,8 @@ class GenerativeAdversarialNetwork(GenerativeModule):
         self.clip_value = clip_value
         self.betas = tuple(betas)
         pixels = math.prod(data.input_shape)
-        self.generator = mlp([latent_size, *generator_sizes, pixels])
-        self.critic = nn.Sequential(nn.Flatten(), mlp([pixels, *critic_sizes, 1]), nn.Flatten(0))
+        self.generator = feedforward([latent_size, *generator_sizes, pixels], LEAKY_RELU)
+        self.critic = nn.Sequential(nn.Flatten(), feedforward([pixels, *critic_sizes, 1], LEAKY_RELU), nn.Flatten(0))
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
@@ -142,6 +135,11 @@ class GenerativeAdversarialNetwork(GenerativeModule):
         betas = model["betas"]
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"betas: must be two numbers in [0, 1) (Adam's β₁, β₂), got {betas}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "generator_sizes": small_widths(model["generator_sizes"]),
+                "critic_sizes": small_widths(model["critic_sizes"])}
 
     @classmethod
     def check_experiment(cls, experiment) -> None:

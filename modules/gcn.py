@@ -80,6 +80,7 @@ class GraphLayerStack(GraphModule):
         self.dropout = nn.Dropout(dropout)
 
     check_config = staticmethod(FeedforwardNetwork.check_config)  # the same keys: dropout, hidden_sizes
+    small_config = staticmethod(FeedforwardNetwork.small_config)
 
     @staticmethod
     def propagation(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:

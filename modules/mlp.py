@@ -7,11 +7,15 @@ normalization between the affine map and S, and dropout after S (ch. 5's regular
 Initialization (ch. 5) draws W⁽ℓ⁾ with variance matched to the layer widths n_in, n_out:
 Xavier (Glorot) uniform, Var = 2 / (n_in + n_out), for tanh/sigmoid; He (Kaiming) normal,
 Var = 2 / n_in, for ReLU-like S. Biases start at zero.
+
+`feedforward` builds that stack of affine layers for every family made of one (autoencoders, VAE, GAN,
+DQN, PPO, the transformer's position-wise network, the diffusion model's time embedding).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import torch
@@ -46,6 +50,47 @@ def initialize(linear: nn.Linear, init: Init) -> None:
     nn.init.zeros_(linear.bias)
 
 
+def small_widths(widths: list[int]) -> list[int]:
+    """Hidden widths for a fast test: one layer of 32 units, or none if there were none (linear stays linear)."""
+    return [32] if widths else []
+
+
+class Feedforward(nn.Sequential):
+    """What `feedforward` builds: an nn.Sequential whose type says it is a stack of affine layers."""
+
+
+def feedforward(
+    widths: list[int],  # n₀ (inputs), the hidden widths, then the output width
+    activation: Activation | Callable[[], nn.Module],  # S, by name or as a module factory
+    *,
+    batch_norm: bool = False,  # batch normalization between each hidden affine map and S
+    dropout: float = 0.0,  # dropout probability after each S; 0 = none
+    init: Callable[[nn.Linear], None] | None = None,  # initializes each hidden affine map in place
+    output_init: Callable[[nn.Linear], None] | None = None,  # initializes the output layer in place
+    flatten: bool = False,  # flatten (B, ...) inputs to (B, n₀) first
+) -> Feedforward:
+    """(flatten) -> [affine -> (batch norm) -> S -> (dropout)] x L -> affine, between consecutive
+    `widths`: the output layer is affine, with no activation after it.
+
+    Each affine map is initialized as soon as it is made (`init` for the hidden ones, `output_init` for
+    the last; PyTorch's default where None), so a network draws its random numbers layer by layer."""
+    if len(widths) < 2:
+        raise ValueError(f"widths: an input and an output width at least, got {widths}")
+    make_activation = ACTIVATIONS[activation] if isinstance(activation, str) else activation
+    layers: list[nn.Module] = [nn.Flatten()] if flatten else []
+    for fan_in, fan_out in zip(widths[:-2], widths[1:-1]):
+        linear = nn.Linear(fan_in, fan_out)
+        if init is not None:
+            init(linear)
+        layers += [linear, *([nn.BatchNorm1d(fan_out)] if batch_norm else []), make_activation()]
+        if dropout:
+            layers.append(nn.Dropout(dropout))
+    output = nn.Linear(widths[-2], widths[-1])
+    if output_init is not None:
+        output_init(output)
+    return Feedforward(*layers, output)
+
+
 class FeedforwardNetwork(SupervisedModule):
     """x (B, ...) -> flatten -> [affine -> (batch norm) -> S -> (dropout)] x L -> affine -> (B, K)."""
 
@@ -65,17 +110,11 @@ class FeedforwardNetwork(SupervisedModule):
         dropout: float,  # dropout probability after each activation, in [0, 1)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
-        widths = [math.prod(data.input_shape), *hidden_sizes]
-        layers: list[nn.Module] = [nn.Flatten()]
-        for fan_in, fan_out in zip(widths[:-1], widths[1:]):
-            linear = nn.Linear(fan_in, fan_out)
-            initialize(linear, init)
-            layers += [linear, *([nn.BatchNorm1d(fan_out)] if batch_norm else []), ACTIVATIONS[activation]()]
-            if dropout:
-                layers.append(nn.Dropout(dropout))
-        head = nn.Linear(widths[-1], data.num_outputs)
-        initialize(head, "xavier")
-        self.net = nn.Sequential(*layers, head)
+        self.net = feedforward(
+            [math.prod(data.input_shape), *hidden_sizes, data.num_outputs], activation, batch_norm=batch_norm,
+            dropout=dropout, init=lambda linear: initialize(linear, init),
+            output_init=lambda linear: initialize(linear, "xavier"), flatten=True,
+        )
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
@@ -83,6 +122,10 @@ class FeedforwardNetwork(SupervisedModule):
             raise ValueError(f"dropout: must be in [0, 1), got {model['dropout']}")
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"])}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)  # (B, K)

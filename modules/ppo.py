@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from functools import partial
 from types import SimpleNamespace
 
 import numpy as np
@@ -35,9 +36,11 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
+from modules.mlp import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.core.reinforcement import ReinforcementModule, make_env
+from pipeline.core.episodes import make_env
+from pipeline.core.reinforcement import ReinforcementModule
 
 
 def generalized_advantages(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
@@ -61,16 +64,16 @@ def clipped_surrogate_loss(logprob: torch.Tensor, old_logprob: torch.Tensor, adv
     return torch.max(-advantages * ratio, -advantages * ratio.clamp(1 - clip, 1 + clip)).mean()
 
 
+def orthogonal(linear: nn.Linear, gain: float) -> None:
+    """An orthogonal weight matrix scaled by `gain`, a zero bias."""
+    nn.init.orthogonal_(linear.weight, gain)
+    nn.init.zeros_(linear.bias)
+
+
 def mlp(sizes: list[int], output_std: float) -> nn.Sequential:
     """[affine -> tanh] x L -> affine; orthogonal weights (gain √2 inside, `output_std` at the head), zero biases."""
-    layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-        linear = nn.Linear(fan_in, fan_out)
-        last = index == len(sizes) - 2
-        nn.init.orthogonal_(linear.weight, output_std if last else math.sqrt(2))
-        nn.init.zeros_(linear.bias)
-        layers += [linear] if last else [linear, nn.Tanh()]
-    return nn.Sequential(*layers)
+    return feedforward(sizes, "tanh", init=partial(orthogonal, gain=math.sqrt(2)),
+                       output_init=partial(orthogonal, gain=output_std))
 
 
 class ProximalPolicyOptimization(ReinforcementModule):
@@ -128,6 +131,12 @@ class ProximalPolicyOptimization(ReinforcementModule):
                 raise ValueError(f"{key}: must be zero or positive, got {model[key]}")
         if any(width < 1 for width in model["hidden_sizes"]):
             raise ValueError(f"hidden_sizes: widths must be positive integers, got {model['hidden_sizes']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """A few hundred environment steps an epoch, in short rollouts of two environments."""
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"]), "steps_per_epoch": 200, "val_episodes": 2,
+                "solved_return": 0, "num_envs": 2, "rollout_steps": 16, "update_epochs": 2, "num_minibatches": 2}
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.actor(observations), self.critic(observations).squeeze(-1)  # (B, A), (B,)

@@ -135,6 +135,10 @@ class RecurrentNetwork(SupervisedModule):
             if model[key] < 1:
                 raise ValueError(f"{key}: must be a positive integer, got {model[key]}")
 
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "hidden_size": 8, "num_layers": 1}
+
     def final_state(self, outputs: torch.Tensor) -> torch.Tensor:
         """(B, T, H · directions) -> (B, H · directions): forward state after x_T, backward state after x_1."""
         forward = outputs[:, -1, : self.hidden_size]

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules.mlp import feedforward
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
@@ -93,7 +94,7 @@ class Block(nn.Module):
         super().__init__()
         self.norm_first = norm == "pre"
         self.attention = MultiHeadSelfAttention(width, heads, dropout)
-        self.feedforward = nn.Sequential(nn.Linear(width, ff_size), nn.GELU(), nn.Linear(ff_size, width))
+        self.feedforward = feedforward([width, ff_size, width], "gelu")
         self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
         self.drop = nn.Dropout(dropout)
 
@@ -178,6 +179,10 @@ class Transformer(SupervisedModule):
                 raise ValueError(f"{key}: must be a positive integer, got {model[key]}")
         if model["width"] % model["heads"] or model["width"] % 2:
             raise ValueError(f"width: must be even and a multiple of heads ({model['heads']}), got {model['width']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "width": 16, "heads": 2, "layers": 1, "ff_size": 16}
 
     def scores(self, tokens: torch.Tensor) -> torch.Tensor:
         """Decoder: next-token scores at every position, (B, T) -> (B, T, K); position t sees tokens ≤ t only."""

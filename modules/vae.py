@@ -26,8 +26,7 @@ import math
 import torch
 from torch import nn
 
-from modules.autoencoder import feedforward
-from modules.mlp import Activation
+from modules.mlp import Activation, feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
@@ -84,6 +83,10 @@ class VariationalAutoencoder(GenerativeModule):
             raise ValueError(f"decoder_std: must be positive, got {model['decoder_std']}")
         if model["beta"] < 0:
             raise ValueError(f"beta: must be zero or positive, got {model['beta']}")
+
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        return {**model, "hidden_sizes": small_widths(model["hidden_sizes"])}
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The posterior's mean μ and log-variance log σ², each (B, k)."""

@@ -33,10 +33,6 @@ from urllib.parse import quote
 
 from pipeline import files
 
-# Validation metrics of a regression are computed on the standardized target (prepare divides it by
-# the training split's target_std); test metrics, baselines and targets are in the target's own units.
-# A metric of this quantity times target_std ** power is in the target's units.
-TARGET_UNIT_POWER = {"mse": 2, "mae": 1}
 CSS = """
 body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color: #222; margin: 0; }
 main { max-width: 1240px; margin: 0 auto; padding: 1em 1.5em 4em; }
@@ -106,6 +102,15 @@ def quantity(key: str) -> str:
     """What a metric measures, the last word of its name: val/accuracy, test/token_accuracy -> accuracy;
     train/episode_return, test/mean_return -> return. Test values are drawn on the curves of the same quantity."""
     return key.rsplit("/", 1)[-1].rsplit("_", 1)[-1]
+
+
+def target_unit_power(quantity: str) -> int:
+    """The power of a regression target's scale a metric of this quantity carries (0: none): its
+    validation curve, on the standardized target, times target_std ** power is in the target's units, as
+    test values, baselines and targets are. Where the metric is defined: pipeline.core.metrics."""
+    from pipeline.core.metrics import TARGET_UNIT_POWER  # torchmetrics: only when a page is drawn
+
+    return TARGET_UNIT_POWER.get(quantity, 0)
 
 
 def write(sections: list[Section], checks: list[Check], columns: list[str], *, plots: Path, out: Path,
@@ -198,7 +203,7 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
         png = out / "figures" / f"curves_{section.anchor}.png"
         draw_curves(panels, png, f"{section.title}: learning curves")
         in_units = {row["dataset"] for row in section.rows} & set(target_std)
-        caption = ", ".join(f"{q} vs {x}" + (" (in the target's units)" if q in TARGET_UNIT_POWER and in_units else "")
+        caption = ", ".join(f"{q} vs {x}" + (" (in the target's units)" if target_unit_power(q) and in_units else "")
                             for q, x in panels)
         lines += ["<h3>Learning curves</h3>", _figure(out, png, caption)]
     evaluated = [(name, path) for name in models for path in sorted((plots / "figures" / name).glob("*.png"))
@@ -239,7 +244,7 @@ def _panels(section: Section, checks: dict[str, list[Check]], plots: Path,
                 points = [(float(r[x]), float(r[key])) for r in records if r[key] and r[x]]
                 if not points:
                     continue
-                scale = target_std.get(row["dataset"], 1.0) ** TARGET_UNIT_POWER.get(quantity(key), 0)
+                scale = target_std.get(row["dataset"], 1.0) ** target_unit_power(quantity(key))
                 panel = panels.setdefault((quantity(key), x), {"lines": [], "references": []})
                 panel["lines"].append((row["name"], key, [p[0] for p in points], [p[1] * scale for p in points]))
     for (name, _), panel in panels.items():

@@ -80,30 +80,17 @@ E2E_EXPERIMENTS = E2E_HALVES[0] + E2E_HALVES[1]
 
 
 def shrink_params(path: Path, epochs: int = 2, keep: tuple[str, ...] | None = None) -> dict:
-    """The real params.yaml with every experiment cut to a few epochs and small widths; only the
-    experiments in `keep`, if given."""
+    """The real params.yaml with every experiment cut to a few epochs and its family's small sizes
+    (its MODEL.small_config); only the experiments in `keep`, if given."""
+    from pipeline.params import family_class
+
     params = yaml.safe_load(path.read_text())
     if keep is not None:
         params["experiments"] = {name: params["experiments"][name] for name in keep}
     for experiment in params["experiments"].values():
         experiment["max_epochs"] = min(epochs, experiment.get("max_epochs", epochs))
-        model = experiment.get("model", {})
-        for key in [k for k in model if k.endswith("_sizes") and model[k]]:  # hidden_sizes, generator_sizes, ...
-            model[key] = [32]
-        if "channels" in model:
-            model["channels"] = [8, 8]
-        if "hidden_size" in model:  # recurrent
-            model.update(hidden_size=8, num_layers=1)
-        if "time_features" in model:  # diffusion: a small denoiser, a short chain
-            model.update(features=32, blocks=1, time_features=16, steps=50, ddim_steps=10)
-        if "steps_per_epoch" in model:  # reinforcement learning: a few hundred environment steps an epoch
-            model.update(steps_per_epoch=200, val_episodes=2, solved_return=0)
-        if "learning_starts" in model:  # DQN
-            model.update(buffer_size=1000, minibatch_size=32, learning_starts=64, exploration_steps=200)
-        if "rollout_steps" in model:  # PPO
-            model.update(num_envs=2, rollout_steps=16, update_epochs=2, num_minibatches=2)
-        if "width" in model:  # transformers
-            model.update(width=16, heads=2, layers=1, ff_size=16)
+        if "model" in experiment:
+            experiment["model"] = family_class(experiment["family"]).small_config(experiment["model"])
     params["targets"] = {}  # toy epochs do not meet the quality targets
     params["defaults"]["trainer"]["threads"] = 1  # pytest's workers run stages side by side
     path.write_text(yaml.safe_dump(params, sort_keys=False))

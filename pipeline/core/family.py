@@ -70,6 +70,12 @@ class FamilyModule(L.LightningModule):
     def check_config(model: dict, data: DataSpec | None = None) -> None:
         """Raise ValueError("key: what is allowed") for values the types alone don't rule out."""
 
+    @staticmethod
+    def small_config(model: dict) -> dict:
+        """`model` (an experiment's `model:` settings) with sizes small enough that tests train the family
+        in seconds, as a new dict with the same keys. The default keeps every value."""
+        return dict(model)
+
     @classmethod
     def check_experiment(cls, experiment) -> None:
         """Raise ValueError("key: what is allowed") for an experiment setting outside `model:` (a

@@ -17,8 +17,15 @@ from torchmetrics.classification import (
 from torchmetrics.text import Perplexity
 
 
+# The regression metrics, each with the power of the target's scale it carries. Prepare standardizes a
+# regression target (divides it by target_std), and validation metrics are computed on that: times
+# target_std ** power they are in the target's own units, as the test metrics are.
+REGRESSION = {"mse": (MeanSquaredError, 2), "mae": (MeanAbsoluteError, 1), "r2": (R2Score, 0)}
+TARGET_UNIT_POWER = {name: power for name, (_, power) in REGRESSION.items()}
+
+
 def _regression(num_classes: int) -> MetricCollection:
-    return MetricCollection({"mse": MeanSquaredError(), "mae": MeanAbsoluteError(), "r2": R2Score()})
+    return MetricCollection({name: metric() for name, (metric, _) in REGRESSION.items()})
 
 
 def _binary(num_classes: int) -> MetricCollection:

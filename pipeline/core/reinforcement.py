@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset
 from torchmetrics import MeanMetric
 
 from pipeline.spec import DataSpec
-from pipeline.core.episodes import greedy_returns, make_env  # noqa: F401 (make_env: for the families)
+from pipeline.core.episodes import greedy_returns
 from pipeline.core.family import FamilyModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

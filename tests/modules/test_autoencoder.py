@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.autoencoder import ACTIVATIONS, Autoencoder, GaussianCodes, pca_reconstruction
+from modules.autoencoder import Autoencoder, GaussianCodes, pca_reconstruction
+from modules.mlp import ACTIVATIONS
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from modules.mlp import ACTIVATIONS, FeedforwardNetwork, init_std, initialize
+from modules.mlp import ACTIVATIONS, Feedforward, FeedforwardNetwork, feedforward, init_std, initialize
+from pipeline import data
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.params import OptimizerConfig, SchedulerConfig, family_class, load
 
 from conftest import fit_batch
 
@@ -109,6 +110,56 @@ def test_batch_norm_and_dropout_flags_add_or_omit_their_layers(batch_norm, dropo
 def test_batch_norm_sits_between_the_affine_map_and_the_activation():
     network = make_network(hidden_sizes=[8], batch_norm=True, dropout=0.5)
     assert [type(m) for m in network.net] == [nn.Flatten, nn.Linear, nn.BatchNorm1d, nn.ReLU, nn.Dropout, nn.Linear]
+
+
+def test_feedforward_initializes_each_layer_as_it_makes_it():
+    """The same draws, in the same order, as a loop that makes and initializes one layer at a time:
+    the order in which a family's weights are drawn, hence its initial weights, is the loop's."""
+    def orthogonal(linear: nn.Linear, gain: float) -> None:
+        nn.init.orthogonal_(linear.weight, gain)
+        nn.init.zeros_(linear.bias)
+
+    torch.manual_seed(0)
+    built = feedforward([5, 7, 6, 3], "tanh", init=lambda linear: orthogonal(linear, 2.0),
+                        output_init=lambda linear: orthogonal(linear, 0.5))
+    torch.manual_seed(0)
+    by_hand = []
+    for fan_in, fan_out, gain in ((5, 7, 2.0), (7, 6, 2.0), (6, 3, 0.5)):
+        by_hand.append(nn.Linear(fan_in, fan_out))
+        orthogonal(by_hand[-1], gain)
+    assert [type(m) for m in built] == [nn.Linear, nn.Tanh, nn.Linear, nn.Tanh, nn.Linear]
+    for mine, theirs in zip(built[::2], by_hand):
+        assert torch.equal(mine.weight, theirs.weight) and torch.equal(mine.bias, theirs.bias)
+    assert isinstance(built[::2], Feedforward)  # nn.Sequential's slicing still works
+
+
+def test_feedforward_takes_an_activation_by_name_or_as_a_factory():
+    by_name = feedforward([4, 8, 2], "leaky_relu")
+    factory = feedforward([4, 8, 2], lambda: nn.LeakyReLU(0.2))
+    assert by_name[1].negative_slope == 0.01 and factory[1].negative_slope == 0.2
+    assert [type(m) for m in feedforward([4, 2], "relu")] == [nn.Linear]  # one affine map: no activation
+    with pytest.raises(ValueError, match=r"^widths: an input and an output width at least, got \[4\]"):
+        feedforward([4], "relu")
+
+
+def stacks_not_built_by_feedforward(model: nn.Module) -> list[str]:
+    """The Sequential containers holding two or more affine maps that are not a Feedforward."""
+    return [name for name, module in model.named_modules() if isinstance(module, nn.Sequential)
+            and sum(isinstance(child, nn.Linear) for child in module) >= 2 and not isinstance(module, Feedforward)]
+
+
+def test_every_family_builds_its_stacks_of_affine_maps_with_feedforward():
+    config = load()
+    built = set()
+    for name, experiment in {**config.experiments, **config.examples}.items():
+        model = family_class(experiment.family)(data=data.DATASETS[experiment.dataset].spec, optimizer=experiment.optimizer,
+                                                scheduler=experiment.scheduler, **experiment.model)
+        assert stacks_not_built_by_feedforward(model) == [], name
+        if any(isinstance(module, Feedforward) for module in model.modules()):
+            built.add(experiment.family)
+    assert built >= {"mlp", "autoencoder", "vae", "gan", "ddpm", "dqn", "ppo", "transformer"}
+    stray = nn.Sequential(nn.Linear(2, 3), nn.ReLU(), nn.Linear(3, 1))  # what the check catches
+    assert stacks_not_built_by_feedforward(nn.Sequential(nn.Flatten(), stray)) == ["1"]
 
 
 VALID = {"hidden_sizes": [8], "activation": "relu", "init": "he", "batch_norm": False, "dropout": 0.0}

@@ -95,8 +95,9 @@ def test_every_stages_closure_is_what_the_standard_librarys_modulefinder_finds()
 def test_editing_a_shared_family_file_touches_only_the_families_that_import_it():
     users = {name for name in codedeps.stage_entries()
              if "modules/mlp.py" in json.loads((ROOT / "codedeps" / f"{name}.json").read_text())}
-    assert {"train/mlp", "evaluate/mlp", "train/autoencoder", "train/vae"} <= users  # the VAE through the autoencoder
-    assert not users & {"report", "prepare", "scorer", "train/cnn", "train/dqn", "train/transformer"}
+    # every family stacking affine layers builds them with modules.mlp.feedforward; GraphSAGE through the GCN
+    assert {"train/mlp", "evaluate/mlp", "train/autoencoder", "train/vae", "train/dqn", "train/transformer", "train/sage"} <= users
+    assert not users & {"report", "prepare", "scorer", "train/cnn", "train/rnn", "train/linear_regression"}
 
 
 def test_the_resume_fingerprint_hashes_the_train_stages_code_closure(tmp_path, monkeypatch):

@@ -116,3 +116,15 @@ def test_sequence_confusion_matrix_counts_every_target_token():
     probabilities = torch.nn.functional.one_hot(torch.tensor([[0, 2, 2], [2, 1, 1]]), 3).float()
     matrix = metrics.confusion_matrix("sequence", probabilities, target, 3)
     assert matrix.tolist() == [[1, 0, 0], [0, 1, 1], [0, 1, 2]]
+
+
+def test_each_regression_metric_scales_with_the_target_by_the_power_its_table_gives():
+    """Prediction and target both times s give the metric times s ** power: the factor that puts a curve
+    drawn on the standardized target into the target's units (pipeline.html_report)."""
+    torch.manual_seed(0)
+    prediction, target, s = torch.randn(50), torch.randn(50), 3.0
+    plain = metrics.test_metrics("regression", prediction, target, 0)
+    scaled = metrics.test_metrics("regression", s * prediction, s * target, 0)
+    assert {f"test/{name}" for name in metrics.TARGET_UNIT_POWER} == set(plain)
+    for name, power in metrics.TARGET_UNIT_POWER.items():
+        assert scaled[f"test/{name}"] == pytest.approx(plain[f"test/{name}"] * s**power, rel=1e-4, abs=1e-6)

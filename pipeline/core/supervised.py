@@ -72,42 +72,9 @@ class SupervisedModule(FamilyModule):
         """A few test samples as text for people to read (evaluate saves it beside the figures); none by default."""
         return None
 
-    @property
-    def automatic_optimization(self) -> bool:
-        """Lightning's automatic optimization (its closure around forward, zero_grad, backward and step)
-        only where a step needs what it brings: L-BFGS's re-evaluations of the loss, gradient clipping,
-        gradient accumulation. Otherwise `training_step` steps the optimizer itself, through Lightning
-        (manual optimization: `manual_backward` and the LightningOptimizer's step, so precision, DDP,
-        the step hooks and the global step are Lightning's as before), in the same order: forward,
-        zero_grad, backward, step. That skips the closure machinery, 2-3 % of a small model's step
-        (bench/train_loop.py --floors). Setting it False makes every step manual."""
-        if not self._automatic_optimization:
-            return False
-        trainer = self._trainer
-        return (trainer is None or self.optimizer_config.name == "lbfgs" or bool(trainer.gradient_clip_val)
-                or trainer.accumulate_grad_batches != 1)
-
-    @automatic_optimization.setter
-    def automatic_optimization(self, value: bool) -> None:
-        self._automatic_optimization = value
-
     def training_step(self, batch, batch_idx):
         x, y = batch
-        loss = self.loss(self(x), y) + self.penalty()
-        if not self.automatic_optimization:  # what Lightning's automatic loop would do, without its closure
-            optimizer = self.optimizers()
-            optimizer.zero_grad()
-            self.manual_backward(loss)
-            optimizer.step()
-            self._step_schedulers("step")
-            if self.trainer.is_last_batch:  # as Lightning steps them: after the epoch's last step, before validation
-                self._step_schedulers("epoch")
-        return loss
-
-    def _step_schedulers(self, interval: str) -> None:
-        for config in self.trainer.lr_scheduler_configs:
-            if config.interval == interval:
-                config.scheduler.step()
+        return self.loss(self(x), y) + self.penalty()
 
     def validation_step(self, batch, batch_idx):
         x, y = batch

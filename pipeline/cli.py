@@ -110,10 +110,9 @@ def store() -> str:
 def run_and_exit(main: Callable[[list[str] | None], int | None]) -> NoReturn:
     """A stage's `__main__`: `sys.exit(run(main))` without the interpreter's teardown.
 
-    Freeing the thousands of modules torch, Lightning, torchmetrics and MLflow import takes 1.4 to
-    1.8 s of a stage process's life after its work is done (measured here: `import lightning, mlflow,
-    torchmetrics, torch` alone exits in 5.0 s, 3.7 s without the teardown), and a default `dvc repro`
-    runs 47 stage processes. So once `main` has returned or reported a user error, this does what
+    Freeing the thousands of modules torch, Lightning, torchmetrics and MLflow import takes a
+    noticeable share of a stage process's life after its work is done (BENCHMARKS.md), and a
+    default `dvc repro` runs dozens of stage processes. So once `main` has returned or reported a user error, this does what
     the interpreter's shutdown does that can matter to anyone (join the threads that are not
     daemons, run the atexit handlers, flush stdout and stderr) and leaves with `os._exit`. Every
     file a stage writes is closed by then (written under `with`); an exception other than a user
@@ -122,7 +121,9 @@ def run_and_exit(main: Callable[[list[str] | None], int | None]) -> NoReturn:
     for thread in threading.enumerate():
         if thread is not threading.main_thread() and not thread.daemon:
             thread.join()
-    atexit._run_exitfuncs()  # what the interpreter would call next (stagestats' record, logging's flush)
+    # What the interpreter would call next (stagestats' record, logging's flush). The standard library
+    # has no public way to run the atexit handlers early; this is the project's one use of a private name.
+    atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -219,13 +219,13 @@ class GraphDataModule(L.LightningDataModule):
 class InMemoryDataModule(L.LightningDataModule):
     """A dataset of samples, in memory: train in shuffled batches of `batch_size` (per device; the
     order seeded by `seed` and the epoch, each process its share under DDP: EpochBatches); validate
-    and test on each whole split in one batch. Its state in a checkpoint is the position in the epoch,
-    so a training resumed from a mid-epoch checkpoint goes on with the very next batch."""
+    and test on each whole split in one batch. A training resumed from a mid-epoch checkpoint goes on
+    with the very next batch: pipeline.core.resume.ResumeState keeps the position and tells the
+    sampler (`EpochBatches.skip`)."""
 
     def __init__(self, dataset: str, batch_size: int, seed: int):
         super().__init__()
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-        self._resume_at: tuple[int, int] | None = None
 
     def setup(self, stage: str) -> None:
         self.splits = {name: BatchIndexDataset(*load_split(self.dataset, name)) for name in SPLITS}
@@ -233,17 +233,6 @@ class InMemoryDataModule(L.LightningDataModule):
     def _whole_split(self, name: str) -> DataLoader:
         data = self.splits[name]
         return DataLoader(data, sampler=BatchSampler(SequentialSampler(data), len(data), drop_last=False), batch_size=None)
-
-    def state_dict(self) -> dict:
-        trainer = self.trainer
-        if trainer is None or not trainer.training:
-            return {}
-        progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": trainer.current_epoch, "batches_done": progress.completed}
-
-    def load_state_dict(self, state: dict) -> None:
-        if state:
-            self._resume_at = (state["epoch"], state["batches_done"])
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # In-memory CPU tensors are already where a CPU run needs them; Lightning's generic walk
@@ -255,11 +244,7 @@ class InMemoryDataModule(L.LightningDataModule):
     def train_dataloader(self) -> TrainBatches:
         data, trainer = self.splits["train"], self.trainer
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        sampler = EpochBatches(len(data), self.batch_size, self.seed, rank, world)
-        if self._resume_at is not None:
-            sampler.skip(*self._resume_at)
-            self._resume_at = None
-        return TrainBatches(data, sampler)
+        return TrainBatches(data, EpochBatches(len(data), self.batch_size, self.seed, rank, world))
 
     def val_dataloader(self) -> DataLoader:
         return self._whole_split("val")

@@ -125,7 +125,7 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
     uri = tracking.tracking_uri()
     run_id = decision.run_id
     curve = LearningCurve()
-    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, [resume.RandomState(), stop])
+    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, [resume.ResumeState(), stop])
     start = time.perf_counter()
     trainer.fit(fitted, datamodule=datamodule, ckpt_path=decision.checkpoint, weights_only=True)
     seconds = time.perf_counter() - start

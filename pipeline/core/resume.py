@@ -205,27 +205,56 @@ def _reopen_run(run, checkpoint: Path | None) -> None:
 # continue exactly as an uninterrupted one; and SLURM's requeue signal.
 
 
-class RandomState(Callback):
-    """The random generators (Python, NumPy, torch) in every checkpoint, so that dropout after a
-    resume draws what it would have drawn. Saved at an epoch's end, the state is restored at once
-    (the next epoch's data loader draws its seed from it, in both runs); saved before a batch (a
-    requeue), it is restored just before that batch, after the resumed epoch's loader was made."""
+class ResumeState(Callback):
+    """What a checkpoint must hold, beyond Lightning's own state, for a resumed training to go on as an
+    uninterrupted one: the random generators (Python, NumPy, torch), so that dropout after a resume
+    draws what it would have drawn, and the position in the epoch, so that a mid-epoch checkpoint
+    resumes with the very next batch (the DataModule's sampler skips the batches done).
+
+    Both come from the public batch hooks. Lightning numbers a resumed epoch's batches on from the
+    checkpoint's position, so `batch_idx` counts the batches done before this one. Saved at an
+    epoch's end, the random state is restored at once (the next epoch's data loader draws its seed
+    from it, in both runs); saved before a batch (StopOnSignal, which comes after this callback),
+    it is restored just before that batch, after the resumed epoch's loader was made."""
 
     def __init__(self):
-        self._pending: dict | None = None
+        self._pending: dict | None = None  # random state to restore before the next batch
+        self._position: tuple[int, int] | None = None  # (epoch, batches done) while a fit trains
+        self._before_batch = False  # between this callback's batch start and the batch's end
+        self._skip: tuple[int, int] | None = None  # a restored position for the sampler
+        self.trainer: L.Trainer | None = None  # the fit it is part of (setup)
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-        self._trainer = trainer
+        self.trainer = trainer
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._position, self._before_batch = None, False
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        if self._pending is not None:
+            _set_random_state(self._pending)
+            self._pending = None
+        self._position, self._before_batch = (trainer.current_epoch, batch_idx), True
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        self._position, self._before_batch = (trainer.current_epoch, batch_idx + 1), False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        sampler = getattr(trainer.train_dataloader, "sampler", None)
+        if self._skip is not None and hasattr(sampler, "skip"):
+            sampler.skip(*self._skip)
+        self._skip = None
 
     def state_dict(self) -> dict:
-        progress = self._trainer.fit_loop.epoch_loop.batch_progress.current
         state = {
             "python": list(random.getstate()[1]),
             "python_version": random.getstate()[0],
             "python_gauss": random.getstate()[2],
             "torch": torch.get_rng_state(),
-            "before_batch": progress.ready > progress.completed,
+            "before_batch": self._before_batch,
         }
+        if self._position is not None and self.trainer is not None and self.trainer.training:  # not while validating
+            state["epoch"], state["batches_done"] = self._position
         try:
             import numpy as np
 
@@ -236,15 +265,12 @@ class RandomState(Callback):
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        if "batches_done" in state:
+            self._skip = (state["epoch"], state["batches_done"])
         if state.get("before_batch"):
             self._pending = state
         else:
             _set_random_state(state)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if self._pending is not None:
-            _set_random_state(self._pending)
-            self._pending = None
 
 
 def _set_random_state(state: dict) -> None:

@@ -139,3 +139,24 @@ def test_the_projects_modules_import_one_way_with_no_cycle():
 
     for path in graph:
         visit(path, [])
+
+
+# Lightning's loop objects and the private attributes of Lightning, PyTorch and the standard library
+# that this project once reached into; each ties the code to one library version.
+INTERNALS = {"fit_loop", "epoch_loop", "batch_progress", "predict_loop", "_trainer", "_should_update",
+             "_current_fx_name", "_run_exitfuncs"}
+# The one allowed: the fast exit runs the atexit handlers itself, and the standard library has no
+# public way to do that (tests/pipeline/test_cli.py checks it).
+ALLOWED = {("pipeline/cli.py", "_run_exitfuncs")}
+
+
+def test_no_project_code_reaches_into_library_internals():
+    import ast
+
+    found = []
+    for path in sorted([*(ROOT / "pipeline").rglob("*.py"), *(ROOT / "modules").rglob("*.py")]):
+        name = path.relative_to(ROOT).as_posix()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Attribute) and node.attr in INTERNALS and (name, node.attr) not in ALLOWED:
+                found.append(f"{name}:{node.lineno} .{node.attr}")
+    assert found == []

@@ -3,7 +3,7 @@
     python bench/train_loop.py [--experiment mlp_digits] [--out bench/results/train_loop.md]
 
 Both paths train the same model class (same init seed) on the same tensors, with the same batch
-size, optimizer (pipeline.core.supervised.build_optimizer) and shuffled batch indexing, whole batches
+size, optimizer (pipeline.core.family.build_optimizer) and shuffled batch indexing, whole batches
 indexed at once (ours: the DataModule's seeded EpochBatches; the plain loop: a seeded BatchSampler
 over a RandomSampler, which gives the same order).
 
@@ -217,7 +217,8 @@ def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int,
     validation forward on the val split and the scheduler step. Returns (step seconds, epoch seconds)."""
     from torch.utils.data import BatchSampler, RandomSampler
 
-    from pipeline.core.supervised import build_optimizer, build_scheduler, task_prediction
+    from pipeline.core.family import build_optimizer, build_scheduler
+    from pipeline.core.supervised import task_prediction
 
     model = build_model(experiment)
     x, y = replicate(*datasets.load_split(experiment.dataset, "train"), times)

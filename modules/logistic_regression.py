@@ -11,7 +11,6 @@ is the same function computed without overflow of e⁻ᶻ.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from modules.linear_regression import LinearRegression
 

@@ -81,7 +81,7 @@ def _train(config, experiment, model_cls, stop) -> int:
             resume.requeue(requeued.job)
         return 75  # EX_TEMPFAIL: DVC stops here; the requeued job runs the stage again
     except BaseException as error:
-        from pipeline.core.supervised import NonFiniteLoss
+        from pipeline.core.family import NonFiniteLoss
 
         # Whatever stopped the training, its run is not left RUNNING: KILLED for a signal (resumable), FAILED
         # otherwise; a failure before the first checkpoint leaves no resume state, so the next training starts

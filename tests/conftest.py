@@ -112,7 +112,7 @@ def git_init(path: Path) -> None:
 
 def fit_batch(model, x, y, steps: int) -> None:
     """Plain optimization of one batch with the module's own optimizer config (overfitting tests)."""
-    from pipeline.core.supervised import build_optimizer
+    from pipeline.core.family import build_optimizer
 
     optimizer = build_optimizer(model.parameters(), model.optimizer_config)
     for step in range(steps):

@@ -11,7 +11,7 @@ from torchmetrics import MeanMetric, MeanSquaredError
 from torchmetrics.classification import Accuracy
 
 from pipeline.spec import DataSpec
-from pipeline.core.family import FamilyModule, NonFiniteLoss, build_optimizer, build_scheduler  # noqa: F401 (re-exported)
+from pipeline.core.family import FamilyModule
 from pipeline.params import OptimizerConfig, SchedulerConfig
 
 

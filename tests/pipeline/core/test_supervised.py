@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
-from pipeline.core.supervised import SupervisedModule, build_optimizer, build_scheduler, task_loss, task_prediction
+from pipeline.core.family import build_optimizer, build_scheduler
+from pipeline.core.supervised import SupervisedModule, task_loss, task_prediction
 
 from conftest import quiet_trainer
 

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.mlp import feedforward, small_widths
+from modules._feedforward import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.episodes import make_env

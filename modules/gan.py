@@ -46,7 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from modules.mlp import feedforward, small_widths
+from modules._feedforward import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.family import build_optimizer, build_scheduler
 from pipeline.core.generative import GenerativeModule

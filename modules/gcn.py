@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.mlp import ACTIVATIONS, Activation, FeedforwardNetwork
+from modules._feedforward import ACTIVATIONS, Activation
+from modules.mlp import FeedforwardNetwork
 from pipeline.spec import DataSpec
 from pipeline.core.graph import GraphModule
 from pipeline.params import OptimizerConfig, SchedulerConfig

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.distributions import Categorical
 
-from modules.mlp import feedforward, small_widths
+from modules._feedforward import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 from pipeline.core.episodes import make_env

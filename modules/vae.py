@@ -26,7 +26,7 @@ import math
 import torch
 from torch import nn
 
-from modules.mlp import Activation, feedforward, small_widths
+from modules._feedforward import Activation, feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
 from pipeline.params import OptimizerConfig, SchedulerConfig

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modules.autoencoder import Autoencoder, GaussianCodes, pca_reconstruction
-from modules.mlp import ACTIVATIONS
+from modules._feedforward import ACTIVATIONS
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from modules.mlp import ACTIVATIONS, Feedforward, FeedforwardNetwork, feedforward, init_std, initialize
+from modules._feedforward import ACTIVATIONS, Feedforward, feedforward, init_std, initialize
+from modules.mlp import FeedforwardNetwork
 from pipeline import data
 from pipeline.spec import DataSpec
 from pipeline.params import OptimizerConfig, SchedulerConfig, family_class, load

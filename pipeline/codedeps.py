@@ -21,7 +21,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from pipeline.base import ROOT
+from pipeline.base import ROOT, listed
 
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
@@ -67,7 +67,7 @@ def imported_names(path: Path, root: Path = ROOT) -> frozenset[str]:
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
     if path.name == "__init__.py" and package in DISCOVERING:
-        names.update(f"{package}.{p.stem}" for p in path.parent.glob("*.py") if not p.stem.startswith("_"))
+        names.update(f"{package}.{name}" for name in listed(path.parent))
     return frozenset(names)
 
 

@@ -22,7 +22,6 @@ import importlib
 import importlib.util
 import inspect
 import math
-import pkgutil
 import re
 import typing
 from dataclasses import dataclass, field
@@ -31,7 +30,7 @@ from typing import Any, Literal
 
 import yaml
 
-from pipeline.base import ROOT, ConfigError  # noqa: F401 (re-exported: most stages import them from here)
+from pipeline.base import ROOT, ConfigError, listed  # noqa: F401 (ROOT, ConfigError re-exported: most stages import them from here)
 from pipeline.datasets import DATASETS
 
 PARAMS_FILE = ROOT / "params.yaml"
@@ -492,7 +491,7 @@ def _check_target(target: Any, path: str, experiments: dict) -> None:
 def available_families() -> list[str]:
     import modules
 
-    return sorted(m.name for m in pkgutil.iter_modules(modules.__path__) if not m.name.startswith("_"))
+    return listed(Path(modules.__file__).parent)
 
 
 def family_class(family: str) -> type:

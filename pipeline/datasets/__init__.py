@@ -13,14 +13,14 @@ that make its data: every stage imports the registry, and only prepare makes the
 from __future__ import annotations
 
 import importlib
-import pkgutil
+from pathlib import Path
 
+from pipeline.base import listed
 from pipeline.spec import Dataset
 
 
 def _discover() -> dict[str, Dataset]:
-    names = sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
-    return {name: importlib.import_module(f"{__name__}.{name}").DATASET for name in names}
+    return {name: importlib.import_module(f"{__name__}.{name}").DATASET for name in listed(Path(__file__).parent)}
 
 
 DATASETS: dict[str, Dataset] = _discover()

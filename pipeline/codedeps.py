@@ -15,6 +15,7 @@ The stage also checks all of params.yaml first.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import functools
 import hashlib
@@ -132,8 +133,6 @@ def write_all(out: Path = OUT) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
-
     from pipeline.params import load
 
     argparse.ArgumentParser(prog="python -m pipeline.codedeps", description=__doc__.splitlines()[0]).parse_args(argv)

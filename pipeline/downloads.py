@@ -25,6 +25,11 @@ what could not be fetched and where to place it by hand.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import pickle
+import tarfile
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,7 +127,7 @@ def reader() -> str:
 def fetch_torchvision(remote: Remote) -> None:
     """torchvision's own download (its mirrors, MD5 checks, extraction), skipped when the files are in
     place; its failure becomes the same one line as ours."""
-    import urllib.error
+    import urllib.error  # here and below: urllib and http.client load ssl, and most stages never download
 
     datasets = torchvision_datasets()
     try:
@@ -160,7 +165,6 @@ def download(remote: Remote, names: list[str]) -> None:
 
 
 def _download(url: str, path: Path, md5: str) -> None:
-    import hashlib
     import urllib.request
 
     with urllib.request.urlopen(url, timeout=TIMEOUT) as response:
@@ -199,8 +203,6 @@ def fetch_cifar10() -> None:
 
 def _extract(archive: Path, folder: Path) -> None:
     """The batch files of the archive into `folder`, through a temporary folder beside it."""
-    import tarfile
-    import tempfile
 
     with tempfile.TemporaryDirectory(dir=archive.parent) as staging:
         try:
@@ -237,7 +239,6 @@ def fetch_cora() -> None:
 def read_idx(path: Path) -> np.ndarray:
     """An IDX file of unsigned bytes (LeCun's MNIST format, gzipped or not): the magic number
     0x0000 0x08 D (unsigned bytes, D dimensions), D big-endian uint32 sizes, then the values, row-major."""
-    import gzip
 
     with (gzip.open if path.suffix == ".gz" else open)(path, "rb") as f:
         data = f.read()
@@ -274,7 +275,6 @@ def read_cifar10() -> tuple[dict, dict]:
     """The five training batches and the test batch: each a pickled dict whose 'data' is (N, 3072)
     uint8, a 32x32 image's red, then green, then blue plane, and 'labels' N ints; batches.meta names
     the classes."""
-    import pickle
 
     if torchvision_datasets() is not None:
         return read_torchvision(CIFAR10)

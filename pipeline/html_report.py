@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -274,7 +275,6 @@ def draw_curves(panels: dict[tuple[str, str], dict], png_path: Path, title: str)
     panel's y axis is logarithmic when its curves are positive and span more than 30x; a panel with
     references is zoomed onto them and the curves after their first fifth (the first epochs would squash
     the part the references are about)."""
-    import math
 
     from pipeline.core.figures import plt  # matplotlib on the Agg backend
 

@@ -22,7 +22,9 @@ import importlib
 import importlib.util
 import inspect
 import math
+import os
 import re
+import shutil
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,8 +133,6 @@ class TrainerConfig:
     def check_machine(self, path: str, environ: dict | None = None, launcher: str = "none") -> None:
         """What this machine and launch can run: checked by the train stage before anything starts
         (not by `prepare`, which may validate a GPU experiment on a CPU machine)."""
-        import os
-        import shutil
 
         import torch
 

@@ -15,6 +15,7 @@ Preprocessing is fitted on the training split only.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 from dataclasses import asdict
 from pathlib import Path
@@ -100,7 +101,6 @@ def prepare(dataset: str, config, out_dir: Path) -> dict:
 def _save_tensors(tensors: dict, path: Path) -> None:
     """torch.save through a buffer: on a full disk, torch.save to a path raises a RuntimeError that names no
     file; files.replacing names it (DiskFull) and leaves no part of it."""
-    import io
 
     import torch
 

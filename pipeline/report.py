@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import warnings
 from pathlib import Path
@@ -199,7 +200,6 @@ def scorer_accuracy(dataset: str) -> float | None:
 
 def comparison_figure(rows: list[dict], metric: str, png_path: Path) -> None:
     """Horizontal bars of one test metric for every model and baseline that has it."""
-    import math
 
     from pipeline.core.figures import plt, save
 
@@ -347,7 +347,6 @@ def main(argv: list[str] | None = None) -> int:
     if generative_rows:
         lines += _generative_section(generative_rows)
     lines += sweep_section(ROOT / "sweeps")
-
 
     lines += ["", "## Targets", "", "| experiment | target | value | holds |", "|---|---|---|---|"]
     checks = []

@@ -13,6 +13,7 @@ from __future__ import annotations
 import atexit
 import json
 import os
+import resource
 import sys
 import time
 
@@ -51,8 +52,6 @@ def mark(name: str) -> None:
 
 
 def _write() -> None:
-    import resource
-
     record = {
         "stage": os.environ.get("DVC_STAGE", ""),
         "argv": [os.path.basename(sys.argv[0]), *sys.argv[1:]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 
@@ -14,7 +15,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 def save(figure, path: Path) -> None:
     """Rendered first, then written whole (pipeline.files): a full disk names the file and leaves no part of it."""
-    import io
 
     from pipeline import files
 

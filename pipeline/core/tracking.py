@@ -10,7 +10,9 @@ project prints or writes shows it through `redacted`.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import logging
 import math
 import os
 import re
@@ -141,7 +143,6 @@ def client():
     """An MlflowClient of the store. A SQLite store is created (its schema migrated) by one process at
     a time, under an exclusive lock on `<store>.lock`: MLflow's own first-use creation races when
     several stages start at once."""
-    import logging
 
     from mlflow import MlflowClient
 
@@ -150,7 +151,6 @@ def client():
     uri = tracking_uri()
     if not uri.startswith("sqlite:///") or uri in _READY:
         return MlflowClient(uri)
-    import fcntl
 
     database = Path(uri[len("sqlite:///"):])
     database.parent.mkdir(parents=True, exist_ok=True)

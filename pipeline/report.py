@@ -34,6 +34,8 @@ def metric_columns(rows: list[dict]) -> list[str]:
 
 def baselines(dataset: str) -> dict[str, object]:
     """scikit-learn models fitted on the training split, by name; the task decides which."""
+    # scikit-learn, torch and the scorer inside functions: a report of supervised experiments alone
+    # needs none of the generative or graph parts, and a params error none at all.
     from sklearn.linear_model import LinearRegression, LogisticRegression
     from sklearn.neural_network import MLPClassifier
     from sklearn.svm import SVC

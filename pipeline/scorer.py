@@ -29,7 +29,7 @@ def image_datasets(download: list[str]) -> list[str]:
 
 def train(dataset: str):
     """The scorer network, trained on the dataset's training split; returns (network, test accuracy)."""
-    import lightning as L
+    import lightning as L  # here and in main: a params or data error is reported before they load
     import torch
     from torchmetrics.classification import Accuracy
 

@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     name = check_name(args.name, "sweep name", "a sweep name")  # a file name, and quoted in MLflow's filter
     config = load(family_checks=False)
 
-    from pipeline.core import tracking
+    from pipeline.core import tracking  # after the checks: a wrong name is reported before MLflow loads
 
     tracking.check_reachable()
     client = tracking.client()

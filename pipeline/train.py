@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     launch.check_experiment(experiment)
     data.check_prepared(experiment.dataset)  # fail on missing or corrupt data before any run is created
 
+    # Imported here and below, after the checks: a user's mistake is reported before torch, Lightning
+    # and MLflow load.
     from pipeline.core import resume
     from pipeline.params import family_class
 

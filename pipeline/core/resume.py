@@ -169,7 +169,7 @@ def _check_readable(checkpoint: Path, experiment: ExperimentConfig) -> None:
 
 def _active_run(run_id: str):
     """The MLflow run, if the tracking store has it and it is not deleted; else None."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # MLflow and tracking inside functions: as tracking.py
 
     from pipeline.core import tracking
 

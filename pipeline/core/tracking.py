@@ -67,7 +67,7 @@ def check_reachable(timeout: float = 10.0) -> None:
     (MLFLOW_TRACKING_URI) that does not answer (MLflow itself would retry for minutes, and only
     once a run is created) or refuses the credentials; the default store when it belongs to
     another copy of the repository (check_store_location)."""
-    from mlflow.exceptions import MlflowException
+    from mlflow.exceptions import MlflowException  # MLflow inside functions: a stage's checks run before it loads
 
     from pipeline.params import ConfigError
 

@@ -42,7 +42,7 @@ def main(argv=None) -> dict:
     import lightning as L
     import torch
 
-    from pipeline import data
+    from pipeline import data, datamodules
     from pipeline.core import tracking
     from pipeline.params import family_class, load_experiment
     from pipeline.core.trainer import LearningCurve, build_trainer
@@ -84,7 +84,7 @@ def main(argv=None) -> dict:
         trainer = build_trainer(experiment, Path(tmp) / "checkpoints", tracking.tracking_uri(), run_id, curve, [EpochClock()])
         torch.set_num_threads(1)
         start[0] = time.perf_counter()
-        trainer.fit(model, datamodule=data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed))
+        trainer.fit(model, datamodule=datamodules.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed))
         total = time.perf_counter() - start[0]
 
     lines = [

@@ -25,7 +25,7 @@ the pipeline adds to stock Lightning on the same model, data, batches and optimi
 
 Our path is `pipeline.core.trainer.build_trainer` (the Trainer `python -m pipeline.train` uses: progress
 bar, checkpoint and learning-curve callbacks, deterministic flag, MLflow logger) with
-`pipeline.data.make_datamodule`, logging to a throwaway SQLite MLflow store in a temporary folder.
+`pipeline.datamodules.make_datamodule`, logging to a throwaway SQLite MLflow store in a temporary folder.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 from pipeline import data as datasets  # noqa: E402
+from pipeline import datamodules  # noqa: E402
 from pipeline.params import family_class, load_experiment  # noqa: E402
 
 
@@ -92,7 +93,7 @@ def per_step(start: tuple[float, float], end: tuple[float, float], steps: int) -
 
 
 # ---------------------------------------------------------------------------------------------
-# Our path: pipeline.core.trainer.build_trainer + pipeline.data.make_datamodule
+# Our path: pipeline.core.trainer.build_trainer + pipeline.datamodules.make_datamodule
 
 
 def _timer_callback(warmup: int):
@@ -183,14 +184,14 @@ def fit_ours(experiment, *, times: int, epochs: int, warmup: int, env: dict, thr
     model = build_model(experiment)
     if variant:
         model = optimization_variant(model, variant)
-    datamodule = datasets.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    datamodule = datamodules.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
     if times > 1:  # the pipeline's DataModule, its training split replicated
         setup = datamodule.setup
 
         def setup_replicated(stage: str) -> None:
             setup(stage)
             train = datamodule.splits["train"]
-            datamodule.splits["train"] = datasets.BatchIndexDataset(*replicate(train.x, train.y, times))
+            datamodule.splits["train"] = datamodules.BatchIndexDataset(*replicate(train.x, train.y, times))
 
         datamodule.setup = setup_replicated
     env["fits"] += 1
@@ -223,7 +224,7 @@ def fit_plain(experiment, *, times: int, epochs: int, warmup: int, threads: int,
     model = build_model(experiment)
     x, y = replicate(*datasets.load_split(experiment.dataset, "train"), times)
     x_val, y_val = datasets.load_split(experiment.dataset, "val")
-    train = datasets.BatchIndexDataset(x, y)
+    train = datamodules.BatchIndexDataset(x, y)
     generator = torch.Generator().manual_seed(experiment.seed)
     sampler = BatchSampler(RandomSampler(train, generator=generator), experiment.batch_size, drop_last=False)
     optimizer = build_optimizer(model.parameters(), experiment.optimizer)

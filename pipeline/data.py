@@ -1,4 +1,4 @@
-"""Prepared data, read back: loading the splits that `prepare` wrote, and the DataModules that batch them.
+"""Prepared data, read back: the splits that `prepare` wrote (pipeline.datamodules batches them).
 
 Prepared data is plain tensors in `data/prepared/<dataset>/{train,val,test}.pt` plus `meta.json`,
 read back with `torch.load(weights_only=True)` (pipeline/prepare.py writes them; pipeline/datasets/
@@ -8,9 +8,6 @@ A graph dataset (kind "graph", ch. 8) is one graph whose nodes are the samples: 
 node features, edges, labels and the train/val/test node masks (semi-supervised: a few labelled nodes
 train, the unlabelled ones are the test split). Its split, as `load_split` gives it, is the whole
 graph (a PyTorch Geometric `Data` with that split's `mask`) and the labels of the split's nodes.
-
-The DataModules subclass Lightning's, so importing this module imports torch and Lightning; prepare,
-which needs neither, takes the registry and the layout from pipeline.datasets and pipeline.spec.
 """
 
 from __future__ import annotations
@@ -18,17 +15,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 from pipeline.base import ROOT, ConfigError
 from pipeline.datasets import DATASETS
 from pipeline.spec import GRAPH_FILE, PREPARED, SPLITS
-
-
-# ---------------------------------------------------------------------------------------------
-# Load
 
 
 def shown(path: Path) -> Path:
@@ -86,178 +77,3 @@ def load_features(dataset: str, name: str):
     if DATASETS[dataset].kind == "graph":
         return x.x[x.mask], y
     return x, y
-
-
-class BatchIndexDataset:
-    """Indexes whole batches at once: `dataset[indices]` -> (x[indices], y[indices]).
-
-    Fed by a BatchSampler as the DataLoader's sampler with `batch_size=None`, this skips the
-    per-sample `__getitem__` and collate that dominate small in-memory datasets.
-    """
-
-    def __init__(self, x, y):
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, indices):
-        return self.x[indices], self.y[indices]
-
-
-class EpochBatches:
-    """The shuffled training batches of each epoch, one process's share, resumable mid-epoch.
-
-    Epoch e's order is what a RandomSampler with a generator seeded with `seed` gives in its e-th
-    epoch (it draws two permutations an epoch and uses the first), so it depends on (seed, epoch)
-    alone and a resumed training sees the order an uninterrupted one saw. Under DDP each of `world` processes takes
-    every world-th sample of the permutation (padded by wrapping round to equal shares, as
-    DistributedSampler does), then cuts its share into batches of `batch_size` (per device).
-    `skip(epoch, batches)` makes that epoch start after its first `batches` batches: the
-    position a mid-epoch checkpoint recorded.
-    """
-
-    def __init__(self, n: int, batch_size: int, seed: int, rank: int = 0, world: int = 1):
-        self.n, self.batch_size, self.seed, self.rank, self.world = n, batch_size, seed, rank, world
-        self.epoch = 0
-        self._generator = torch.Generator().manual_seed(seed)
-        self._drawn = 0  # permutations drawn from the generator so far
-        self._skip: tuple[int, int] | None = None
-
-    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before each epoch
-        self.epoch = epoch
-
-    def skip(self, epoch: int, batches: int) -> None:
-        self._skip = (epoch, batches)
-
-    def __len__(self) -> int:
-        share = -(-self.n // self.world)
-        return -(-share // self.batch_size)
-
-    def _permutation(self, epoch: int):
-        if self._drawn > epoch:  # an earlier epoch again (a restart): replay the generator from the seed
-            self._generator.manual_seed(self.seed)
-            self._drawn = 0
-        while True:
-            permutation = torch.randperm(self.n, generator=self._generator)
-            torch.randperm(self.n, generator=self._generator)  # RandomSampler's empty remainder draw
-            self._drawn += 1
-            if self._drawn > epoch:
-                return permutation
-
-    def __iter__(self):
-        permutation = self._permutation(self.epoch)
-        if self.world > 1:
-            padded = -(-self.n // self.world) * self.world
-            permutation = permutation.repeat(-(-padded // self.n))[:padded][self.rank :: self.world]
-        batches = permutation.split(self.batch_size)
-        start = 0
-        if self._skip is not None and self._skip[0] == self.epoch:
-            start = self._skip[1]
-        self._skip = None
-        for batch in batches[start:]:
-            yield batch
-
-
-class TrainBatches:
-    """An epoch of training batches as Lightning iterates them: `dataset[indices]` for each batch of
-    indices the sampler (EpochBatches) yields.
-
-    A plain iterable in place of a DataLoader: for in-memory tensors the DataLoader's per-batch work
-    (a profiler range, the index fetcher, the pin-memory check) costs more than the indexing itself
-    (bench/train_loop.py measures both). Lightning reaches `sampler.set_epoch` through the
-    `sampler` attribute, as it does a DataLoader's.
-    """
-
-    def __init__(self, dataset: BatchIndexDataset, sampler: EpochBatches):
-        self.dataset, self.sampler = dataset, sampler
-
-    def __len__(self) -> int:
-        return len(self.sampler)
-
-    def __iter__(self):
-        dataset = self.dataset
-        for indices in self.sampler:
-            yield dataset[indices]
-
-
-class OneBatch:
-    """An epoch of one batch (a plain iterable: Lightning would take a list for several dataloaders)."""
-
-    def __init__(self, batch):
-        self.batch = batch
-
-    def __len__(self) -> int:
-        return 1
-
-    def __iter__(self):
-        yield self.batch
-
-
-class GraphDataModule(L.LightningDataModule):
-    """A graph dataset, full batch: every step (training, validation, test) sees the whole graph, one
-    batch an epoch, as (graph with the split's node mask, labels of those nodes); the masked nodes alone
-    enter the loss and the metrics. Nothing is random in it, so it has no state to checkpoint."""
-
-    def __init__(self, dataset: str):
-        super().__init__()
-        self.dataset = dataset
-
-    def setup(self, stage: str) -> None:
-        self.splits = {name: load_split(self.dataset, name) for name in SPLITS}
-
-    def train_dataloader(self) -> OneBatch:
-        return OneBatch(self.splits["train"])
-
-    def val_dataloader(self) -> OneBatch:
-        return OneBatch(self.splits["val"])
-
-    def test_dataloader(self) -> OneBatch:
-        return OneBatch(self.splits["test"])
-
-
-class InMemoryDataModule(L.LightningDataModule):
-    """A dataset of samples, in memory: train in shuffled batches of `batch_size` (per device; the
-    order seeded by `seed` and the epoch, each process its share under DDP: EpochBatches); validate
-    and test on each whole split in one batch. A training resumed from a mid-epoch checkpoint goes on
-    with the very next batch: pipeline.core.resume.ResumeState keeps the position and tells the
-    sampler (`EpochBatches.skip`)."""
-
-    def __init__(self, dataset: str, batch_size: int, seed: int):
-        super().__init__()
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
-
-    def setup(self, stage: str) -> None:
-        self.splits = {name: BatchIndexDataset(*load_split(self.dataset, name)) for name in SPLITS}
-
-    def _whole_split(self, name: str) -> DataLoader:
-        data = self.splits[name]
-        return DataLoader(data, sampler=BatchSampler(SequentialSampler(data), len(data), drop_last=False), batch_size=None)
-
-    def transfer_batch_to_device(self, batch, device, dataloader_idx):
-        # In-memory CPU tensors are already where a CPU run needs them; Lightning's generic walk
-        # over the batch is a measurable share of a small model's step.
-        if device.type == "cpu":
-            return batch
-        return super().transfer_batch_to_device(batch, device, dataloader_idx)
-
-    def train_dataloader(self) -> TrainBatches:
-        data, trainer = self.splits["train"], self.trainer
-        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
-        return TrainBatches(data, EpochBatches(len(data), self.batch_size, self.seed, rank, world))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._whole_split("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._whole_split("test")
-
-
-def make_datamodule(dataset: str, batch_size: int, seed: int) -> L.LightningDataModule | None:
-    """The DataModule of a dataset's kind: batches of samples, or the one graph (full batch); None for
-    an environment, whose family module makes its own training data (rollouts) and validation episodes."""
-    if DATASETS[dataset].is_environment:
-        return None
-    if DATASETS[dataset].kind == "graph":
-        return GraphDataModule(dataset)
-    return InMemoryDataModule(dataset, batch_size, seed)

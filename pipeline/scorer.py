@@ -34,6 +34,7 @@ def train(dataset: str):
     from torchmetrics.classification import Accuracy
 
     from pipeline.core.trainer import EpochProgressBar
+    from pipeline.datamodules import make_datamodule
 
     L.seed_everything(SEED, workers=True, verbose=False)
     spec = data.DATASETS[dataset].spec
@@ -42,7 +43,7 @@ def train(dataset: str):
         accelerator="cpu", devices=1, max_epochs=EPOCHS, deterministic=True, logger=False, enable_checkpointing=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, callbacks=[EpochProgressBar()],
     )
-    trainer.fit(network, datamodule=data.make_datamodule(dataset, BATCH_SIZE, SEED))
+    trainer.fit(network, datamodule=make_datamodule(dataset, BATCH_SIZE, SEED))
     network.eval()
     x, y = data.load_split(dataset, "test")
     with torch.no_grad():

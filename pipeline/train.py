@@ -110,6 +110,7 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
 
     from pipeline.core import resume
     from pipeline.core.trainer import LearningCurve, build_trainer
+    from pipeline.datamodules import make_datamodule
 
     L.seed_everything(experiment.seed, workers=True, verbose=False)
     model = model_cls(
@@ -118,7 +119,7 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
         scheduler=experiment.scheduler,
         **experiment.model,
     )
-    datamodule = data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    datamodule = make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
     fitted = torch.compile(model) if experiment.trainer.compile else model
 
     out_dir = ROOT / "models" / experiment.name

@@ -294,3 +294,41 @@ def alias_bomb(levels: int = 9, width: int = 9) -> str:
     lines = [f"l0: &l0 [{', '.join(['boom'] * width)}]"]
     lines += [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * width)}]" for i in range(1, levels)]
     return "\n".join(lines) + "\n"
+
+
+# A registered toy multiclass dataset, prepared into a temporary folder on request: tests of the data
+# layers need no download and no data/prepared (tests/pipeline/test_data.py, test_datamodules.py).
+TOY_CONFIG = {"split_seed": 0, "val_fraction": 0.1, "test_fraction": 0.2}
+
+
+def toy_load():
+    """200 samples, classes 0/1/2 in proportion 60/30/10, a constant column, features far from 0."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [120, 60, 20])
+    x = rng.normal(loc=[5.0, -3.0, 0.0], scale=[2.0, 0.5, 1.0], size=(200, 3)) + y[:, None]
+    x[:, 2] = 7.0
+    return x, y
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    """A registered toy multiclass dataset, so tests need no download and no data/prepared."""
+    from pipeline import data
+    from pipeline.spec import Dataset, DataSpec
+
+    monkeypatch.setitem(data.DATASETS, "toy", Dataset(DataSpec("multiclass", (3,), 3), toy_load, "toy"))
+    return "toy"
+
+
+@pytest.fixture
+def prepared_toy(tmp_path, monkeypatch, toy):
+    from pipeline import data
+    from pipeline.params import DataConfig
+    from pipeline.prepare import prepare
+
+    monkeypatch.setattr(data, "ROOT", tmp_path)
+    monkeypatch.setattr(data, "PREPARED", tmp_path / "prepared")
+    prepare(toy, DataConfig(**TOY_CONFIG), tmp_path / "prepared" / toy)
+    return toy

@@ -26,7 +26,7 @@ from pipeline import data, files, stagestats
 from pipeline.core import figures as fig
 from pipeline.core import metrics, scoring
 from pipeline.core.episodes import greedy_returns
-from pipeline.data import BatchIndexDataset
+from pipeline.datamodules import BatchIndexDataset, make_datamodule
 from pipeline.params import ExperimentConfig, family_class
 
 SEEDS = tuple(range(10))  # a graph experiment's re-fits behind test/accuracy_mean and test/accuracy_std
@@ -188,7 +188,7 @@ def refit(experiment, seed: int):
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=callbacks,
     )
-    trainer.fit(model, datamodule=data.make_datamodule(experiment.dataset, experiment.batch_size, seed))
+    trainer.fit(model, datamodule=make_datamodule(experiment.dataset, experiment.batch_size, seed))
     if experiment.checkpoint == "best":
         model.load_state_dict(best.state)
     return model.eval()

@@ -97,7 +97,7 @@ def build_trainer(
     """The Trainer of one experiment. `run_id` is None on processes other than global rank 0, whose
     logger then logs nothing (Lightning's loggers log from rank 0 only). Checkpoints are written at
     each epoch's end into `checkpoint_dir`: best.ckpt (the weights kept) and last.ckpt (to resume).
-    Each process takes its own share of the training data (pipeline.data.EpochBatches), so
+    Each process takes its own share of the training data (pipeline.datamodules.EpochBatches), so
     Lightning's DistributedSampler is off."""
     stopping = experiment.early_stopping
     callbacks = [*checkpoints(checkpoint_dir, stopping.monitor if experiment.checkpoint == "best" else None, stopping.mode),

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from pipeline import data
+from pipeline import data, datamodules
 from pipeline.params import family_class, load
 from pipeline.prepare import prepare
 
@@ -45,7 +45,7 @@ def test_every_experiment_trains_a_few_batches_as_configured(name, prepared, mon
         gradient_clip_val=t.gradient_clip_val or None, accumulate_grad_batches=t.accumulate_grad_batches,
         use_distributed_sampler=False,
     )
-    datamodule = data.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    datamodule = datamodules.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
     trainer.fit(model, datamodule=datamodule)
     metrics = trainer.callback_metrics
     if data.DATASETS[experiment.dataset].is_environment:  # rollouts: as many batches as the limit allows

@@ -106,9 +106,9 @@ def test_a_kill_at_each_moment_then_a_rerun_finishes_in_one_run(tmp_path):
 
 def test_a_crash_before_the_first_checkpoint_leaves_a_failed_run_and_nothing_to_resume(tmp_path):
     project = make_project(tmp_path / "project")
-    crash = ("import sys; from pipeline import cli, data, train\n"
+    crash = ("import sys; from pipeline import cli, datamodules, train\n"
              "def out_of_memory(*args, **kwargs): raise MemoryError('simulated')\n"
-             f"data.make_datamodule = out_of_memory; sys.argv = ['pipeline.train', '{EXPERIMENT}']\n"
+             f"datamodules.make_datamodule = out_of_memory; sys.argv = ['pipeline.train', '{EXPERIMENT}']\n"
              "cli.run_and_exit(train.main)")
     crashed = subprocess.run([sys.executable, "-c", crash], cwd=project, env=env(), capture_output=True, text=True,
                              timeout=600)

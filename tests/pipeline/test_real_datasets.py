@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import cli, data, downloads, files
+from pipeline import cli, data, datamodules, downloads, files
 from pipeline.params import ConfigError, DataConfig
 from pipeline.prepare import prepare
 
@@ -452,5 +452,5 @@ def test_the_cnn_trains_on_a_prepared_image_dataset(dataset, raw, tmp_path, monk
     model = family_class("cnn")(data=data.DATASETS[dataset].spec, optimizer=experiment.optimizer,
                                 scheduler=experiment.scheduler, **experiment.model)
     trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1)
-    trainer.fit(model, datamodule=data.make_datamodule(dataset, 32, seed=0))
+    trainer.fit(model, datamodule=datamodules.make_datamodule(dataset, 32, seed=0))
     assert trainer.global_step == 2 and torch.isfinite(trainer.callback_metrics["val/loss"])

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import data
+from pipeline import data, datamodules
 from pipeline.datasets import cora, karate, sbm
 from pipeline.params import ConfigError, DataConfig, load
 from pipeline.prepare import prepare
@@ -96,7 +96,7 @@ def test_a_missing_or_unreadable_graph_names_the_file(prepared):
 
 
 def test_the_graph_datamodule_yields_the_one_graph_each_epoch(prepared):
-    datamodule = data.make_datamodule("karate", 64, seed=0)
+    datamodule = datamodules.make_datamodule("karate", 64, seed=0)
     datamodule.setup("fit")
     for name, loader in (("train", datamodule.train_dataloader()), ("val", datamodule.val_dataloader())):
         ((g, y),) = list(loader)

@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from pipeline import data
+from pipeline import data, datamodules
 from pipeline.params import ConfigError, load
 from pipeline.core.episodes import greedy_returns
 from pipeline.prepare import prepare
@@ -35,6 +35,6 @@ def test_an_environment_is_prepared_as_meta_only(tmp_path, monkeypatch):
     meta = json.loads((tmp_path / "cartpole" / "meta.json").read_text())
     assert meta["environment"] == "CartPole-v1" and meta["input_shape"] == [4] and meta["num_classes"] == 2
     data.check_prepared("cartpole")
-    assert data.make_datamodule("cartpole", 64, 0) is None
+    assert datamodules.make_datamodule("cartpole", 64, 0) is None
     with pytest.raises(ConfigError, match=r"^cartpole: an environment \(CartPole-v1\) has no test split$"):
         data.load_split("cartpole", "test")

@@ -32,7 +32,7 @@ from torch import nn
 from modules._feedforward import Activation, feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 
 def pca_reconstruction(x: torch.Tensor, x_train: torch.Tensor, k: int) -> torch.Tensor:

@@ -40,7 +40,7 @@ from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from modules._feedforward import feedforward
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 Prediction = Literal["epsilon", "x0"]
 Sampler = Literal["ddpm", "ddim"]

@@ -50,7 +50,7 @@ from modules._feedforward import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.family import build_optimizer, build_scheduler
 from pipeline.core.generative import GenerativeModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 Loss = Literal["standard", "wgan_gp", "wgan_clip"]
 

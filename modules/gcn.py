@@ -25,7 +25,7 @@ from modules._feedforward import ACTIVATIONS, Activation
 from modules.mlp import FeedforwardNetwork
 from pipeline.spec import DataSpec
 from pipeline.core.graph import GraphModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 
 def gcn_norm(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -16,7 +16,7 @@ import torch
 
 from modules._feedforward import Activation, Init, feedforward, initialize, small_widths
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
 
 

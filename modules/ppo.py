@@ -38,7 +38,7 @@ from torch.distributions import Categorical
 
 from modules._feedforward import feedforward, small_widths
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.episodes import make_env
 from pipeline.core.reinforcement import ReinforcementModule
 

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
 
 Cell = Literal["rnn", "lstm", "gru"]

@@ -32,7 +32,7 @@ from torch import nn
 
 from modules._feedforward import feedforward
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule
 
 Norm = Literal["pre", "post"]

@@ -29,7 +29,7 @@ from torch import nn
 from modules._feedforward import Activation, feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.core.generative import GenerativeModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 TEST_DRAWS = 32  # Monte Carlo draws of z per test image for the test ELBO
 

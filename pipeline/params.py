@@ -22,219 +22,21 @@ import importlib
 import importlib.util
 import inspect
 import math
-import os
 import re
-import shutil
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
 from pipeline.base import ROOT, ConfigError, listed  # noqa: F401 (ROOT, ConfigError re-exported: most stages import them from here)
+from pipeline.config import Config, DataConfig, ExperimentConfig, TrainerConfig, quoted
 from pipeline.datasets import DATASETS
 
 PARAMS_FILE = ROOT / "params.yaml"
 
-OptimizerName = Literal["sgd", "adam", "adamw", "rmsprop", "adagrad", "lbfgs"]
-SchedulerName = Literal["none", "step", "cosine", "onecycle"]
-Precision = Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true"]
-Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
-Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
-
 # Keys a family's constructor receives from the pipeline rather than from params.yaml.
 INJECTED = ("data", "optimizer", "scheduler")
-
-
-# ---------------------------------------------------------------------------------------------
-# Typed config
-
-
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Chapter 4's optimizers."""
-
-    name: OptimizerName
-    lr: float
-    weight_decay: float
-    momentum: float
-    nesterov: bool
-
-    def check(self, path: str) -> None:
-        _positive(self.lr, f"{path}.lr")
-        _non_negative(self.weight_decay, f"{path}.weight_decay")
-        _non_negative(self.momentum, f"{path}.momentum")
-        if self.momentum and self.name not in ("sgd", "rmsprop"):
-            raise ConfigError(f"{path}.momentum: applies to sgd and rmsprop only, not {_shown(self.name)}; set it to 0")
-        if self.nesterov and not (self.name == "sgd" and self.momentum > 0):
-            raise ConfigError(f"{path}.nesterov: needs name: sgd with momentum > 0")
-        if self.weight_decay and self.name == "lbfgs":
-            raise ConfigError(f"{path}.weight_decay: not supported by lbfgs; set it to 0")
-
-
-@dataclass(frozen=True)
-class SchedulerConfig:
-    """Learning-rate schedule per epoch (step, cosine) or per step (onecycle), after an optional linear warmup."""
-
-    name: SchedulerName
-    step_size: int
-    gamma: float
-    warmup_epochs: int
-
-    def check(self, path: str) -> None:
-        _positive(self.step_size, f"{path}.step_size")
-        _positive(self.gamma, f"{path}.gamma")
-        _non_negative(self.warmup_epochs, f"{path}.warmup_epochs")
-        if self.warmup_epochs and self.name == "onecycle":
-            raise ConfigError(f"{path}.warmup_epochs: must be 0 with onecycle, which has its own warmup")
-
-
-@dataclass(frozen=True)
-class EarlyStoppingConfig:
-    """Stop when `monitor` has not improved for `patience` epochs (0: never stop early)."""
-
-    monitor: str
-    mode: Literal["min", "max"]
-    patience: int
-
-    def check(self, path: str) -> None:
-        _non_negative(self.patience, f"{path}.patience")
-
-
-@dataclass(frozen=True)
-class TrainerConfig:
-    """Lightning Trainer settings."""
-
-    accelerator: Accelerator
-    devices: int  # per node; the batch size is per device
-    num_nodes: int
-    strategy: Strategy
-    precision: Precision
-    gradient_clip_val: float
-    accumulate_grad_batches: int
-    sync_batchnorm: bool
-    compile: bool
-    deterministic: bool
-    threads: int  # intra-op CPU threads (torch.set_num_threads): results depend on it, so it is a param
-
-    def check(self, path: str) -> None:
-        _positive(self.threads, f"{path}.threads")
-        _at_most(self.threads, MAX_THREADS, f"{path}.threads", str(MAX_THREADS))
-        _positive(self.devices, f"{path}.devices")
-        _positive(self.num_nodes, f"{path}.num_nodes")
-        _non_negative(self.gradient_clip_val, f"{path}.gradient_clip_val")
-        _positive(self.accumulate_grad_batches, f"{path}.accumulate_grad_batches")
-
-    @property
-    def world_size(self) -> int:
-        return self.devices * self.num_nodes
-
-    def check_machine(self, path: str, environ: dict | None = None, launcher: str = "none") -> None:
-        """What this machine and launch can run: checked by the train stage before anything starts
-        (not by `prepare`, which may validate a GPU experiment on a CPU machine)."""
-
-        import torch
-
-        environ = os.environ if environ is None else environ
-        gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        on_gpu = self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and gpus > 0)
-        if self.accelerator in ("gpu", "cuda") and gpus == 0:
-            raise ConfigError(f"{path}.accelerator: {self.accelerator}, but this machine has no CUDA GPU; allowed here: cpu, auto")
-        if self.accelerator == "mps" and not torch.backends.mps.is_available():
-            raise ConfigError(f"{path}.accelerator: mps, but MPS is not available here; allowed here: cpu, auto")
-        if on_gpu and self.devices > gpus:
-            raise ConfigError(f"{path}.devices: {self.devices} per node, but this machine has {gpus} GPU(s)")
-        cores = os.cpu_count() or 1
-        if not on_gpu and self.accelerator != "mps" and self.devices > cores:
-            raise ConfigError(f"{path}.devices: {self.devices} CPU processes per node, but this machine has {cores} core(s)")
-        if not on_gpu and self.precision == "16-mixed":
-            raise ConfigError(f"{path}.precision: 16-mixed needs a CUDA GPU; on cpu: 32-true, bf16-mixed, bf16-true, 64-true")
-        if not on_gpu and self.strategy == "fsdp":
-            raise ConfigError(f"{path}.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn")
-        if self.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
-            raise ConfigError(f"{path}.strategy: deepspeed is not installed (pip install deepspeed); allowed: auto, ddp, ddp_spawn, fsdp")
-        launched = launcher != "none" or any(key in environ for key in ("SLURM_NTASKS", "WORLD_SIZE", "TORCHELASTIC_RUN_ID"))
-        if self.num_nodes > 1 and not launched:
-            raise ConfigError(
-                f"{path}.num_nodes: {self.num_nodes} nodes need a launcher that starts the processes of every node "
-                "(srun or torchrun; see the README's 'Run on a cluster'); 1 without one"
-            )
-        if self.compile and not on_gpu and shutil.which("g++") is None and shutil.which("c++") is None:
-            raise ConfigError(f"{path}.compile: true needs a C++ compiler (g++) for torch.compile on cpu; false without one")
-
-
-@dataclass(frozen=True)
-class LauncherConfig:
-    """What starts the train stage's processes: nothing (Lightning itself), torchrun, or srun."""
-
-    name: Literal["none", "torchrun", "srun"]
-    args: list[str]  # extra arguments for the launcher, before the training command
-
-
-@dataclass(frozen=True)
-class ExperimentConfig:
-    name: str
-    family: str
-    dataset: str
-    seed: int
-    batch_size: int
-    max_epochs: int
-    optimizer: OptimizerConfig
-    scheduler: SchedulerConfig
-    early_stopping: EarlyStoppingConfig
-    trainer: TrainerConfig
-    launcher: LauncherConfig
-    checkpoint: Literal["best", "last"]
-    model: dict[str, Any] = field(default_factory=dict)
-
-    def check(self, path: str) -> None:
-        _seed(self.seed, f"{path}.seed")
-        _positive(self.batch_size, f"{path}.batch_size")
-        _at_most(self.batch_size, MAX_BATCH_SIZE, f"{path}.batch_size", "1048576 (2**20) samples per device")
-        _positive(self.max_epochs, f"{path}.max_epochs")
-        _at_most(self.max_epochs, MAX_EPOCHS, f"{path}.max_epochs", "100000 (this project's bound on epochs)")
-        for name in ("optimizer", "scheduler", "early_stopping", "trainer"):
-            getattr(self, name).check(f"{path}.{name}")
-
-    def flat(self) -> dict[str, Any]:
-        """The resolved config as flat `a.b.c` keys, for MLflow params."""
-        return _flatten(dataclasses.asdict(self))
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """How prepare splits every embedded dataset: seeded, stratified for classification; and which
-    datasets that come from the network (opt-in, e.g. Cora) it may download as well."""
-
-    split_seed: int
-    val_fraction: float
-    test_fraction: float
-    download: list[str] = field(default_factory=list)
-
-    def check(self, path: str) -> None:
-        _seed(self.split_seed, f"{path}.split_seed")
-        for key in ("val_fraction", "test_fraction"):
-            value = getattr(self, key)
-            if not 0 < value < 1:
-                raise ConfigError(f"{path}.{key}: must be between 0 and 1, got {_shown(value)}")
-        if self.val_fraction + self.test_fraction >= 0.9:
-            raise ConfigError(f"{path}.test_fraction: val_fraction + test_fraction must stay below 0.9")
-        downloadable = [name for name, entry in DATASETS.items() if entry.download]
-        for index, name in enumerate(self.download):
-            if name not in downloadable:
-                raise ConfigError(f"{path}.download[{index}]: unknown value {_shown(name)}; allowed: {', '.join(downloadable)}")
-
-
-@dataclass(frozen=True)
-class Config:
-    tracking_experiment: str
-    data: DataConfig
-    experiments: dict[str, ExperimentConfig]
-    targets: dict[str, list[dict[str, Any]]]
-    threads: int  # defaults.trainer.threads: the intra-op CPU threads of the stages that train no experiment
-    examples: dict[str, ExperimentConfig] = field(default_factory=dict)  # disabled: no DVC stages
-    tracking_sweep: str = ""  # the MLflow tag `sweep` of every run this checkout trains (pipeline.sweep)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +47,7 @@ TOP = ("tracking", "data", "defaults", "experiments", "examples", "targets")
 MAX_BYTES = 1 << 20  # params.yaml is a few KiB
 MAX_EVENTS = 100_000  # YAML events (values, keys, starts and ends of lists and mappings): a few thousand here
 MAX_DEPTH = 32  # nesting of lists and mappings: 5 here; deeper would exhaust the recursion of copy and merge
-MAX_THREADS = 1024
+
 
 
 def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = True) -> Config:
@@ -271,6 +73,10 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = 
     sweep = check_name("" if sweep is None else str(sweep), "tracking.sweep", "a sweep name", empty="no sweep")
     data = _build(DataConfig, raw["data"], "data")
     data.check("data")
+    downloadable = [name for name, entry in DATASETS.items() if entry.download]
+    for index, name in enumerate(data.download):
+        if name not in downloadable:
+            raise ConfigError(f"data.download[{index}]: unknown value {quoted(name)}; allowed: {', '.join(downloadable)}")
     if not isinstance(raw.get("examples") or {}, dict):
         raise ConfigError("examples: must be a mapping of experiments (disabled until enabled)")
     _check_names(raw)
@@ -286,7 +92,7 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = 
     }
     for name, config in experiments.items():
         if DATASETS[config.dataset].download and config.dataset not in data.download:
-            raise ConfigError(f"experiments.{name}.dataset: {_shown(config.dataset)} is downloaded from the network; "
+            raise ConfigError(f"experiments.{name}.dataset: {quoted(config.dataset)} is downloaded from the network; "
                               f"opt in with data.download: [{config.dataset}]")
     targets = raw.get("targets") or {}
     if not isinstance(targets, dict):
@@ -368,7 +174,7 @@ def check_name(name: Any, key: str, what: str, *, empty: str | None = None) -> s
         return name
     if not isinstance(name, str) or not NAME.fullmatch(name):
         also = f" (or empty: {empty})" if empty is not None else ""
-        raise ConfigError(f"{key}: {_shown(name)} is not {what}; allowed: {NAME_RULE}{also}")
+        raise ConfigError(f"{key}: {quoted(name)} is not {what}; allowed: {NAME_RULE}{also}")
     return name
 
 
@@ -380,7 +186,7 @@ def _check_names(raw: dict) -> None:
         for name in raw.get(section) or {}:
             check_name(name, section, what)
             if "." in name:  # DVC reads the params of train@NAME at experiments.NAME, a path split at each '.'
-                raise ConfigError(f"{section}: {_shown(name)} is not {what}: DVC splits the params path "
+                raise ConfigError(f"{section}: {quoted(name)} is not {what}: DVC splits the params path "
                                   f"{section}.NAME at each '.'; use '_' or '-' instead")
             if section == "examples" and name in experiments:
                 raise ConfigError(f"examples.{name}: also the name of an experiment; an example needs a name of its own")
@@ -395,9 +201,9 @@ def load_experiment(name: str, path: Path | str = PARAMS_FILE) -> tuple[Config, 
     check_name(name, "experiment name", "an experiment name")
     config = load(path, family_checks=frozenset({name}))
     if name in config.examples:
-        raise ConfigError(f"{_shown(name)} is an example, disabled; enable it first: python -m pipeline.examples enable {name}")
+        raise ConfigError(f"{quoted(name)} is an example, disabled; enable it first: python -m pipeline.examples enable {name}")
     if name not in config.experiments:
-        raise ConfigError(f"unknown experiment {_shown(name)}; params.yaml defines: {', '.join(config.experiments)}")
+        raise ConfigError(f"unknown experiment {quoted(name)}; params.yaml defines: {', '.join(config.experiments)}")
     return config, config.experiments[name]
 
 
@@ -414,10 +220,10 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
             raise ConfigError(f"{path}.{key}: missing")
     families = available_families()  # a family and a dataset are file names too: only known ones pass
     if not isinstance(merged["family"], str) or merged["family"] not in families:
-        raise ConfigError(f"{path}.family: unknown family {_shown(merged['family'])}; allowed: {', '.join(families)}")
+        raise ConfigError(f"{path}.family: unknown family {quoted(merged['family'])}; allowed: {', '.join(families)}")
     if not isinstance(merged["dataset"], str) or merged["dataset"] not in DATASETS:
         raise ConfigError(
-            f"{path}.dataset: unknown dataset {_shown(merged['dataset'])}; allowed: {', '.join(DATASETS)}"
+            f"{path}.dataset: unknown dataset {quoted(merged['dataset'])}; allowed: {', '.join(DATASETS)}"
         )
     config = _build(ExperimentConfig, {"name": name, **merged}, path)
     config.check(path)
@@ -427,32 +233,32 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
     spec_ = DATASETS[config.dataset].spec
     if spec_.task not in model_cls.TASKS:
         raise ConfigError(
-            f"{path}: family {_shown(config.family)} handles {'/'.join(model_cls.TASKS)} data, "
-            f"but dataset {_shown(config.dataset)} is {spec_.task}"
+            f"{path}: family {quoted(config.family)} handles {'/'.join(model_cls.TASKS)} data, "
+            f"but dataset {quoted(config.dataset)} is {spec_.task}"
         )
     kind = DATASETS[config.dataset].kind
     if model_cls.GRAPH_INPUT != (kind == "graph"):
         graphs = ", ".join(name for name, entry in DATASETS.items() if entry.kind == "graph")
         raise ConfigError(
-            f"{path}.dataset: family {_shown(config.family)} needs a graph dataset ({graphs}), but dataset {_shown(config.dataset)} is not one"
+            f"{path}.dataset: family {quoted(config.family)} needs a graph dataset ({graphs}), but dataset {quoted(config.dataset)} is not one"
             if model_cls.GRAPH_INPUT else
-            f"{path}.dataset: family {_shown(config.family)} takes samples, but dataset {_shown(config.dataset)} is one graph "
+            f"{path}.dataset: family {quoted(config.family)} takes samples, but dataset {quoted(config.dataset)} is one graph "
             f"(its families: {', '.join(f for f in families if getattr(family_class(f), 'GRAPH_INPUT', False))})"
         )
     if model_cls.IMAGE_INPUT and len(spec_.input_shape) != 3:
         raise ConfigError(
-            f"{path}.dataset: family {_shown(config.family)} needs image data (C, H, W), "
-            f"but dataset {_shown(config.dataset)} has samples of shape {spec_.input_shape}"
+            f"{path}.dataset: family {quoted(config.family)} needs image data (C, H, W), "
+            f"but dataset {quoted(config.dataset)} has samples of shape {spec_.input_shape}"
         )
     if model_cls.SEQUENCE_INPUT and len(spec_.input_shape) != 2 and spec_.task != "sequence":
         raise ConfigError(
-            f"{path}.dataset: family {_shown(config.family)} needs sequences (T steps, D features, or tokens), "
-            f"but dataset {_shown(config.dataset)} has samples of shape {spec_.input_shape}"
+            f"{path}.dataset: family {quoted(config.family)} needs sequences (T steps, D features, or tokens), "
+            f"but dataset {quoted(config.dataset)} has samples of shape {spec_.input_shape}"
         )
     monitors = model_cls.monitors(spec_)
     if config.early_stopping.monitor not in monitors:
         raise ConfigError(
-            f"{path}.early_stopping.monitor: unknown metric {_shown(config.early_stopping.monitor)}; allowed: {', '.join(monitors)}"
+            f"{path}.early_stopping.monitor: unknown metric {quoted(config.early_stopping.monitor)}; allowed: {', '.join(monitors)}"
         )
     model = model_kwargs(model_cls, config.model, f"{path}.model", spec_)
     try:
@@ -551,9 +357,6 @@ def _build(cls: type, mapping: Any, path: str):
 
 MAX_INT = 2**53  # beyond it a float, hence torch and a metric's log, no longer holds every integer
 MAX_TEXT = 256  # characters of a string value: a metric's name, a launcher argument, an MLflow experiment name
-MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds; Lightning's seed_everything draws a random one beyond
-MAX_EPOCHS = 100_000
-MAX_BATCH_SIZE = 2**20
 
 
 def _coerce(value: Any, annotation: Any, key: str) -> Any:
@@ -564,49 +367,43 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     if origin is Literal:
         allowed = typing.get_args(annotation)
         if value not in allowed:
-            raise ConfigError(f"{key}: unknown value {_shown(value)}; allowed: {', '.join(map(str, allowed))}")
+            raise ConfigError(f"{key}: unknown value {quoted(value)}; allowed: {', '.join(map(str, allowed))}")
         return value
     if origin in (list, tuple):
         (item,) = typing.get_args(annotation)[:1]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key}: must be a list, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be a list, got {quoted(value)}")
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if annotation is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: must be true or false, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be true or false, got {quoted(value)}")
         return value
     if annotation is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: must be an integer, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be an integer, got {quoted(value)}")
         if abs(value) > MAX_INT:
-            raise ConfigError(f"{key}: must be an integer between -2**53 and 2**53, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be an integer between -2**53 and 2**53, got {quoted(value)}")
         return value
     if annotation is float:
         # PyYAML (YAML 1.1) reads 1e-3 as a string; DVC's ruamel reads it as a float.
         written = isinstance(value, str) and _NUMBER.match(value.strip())
         if not written and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"{key}: must be a number, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be a number, got {quoted(value)}")
         try:
             number = float(value)
         except OverflowError:  # an integer beyond any float
             number = math.inf
         if not math.isfinite(number):  # NaN passes every `< 0` check, inf every `> 0` one
-            raise ConfigError(f"{key}: must be a finite number, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be a finite number, got {quoted(value)}")
         return number
     if annotation is str:
         if not isinstance(value, str) or not value:
-            raise ConfigError(f"{key}: must be a non-empty string, got {_shown(value)}")
+            raise ConfigError(f"{key}: must be a non-empty string, got {quoted(value)}")
         if len(value) > MAX_TEXT or not value.isprintable():
             raise ConfigError(f"{key}: must be at most {MAX_TEXT} printable characters (no control characters), "
-                              f"got {_shown(value)}")
+                              f"got {quoted(value)}")
         return value
     raise TypeError(f"{key}: unsupported annotation {annotation!r}")
-
-
-def _shown(value: Any, limit: int = 60) -> str:
-    """`value`'s repr for a message, cut to `limit` characters: a value can be as long as the file."""
-    text = repr(value)
-    return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
 def _cut(message: str, limit: int = 300) -> str:
@@ -616,7 +413,7 @@ def _cut(message: str, limit: int = 300) -> str:
 
 def _key(key: Any) -> str:
     """A key of the user's file as a message shows it: as written when it is short and printable."""
-    return key if isinstance(key, str) and len(key) <= 64 and key.isprintable() and key.strip() == key else _shown(key)
+    return key if isinstance(key, str) and len(key) <= 64 and key.isprintable() and key.strip() == key else quoted(key)
 
 
 def _only_keys(mapping: dict, allowed: set[str], path: str) -> None:
@@ -633,34 +430,3 @@ def _merge(base: dict, override: dict) -> dict:
         else:
             base[key] = value
     return base
-
-
-def _positive(value: float, key: str) -> None:
-    if not value > 0:
-        raise ConfigError(f"{key}: must be positive, got {_shown(value)}")
-
-
-def _non_negative(value: float, key: str) -> None:
-    if not value >= 0:
-        raise ConfigError(f"{key}: must be zero or positive, got {_shown(value)}")
-
-
-def _at_most(value: int, high: int, key: str, bound: str) -> None:
-    if value > high:
-        raise ConfigError(f"{key}: must be at most {bound}, got {_shown(value)}")
-
-
-def _seed(value: int, key: str) -> None:
-    if not 0 <= value <= MAX_SEED:
-        raise ConfigError(f"{key}: must be between 0 and 2**32 - 1 (a seed numpy and Lightning accept), got {_shown(value)}")
-
-
-def _flatten(mapping: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in mapping.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{name}."))
-        else:
-            flat[name] = value
-    return flat

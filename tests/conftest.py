@@ -325,7 +325,7 @@ def toy(monkeypatch):
 @pytest.fixture
 def prepared_toy(tmp_path, monkeypatch, toy):
     from pipeline import data
-    from pipeline.params import DataConfig
+    from pipeline.config import DataConfig
     from pipeline.prepare import prepare
 
     monkeypatch.setattr(data, "ROOT", tmp_path)

@@ -27,7 +27,8 @@ from pipeline.core import figures as fig
 from pipeline.core import metrics, scoring
 from pipeline.core.episodes import greedy_returns
 from pipeline.datamodules import BatchIndexDataset, make_datamodule
-from pipeline.params import ExperimentConfig, family_class
+from pipeline.config import ExperimentConfig
+from pipeline.params import family_class
 
 SEEDS = tuple(range(10))  # a graph experiment's re-fits behind test/accuracy_mean and test/accuracy_std
 GRID = 64  # generated samples in the PNG grid

@@ -17,7 +17,7 @@ import torch
 
 from pipeline import stagestats
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 
 def build_optimizer(parameters, config: OptimizerConfig) -> torch.optim.Optimizer:
@@ -79,7 +79,7 @@ class FamilyModule(L.LightningModule):
     @classmethod
     def check_experiment(cls, experiment) -> None:
         """Raise ValueError("key: what is allowed") for an experiment setting outside `model:` (a
-        pipeline.params.ExperimentConfig, keys relative to it) the family cannot train with."""
+        pipeline.config.ExperimentConfig, keys relative to it) the family cannot train with."""
 
     @classmethod
     def monitors(cls, data: DataSpec) -> tuple[str, ...]:

@@ -14,7 +14,7 @@ from torchmetrics import MeanMetric
 
 from pipeline.spec import DataSpec
 from pipeline.core.family import FamilyModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 
 

@@ -17,7 +17,8 @@ import os
 import shutil
 import sys
 
-from pipeline.params import ConfigError, ExperimentConfig
+from pipeline.config import ExperimentConfig
+from pipeline.params import ConfigError
 
 LAUNCHED = "MEDL_LAUNCHED_BY"  # set in the launched processes' environment: no second launch
 

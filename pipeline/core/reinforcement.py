@@ -37,7 +37,7 @@ from torchmetrics import MeanMetric
 from pipeline.spec import DataSpec
 from pipeline.core.episodes import greedy_returns
 from pipeline.core.family import FamilyModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 VAL_SEED = 1_000  # validation episode i starts from seed VAL_SEED + i
 

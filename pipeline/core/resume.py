@@ -43,7 +43,8 @@ from lightning.pytorch.callbacks import Callback
 
 from pipeline import codedeps, files
 from pipeline.data import shown
-from pipeline.params import ROOT, ConfigError, ExperimentConfig
+from pipeline.config import ExperimentConfig
+from pipeline.params import ROOT, ConfigError
 
 CHECKPOINTS = ROOT / "checkpoints"
 STATE_FILE = "resume.json"

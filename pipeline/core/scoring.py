@@ -21,7 +21,8 @@ from torch import nn
 from modules.cnn import ConvolutionalNetwork
 from pipeline import data
 from pipeline.spec import DataSpec
-from pipeline.params import ROOT, ConfigError, OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
+from pipeline.params import ROOT, ConfigError
 
 SCORERS = ROOT / "scorers"
 # The scorer's fixed configuration, independent of params.yaml's experiments: tuning an experiment

@@ -12,7 +12,7 @@ from torchmetrics.classification import Accuracy
 
 from pipeline.spec import DataSpec
 from pipeline.core.family import FamilyModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 
 def task_loss(task: str, scores: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

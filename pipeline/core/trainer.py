@@ -14,7 +14,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 
 from pipeline import files
-from pipeline.params import ExperimentConfig
+from pipeline.config import ExperimentConfig
 
 
 # Lightning's advice on loggers and tiny epochs is noise in a stage log.

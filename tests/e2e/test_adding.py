@@ -22,7 +22,7 @@ import math
 from torch import nn
 
 from pipeline.core.supervised import SupervisedModule
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.spec import DataSpec
 
 

@@ -11,7 +11,7 @@ from torch import nn
 from modules.autoencoder import Autoencoder, GaussianCodes, pca_reconstruction
 from modules._feedforward import ACTIVATIONS
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

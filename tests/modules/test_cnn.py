@@ -8,7 +8,7 @@ from torch import nn
 
 from modules.cnn import ConvolutionalNetwork, ResidualBlock, conv_bn, conv_output_size
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

@@ -12,7 +12,7 @@ from torch import nn
 
 from modules.ddpm import DDPM, Denoiser, sinusoidal_embedding
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch, quiet_trainer
 

@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 from modules.dqn import DeepQNetwork, ReplayBuffer, epsilon_schedule, td_target
 from pipeline import data
-from pipeline.params import ConfigError, OptimizerConfig, SchedulerConfig, model_kwargs
+from pipeline.config import OptimizerConfig, SchedulerConfig
+from pipeline.params import ConfigError, model_kwargs
 
 from conftest import quiet_trainer
 

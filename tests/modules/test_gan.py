@@ -14,7 +14,7 @@ from modules.gan import (
     GenerativeAdversarialNetwork, discriminator_loss, divergence_estimate, generator_loss, gradient_penalty,
 )
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import quiet_trainer
 

@@ -12,7 +12,7 @@ from torch_geometric.data import Data
 from modules.gcn import GCNLayer, GraphConvolutionalNetwork, gcn_norm, normalized_adjacency
 from pipeline.datasets._graph import edge_index_of
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

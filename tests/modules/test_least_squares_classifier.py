@@ -17,7 +17,8 @@ from modules.least_squares_classifier import (
     simplex_projection,
 )
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig, load
+from pipeline.config import OptimizerConfig, SchedulerConfig
+from pipeline.params import load
 from pipeline.prepare import prepare
 
 from conftest import fit_batch, quiet_trainer

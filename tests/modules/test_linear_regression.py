@@ -16,7 +16,7 @@ from modules.linear_regression import (
     squared_error_gradient,
 )
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import quiet_trainer
 

@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, TensorDataset
 from modules.logistic_ovr import LogisticOneVsRest, normalized_sigmoids, one_vs_rest_cross_entropy, one_vs_rest_gradient
 from modules.logistic_regression import binary_cross_entropy, logistic_gradient, sigmoid
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig, load
+from pipeline.config import OptimizerConfig, SchedulerConfig
+from pipeline.params import load
 from pipeline.prepare import prepare
 
 from conftest import fit_batch, quiet_trainer

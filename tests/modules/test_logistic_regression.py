@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from modules.logistic_regression import LogisticRegression, binary_cross_entropy, logistic_gradient, sigmoid
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

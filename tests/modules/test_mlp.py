@@ -12,7 +12,8 @@ from modules._feedforward import ACTIVATIONS, Feedforward, feedforward, init_std
 from modules.mlp import FeedforwardNetwork
 from pipeline import data
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig, family_class, load
+from pipeline.config import OptimizerConfig, SchedulerConfig
+from pipeline.params import family_class, load
 
 from conftest import fit_batch
 

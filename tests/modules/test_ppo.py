@@ -7,7 +7,8 @@ import torch
 
 from modules.ppo import ProximalPolicyOptimization, clipped_surrogate_loss, generalized_advantages
 from pipeline import data
-from pipeline.params import ConfigError, OptimizerConfig, SchedulerConfig, model_kwargs
+from pipeline.config import OptimizerConfig, SchedulerConfig
+from pipeline.params import ConfigError, model_kwargs
 
 from conftest import quiet_trainer
 

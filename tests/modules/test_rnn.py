@@ -9,7 +9,7 @@ from torch import nn
 
 from modules.rnn import LAYERS, RecurrentNetwork, elman_cell, explicit_forward, gru_cell, lstm_cell
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from modules.softmax_regression import SoftmaxRegression, categorical_cross_entropy, softmax, softmax_gradient
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

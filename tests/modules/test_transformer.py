@@ -18,7 +18,7 @@ from modules.transformer import (
     sinusoidal_positions,
 )
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

@@ -11,7 +11,7 @@ from modules.transformer import Transformer
 from pipeline.core import metrics
 from pipeline.datasets.reverse_digits import SEPARATOR, reverse_task
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import task_loss
 
 from conftest import fit_batch

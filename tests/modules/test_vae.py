@@ -12,7 +12,7 @@ from torch.distributions import Normal, kl_divergence
 
 from modules.vae import VariationalAutoencoder, gaussian_kl_to_standard, gaussian_log_likelihood
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 
 from conftest import fit_batch
 

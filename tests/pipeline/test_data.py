@@ -12,7 +12,8 @@ import torch
 from pipeline import data
 from pipeline.datasets import ar_series, reverse_digits
 from pipeline.prepare import prepare, split
-from pipeline.params import ConfigError, DataConfig
+from pipeline.config import DataConfig
+from pipeline.params import ConfigError
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)
 

@@ -11,10 +11,11 @@ import yaml
 from conftest import alias_bomb, dump
 from params_cases import BAD_EDITS, NAME_RULE, REAL
 from pipeline import params
+from pipeline.config import Config
 from pipeline.params import ConfigError
 
 
-def load_with(tmp_path: Path, edit) -> params.Config:
+def load_with(tmp_path: Path, edit) -> Config:
     raw = copy.deepcopy(REAL)
     edit(raw)
     path = tmp_path / "params.yaml"

@@ -22,7 +22,8 @@ import pytest
 import torch
 
 from pipeline import cli, data, datamodules, downloads, files
-from pipeline.params import ConfigError, DataConfig
+from pipeline.config import DataConfig
+from pipeline.params import ConfigError
 from pipeline.prepare import prepare
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)

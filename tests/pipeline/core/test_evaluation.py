@@ -12,7 +12,8 @@ from pipeline import codedeps, data
 from pipeline.core import evaluation
 from pipeline.core.episodes import greedy_returns
 from pipeline.core.evaluation import Context
-from pipeline.params import DataConfig, available_families, family_class, load
+from pipeline.config import DataConfig
+from pipeline.params import available_families, family_class, load
 from pipeline.prepare import prepare
 
 
@@ -87,7 +88,7 @@ def test_refits_are_seeded_and_the_evaluation_reports_their_mean_and_spread(prep
 
 
 def test_refit_keeps_the_best_epoch_when_the_experiment_says_so(prepared):
-    from pipeline.params import EarlyStoppingConfig
+    from pipeline.config import EarlyStoppingConfig
 
     experiment = load().experiments["gcn_sbm"]
     best = type(experiment)(**{**experiment.__dict__, "max_epochs": 15, "checkpoint": "best",

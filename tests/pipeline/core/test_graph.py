@@ -13,7 +13,8 @@ import torch
 
 from pipeline import data, datamodules
 from pipeline.datasets import cora, karate, sbm
-from pipeline.params import ConfigError, DataConfig, load
+from pipeline.config import DataConfig
+from pipeline.params import ConfigError, load
 from pipeline.prepare import prepare
 
 CONFIG = DataConfig(split_seed=0, val_fraction=0.1, test_fraction=0.2)

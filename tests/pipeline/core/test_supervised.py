@@ -12,7 +12,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline.spec import DataSpec
-from pipeline.params import OptimizerConfig, SchedulerConfig
+from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.family import build_optimizer, build_scheduler
 from pipeline.core.supervised import SupervisedModule, task_loss, task_prediction
 

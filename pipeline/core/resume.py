@@ -50,6 +50,7 @@ CHECKPOINTS = ROOT / "checkpoints"
 STATE_FILE = "resume.json"
 RESUMABLE = ("requeue.ckpt", "interrupt.ckpt", "last.ckpt")
 RESUME_ENV = "MEDL_RESUME"  # {"run_id": ..., "checkpoint": ... | null}, for launched processes
+CLOCK_SLACK = 60.0  # seconds a clock update may move a process's creation time between two readings
 PARENT_ENV = "MEDL_WATCHED_PARENT"  # "PID:CREATE_TIME" of the dvc process a training dies with
 TOKEN_TAG = "resume.token"  # the tag that finds a run created just before a kill
 
@@ -426,12 +427,20 @@ def watch_parent(experiment: ExperimentConfig) -> None:
     if not re.fullmatch(r"\d+:\d+(\.\d+)?", watched):  # set by this function, but the environment is the user's
         raise ConfigError(f"{PARENT_ENV}: must be PID:CREATE_TIME, got {watched[:40]!r}; unset it and rerun")
     pid, created = int(watched.split(":")[0]), float(watched.split(":")[1])
+    try:
+        # The creation time is the boot time plus the process's start since boot, and the boot time moves
+        # with every update of the system clock: compared loosely, once (a reused pid differs by far more).
+        process = psutil.Process(pid)
+        if abs(process.create_time() - created) > CLOCK_SLACK:
+            process = None
+    except psutil.NoSuchProcess:
+        process = None
 
     def alive() -> bool:
-        # A dvc that has exited but is not yet reaped by its own parent is a zombie: ended all the same.
+        # is_running compares the start since boot, which the clock does not move. A dvc that has exited
+        # but is not yet reaped by its own parent is a zombie: ended all the same.
         try:
-            process = psutil.Process(pid)
-            return process.create_time() == created and process.status() != psutil.STATUS_ZOMBIE
+            return process is not None and process.is_running() and process.status() != psutil.STATUS_ZOMBIE
         except psutil.NoSuchProcess:
             return False
 

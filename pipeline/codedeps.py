@@ -10,6 +10,9 @@ Imports are read with `ast`, at any depth of a file (function-level imports coun
 what the process may import, whichever branch it takes. The dataset registry (pipeline/datasets/) imports
 every file of its folder by listing it, which no import statement shows: those files count as imported
 by it, so adding or editing a dataset reruns the stages that read the registry, prepare among them.
+Likewise the evaluate stage imports the evaluation its family's kind names (`EVALUATION = "graph"` in a
+class is pipeline/core/evaluation/graph.py): the name is read from the family's files, so a family's
+evaluate stage depends on its own kind's evaluation only.
 The stage also checks all of params.yaml first.
 """
 
@@ -27,11 +30,11 @@ from pipeline.base import ROOT, listed
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
 DISCOVERING = ("pipeline.datasets",)  # packages that import each module of their folder not named with a leading _
+EVALUATIONS = "pipeline.core.evaluation"  # imports its module named by the kind (EVALUATION), no import statement shows which
 
 # Each stage's entry module. Train and evaluate also import their experiment's family by name
-# (params.family_class), so they get one file per family.
+# (params.family_class), so they get one file per family (family_entries).
 STAGES = {"prepare": "pipeline.prepare", "scorer": "pipeline.scorer", "report": "pipeline.report"}
-PER_FAMILY = {"train": "pipeline.train", "evaluate": "pipeline.evaluate"}
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:
@@ -87,14 +90,33 @@ def closure(*entries: str, root: Path = ROOT) -> list[Path]:
     return sorted(seen)
 
 
+@functools.lru_cache(maxsize=None)
+def named_kinds(path: Path) -> frozenset[str]:
+    """The kinds that classes in `path` name with a class-level `EVALUATION = "kind"`."""
+    return frozenset(
+        statement.value.value
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))) if isinstance(node, ast.ClassDef)
+        for statement in node.body
+        if isinstance(statement, ast.Assign) and isinstance(statement.value, ast.Constant)
+        and any(isinstance(target, ast.Name) and target.id == "EVALUATION" for target in statement.targets)
+    )
+
+
+def family_entries(family: str) -> dict[str, tuple[str, ...]]:
+    """The modules the train and the evaluate stage of `family` start from: the stage's own, the family
+    and, for evaluate, the evaluation of each kind the family's classes name."""
+    kinds = sorted(set().union(*(named_kinds(path) for path in closure(f"modules.{family}"))))
+    return {"train": ("pipeline.train", f"modules.{family}"),
+            "evaluate": ("pipeline.evaluate", f"modules.{family}", *(f"{EVALUATIONS}.{kind}" for kind in kinds))}
+
+
 def stage_entries() -> dict[str, tuple[str, ...]]:
     """Each dependency file's name (as under codedeps/) and the modules its stage's process starts from."""
     from pipeline.params import available_families
 
     entries = {name: (entry,) for name, entry in STAGES.items()}
-    for stage, entry in PER_FAMILY.items():
-        for family in available_families():
-            entries[f"{stage}/{family}"] = (entry, f"modules.{family}")
+    for family in available_families():
+        entries.update({f"{stage}/{family}": modules for stage, modules in family_entries(family).items()})
     return entries
 
 

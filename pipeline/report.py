@@ -71,7 +71,7 @@ def baseline_training_set(x_train, y_train) -> tuple:
 def baseline_rows(dataset: str) -> list[dict]:
     """Each baseline's test metrics. On a graph dataset the baselines see the node features alone (not
     the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
-    the graph families are re-fitted, pipeline.core.evaluation.SEEDS) for test/accuracy_mean and test/accuracy_std.
+    the graph families are re-fitted, pipeline.core.evaluation.graph.SEEDS) for test/accuracy_mean and test/accuracy_std.
     A classification training split larger than BASELINE_MAX_TRAIN is subsampled to it (the family column
     says so); the regression baseline, least squares, fits the whole split."""
     import torch
@@ -115,7 +115,7 @@ def _over_seeds(model, x_train, y_train, x_test, y_test) -> dict[str, float]:
     import numpy as np
     from sklearn.base import clone
 
-    from pipeline.core.evaluation import SEEDS
+    from pipeline.core.evaluation.graph import SEEDS
 
     accuracies = [clone(model).set_params(random_state=seed).fit(x_train, y_train).score(x_test, y_test) for seed in SEEDS]
     return {"test/accuracy_mean": round(float(np.mean(accuracies)), 6),

@@ -82,7 +82,7 @@ def fingerprint(experiment: ExperimentConfig) -> str:
     stage imports for its family (the same set as its DVC code dependencies) and the prepared data's
     description."""
     digest = hashlib.sha256(json.dumps(experiment.flat(), sort_keys=True).encode())
-    digest.update(codedeps.digest(codedeps.PER_FAMILY["train"], f"modules.{experiment.family}").encode())
+    digest.update(codedeps.digest(*codedeps.family_entries(experiment.family)["train"]).encode())
     meta = ROOT / "data" / "prepared" / experiment.dataset / "meta.json"
     digest.update(meta.read_bytes() if meta.exists() else b"")
     return digest.hexdigest()

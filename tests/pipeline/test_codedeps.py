@@ -107,7 +107,7 @@ def test_editing_a_shared_file_touches_only_the_families_that_import_it():
 def test_the_resume_fingerprint_hashes_the_train_stages_code_closure(tmp_path, monkeypatch):
     _, experiment = load_experiment("mlp_digits")
     before = resume.fingerprint(experiment)
-    files = codedeps.files_of(codedeps.PER_FAMILY["train"], "modules.mlp")
+    files = codedeps.files_of(*codedeps.family_entries("mlp")["train"])
     assert "pipeline/core/trainer.py" in files and "modules/mlp.py" in files
     original = Path.read_bytes
 

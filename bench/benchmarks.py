@@ -16,7 +16,7 @@ What it does, each step printed as it goes:
    timed 3 times (median), beside the stage's start-up (process start to the stage's own work: a train
    stage's training loop starting, an evaluate stage's test-split work, the scorer's training; prepare
    and report: their main() entered).
-4. The training loop against a plain PyTorch loop for mlp_digits and cnn_digits
+4. The training loop against a bare stock Lightning Trainer and a plain PyTorch loop, mlp_digits and cnn_digits
    (bench/train_loop.py, run in the clone on its prepared data).
 5. The same pipeline from a second clean clone with `dvc exp run --queue` and `dvc queue start -j 2`
    (bench/parallel.py), unless --no-parallel.
@@ -192,20 +192,17 @@ def generative_rows(records: list[dict]) -> list[str]:
 
 def loop_rows(loops: dict) -> list[str]:
     lines = [
-        "| experiment | plain ms / step | ours ms / step | **ratio ours / plain, per step** (target <= 1.10) | "
-        "paired-run median ratio | bare Lightning / plain | bare, Lightning's automatic optimization / plain | "
-        "bare, manual with raw torch optimizer / plain | ratio per epoch with validation |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| experiment | plain ms / step | bare Lightning ms / step | ours ms / step | **ours / bare, per step** (target <= 1.03) | "
+        "paired-run median ours / bare | ours / plain | bare / plain | bare, raw torch optimizer / plain | "
+        "ours / plain per epoch with validation |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-
-    def ratio(s, key):
-        return f"{s[key][0]:.3f}" if key in s else "-"
-
     for name, s in loops.items():
+        raw = f"{s['raw_ratio'][0]:.3f}" if "raw_ratio" in s else "-"
         lines.append(
-            f"| {name} | {s['plain_step'][0] * 1e3:.3f} | {s['ours_step'][0] * 1e3:.3f} | **{s['step_ratio'][0]:.3f}** | "
-            f"{s['ours_paired_ratio'][0]:.3f} | {s['bare_ratio'][0]:.3f} | {ratio(s, 'automatic_ratio')} | "
-            f"{ratio(s, 'raw_ratio')} | {s['epoch_ratio'][0]:.3f} |"
+            f"| {name} | {s['plain_step'][0] * 1e3:.3f} | {s['bare_step'][0] * 1e3:.3f} | {s['ours_step'][0] * 1e3:.3f} | "
+            f"**{s['ours_bare_ratio'][0]:.3f}** | {s['ours_bare_paired_ratio'][0]:.3f} | {s['step_ratio'][0]:.3f} | "
+            f"{s['bare_ratio'][0]:.3f} | {raw} | {s['epoch_ratio'][0]:.3f} |"
         )
     return lines
 
@@ -319,8 +316,9 @@ def render(commit, full, records, held, total, noops, status, floors, loops, par
         f"{'met' if peak['peak_rss_mib'] < 2 * GIB else 'NOT met'} |",
     ]
     for name, s in loops.items():
-        lines.append(f"| training loop `{name}`: ours / plain PyTorch per step | {s['step_ratio'][0]:.3f} | at most 1.10: "
-                     f"{'met' if s['step_ratio'][0] <= 1.10 else 'NOT met'} |")
+        lines.append(f"| training loop `{name}`: ours / bare stock Lightning Trainer per step | {s['ours_bare_ratio'][0]:.3f} | "
+                     f"at most 1.03: {'met' if s['ours_bare_ratio'][0] <= 1.03 else 'NOT met'} |")
+        lines.append(f"| training loop `{name}`: ours / plain PyTorch per step | {s['step_ratio'][0]:.3f} | reported |")
     if parallel:
         total_parallel = parallel["seconds"]["total"]
         lines.append(f"| the same pipeline with `dvc exp run --queue` + `dvc queue start -j {parallel['jobs']}` "
@@ -355,23 +353,21 @@ def render(commit, full, records, held, total, noops, status, floors, loops, par
         "",
         *generative_rows(records),
         "",
-        "## Training loop against plain PyTorch",
+        "## Training loop against a bare Lightning Trainer and plain PyTorch",
         "",
         "bench/train_loop.py: the same model, data, batches and optimizer, one torch thread; ours is the Trainer "
         "`python -m pipeline.train` builds (progress bar, checkpoint and learning-curve callbacks, MLflow logger).",
         "",
         *loop_rows(loops),
         "",
-        "Per step, what is left of the gap is Lightning's own loop: a bare Trainer (no logger, callbacks, progress "
-        "bar or checkpoint) costs about as much per step as ours. The module steps the optimizer itself "
-        "(Lightning's manual optimization: `manual_backward` and the LightningOptimizer's step) wherever the step "
-        "needs neither L-BFGS, clipping nor accumulation; the same bare Trainer on Lightning's automatic "
-        "optimization (its closure) shows what that saves, and the raw torch optimizer and `loss.backward()` "
-        "inside Lightning's loop (no backward or step hooks, no global step counted, so not a usable path) what "
-        "the rest of the loop costs: batch fetch, hooks, progress tracking. Per epoch with validation, ours also writes a checkpoint "
-        "and logs the epoch's metrics to MLflow (SQLite), which the plain loop does not do; where an epoch goes on "
-        "our path (cProfile's cumulative times over 6 epochs on the real split; a profile inflates Python-heavy "
-        "parts, so read the shares):",
+        "The target is ours at most 1.03 x a bare stock Lightning Trainer (no logger, callbacks, progress bar or "
+        "checkpoint) on the same model, data, batches and optimizer, both on Lightning's automatic optimization "
+        "(its closure); the plain-PyTorch ratio is reported beside it. What is left of the gap to plain PyTorch is "
+        "Lightning's own loop: the raw torch optimizer and `loss.backward()` inside it (no backward or step hooks, "
+        "no global step counted, so not a usable path) show what batch fetch, hooks and progress tracking cost. Per "
+        "epoch with validation, ours also writes a checkpoint and logs the epoch's metrics to MLflow (SQLite), "
+        "which the plain loop does not do; where an epoch goes on our path (cProfile's cumulative times over 6 "
+        "epochs on the real split; a profile inflates Python-heavy parts, so read the shares):",
         "",
     ]
     for name, s in loops.items():

@@ -74,7 +74,7 @@ def _train(config, experiment, model_cls, stop) -> int:
     leader = rank_zero_only.rank == 0
     run_id = decision.run_id
     try:
-        return _fit(experiment, model_cls, decision, stop, leader)
+        return _fit(experiment, model_cls, decision, stop, leader, config.tracking_system_metrics)
     except resume.Requeued as requeued:
         if leader:
             tracking.client().update_run(run_id, status="SCHEDULED")
@@ -103,7 +103,7 @@ def _train(config, experiment, model_cls, stop) -> int:
         raise
 
 
-def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
+def _fit(experiment, model_cls, decision, stop, leader: bool, system_metrics: bool) -> int:
     """Fit the experiment (resuming as decided), then move its model, run summary and curves into place."""
     import lightning as L
     import torch
@@ -128,7 +128,8 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
     uri = tracking.tracking_uri()
     run_id = decision.run_id
     curve = LearningCurve()
-    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, [resume.ResumeState(), stop])
+    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, [resume.ResumeState(), stop],
+                            system_metrics=system_metrics)
     start = time.perf_counter()
     trainer.fit(fitted, datamodule=datamodule, ckpt_path=decision.checkpoint, weights_only=True)
     seconds = time.perf_counter() - start

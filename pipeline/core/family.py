@@ -65,6 +65,7 @@ class FamilyModule(L.LightningModule):
     SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
     GRAPH_INPUT = False  # True for node classification on a graph dataset (pipeline.core.graph); False for samples
     CHAPTER = 0  # the book's chapter, a tag in MLflow
+    STEP_METRIC: str | None = None  # the epoch metric whose value is MLflow's step (pipeline.core.trainer); None: the epoch
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:

@@ -59,6 +59,7 @@ class ReinforcementModule(FamilyModule):
     TASKS = ("control",)
     CHAPTER = 8
     EVALUATION = "reinforcement"  # pipeline.core.evaluation.reinforcement
+    STEP_METRIC = "train/env_steps"  # MLflow's charts against environment steps, as the learning curve's figure
 
     @classmethod
     def monitors(cls, data: DataSpec) -> tuple[str, ...]:

@@ -168,8 +168,13 @@ def _create_sqlite_store(database: Path) -> None:
     """A new store: MLflow creates its schema (about 70 Alembic migrations, some 1,700 statements) in
     `<store>.partial` with SQLite's per-commit fsync off, then the file is synced once and renamed into
     place. About half a second faster than MLflow creating it in place, which is the first training's
-    start-up in a fresh clone (BENCHMARKS.md); an interrupted creation leaves no store that looks complete."""
+    start-up in a fresh clone (BENCHMARKS.md); an interrupted creation leaves no store that looks complete.
+
+    MLflow gives every new store an experiment `Default`, which this project never logs to: it is deleted
+    (MLflow keeps it in the store as deleted, so it is not made again), and the UI lists the project's
+    experiment alone."""
     from mlflow import MlflowClient
+    from mlflow.entities import Experiment
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -182,7 +187,8 @@ def _create_sqlite_store(database: Path) -> None:
 
     event.listen(Engine, "connect", unsynced)
     try:
-        MlflowClient(f"sqlite:///{partial}").search_experiments(max_results=1)  # creates the schema
+        fresh = MlflowClient(f"sqlite:///{partial}")  # creates the schema
+        fresh.delete_experiment(fresh.get_experiment_by_name(Experiment.DEFAULT_EXPERIMENT_NAME).experiment_id)
     finally:
         event.remove(Engine, "connect", unsynced)
     with open(partial, "rb+") as f:
@@ -246,11 +252,17 @@ def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "", e
     from mlflow.entities import Param
 
     mlflow_client = client()
+    stage = f"train@{experiment.name}"
     tags = {
         "mlflow.source.git.commit": git_commit(),
+        # The command that trains this run again: the UI's Source column and run page show it
+        "mlflow.source.name": f"dvc repro {stage}" if os.environ.get("DVC_STAGE") else f"python -m pipeline.train {experiment.name}",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.note.content": f"{experiment.name}: the {experiment.family} family (chapter {chapter} of Mathematical "
+                               f"Engineering of Deep Learning) trained on the {experiment.dataset} dataset by the DVC stage {stage}.",
         "mlflow.runName": experiment.name,
         "experiment": experiment.name,
-        "dvc.stage": f"train@{experiment.name}",
+        "dvc.stage": stage,
         "family": experiment.family,
         "dataset": experiment.dataset,
         "book.chapter": str(chapter),

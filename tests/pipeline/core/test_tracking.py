@@ -57,7 +57,9 @@ def test_a_partial_store_left_by_an_interrupted_creation_is_replaced(tmp_path, m
     (tmp_path / "mlflow.db.partial").write_bytes(b"SQLite format 3\x00 cut short")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
     client = tracking.client()
-    assert client.search_experiments()[0].name == "Default"
+    from mlflow.entities import ViewType
+
+    assert [e.name for e in client.search_experiments(view_type=ViewType.DELETED_ONLY)] == ["Default"]  # created whole
     assert not (tmp_path / "mlflow.db.partial").exists()
 
 

@@ -147,10 +147,13 @@ class SystemMetrics(Callback):
         that a training shorter than one interval has its point too."""
         if self.monitor is None:
             return
-        self.monitor.finish()
-        self.monitor.publish_metrics(self.monitor.aggregate_metrics())
-        self.monitor.mlflow_logger.flush()
-        self.monitor = None
+        monitor, self.monitor = self.monitor, None
+        monitor.finish()
+        try:
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception as error:  # as MLflow's own monitor does: a lost sample never stops the training
+            warnings.warn(f"MLflow system metrics: the last sample was not logged ({type(error).__name__}: {error})")
 
 
 def build_trainer(

@@ -94,9 +94,11 @@ def find_postgres(given: Path | None = None) -> Path | None:
     on_path = shutil.which("initdb")
     if on_path and complete(Path(on_path).parent):
         return Path(on_path).parent
-    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=lambda p: [int(x) for x in Path(p).parent.name.split(".") if x.isdigit()])
-    found = [Path(p) for p in versions if complete(Path(p))]
-    return found[-1] if found else None
+    def version(folder: Path) -> tuple[int, ...]:  # 15, or 9.6 before PostgreSQL 10
+        return tuple(int(part) for part in folder.parent.name.split(".") if part.isdigit())
+
+    found = [folder for folder in map(Path, glob.glob("/usr/lib/postgresql/*/bin")) if complete(folder)]
+    return max(found, key=version) if found else None
 
 
 def major_version(postgres_bin: Path) -> str:
@@ -118,10 +120,9 @@ def cluster_user() -> pwd.struct_passwd:
 
 def can_enter(user: pwd.struct_passwd, folder: Path) -> bool:
     info = folder.stat()
-    if user.pw_uid == 0 or info.st_uid == user.pw_uid:
+    if info.st_uid == user.pw_uid:
         return bool(info.st_mode & stat.S_IXUSR)
-    groups = {user.pw_gid, *(g for g in os.getgrouplist(user.pw_name, user.pw_gid))}
-    if info.st_gid in groups:
+    if info.st_gid in os.getgrouplist(user.pw_name, user.pw_gid):
         return bool(info.st_mode & stat.S_IXGRP)
     return bool(info.st_mode & stat.S_IXOTH)
 
@@ -141,17 +142,18 @@ def check_folder(folder: Path, user: pwd.struct_passwd) -> None:
     existing = folder if folder.exists() else next(p for p in folder.parents if p.exists())
     for ancestor in [existing, *existing.parents]:
         if not can_enter(user, ancestor):
+            mode = stat.S_IMODE(ancestor.stat().st_mode)
             raise UsageError(f"{folder}: PostgreSQL runs as user {user.pw_name!r}, who may not enter {ancestor} "
-                             f"(mode {stat.S_IMODE(ancestor.stat().st_mode):o}); choose a folder it can reach, e.g. under /srv")
+                             f"(mode {mode:o}); choose a folder it can reach, e.g. under /srv")
 
 
 def check_cluster_version(folder: Path, postgres_bin: Path) -> None:
-    version_file = folder / "postgres" / "PG_VERSION"
-    if version_file.is_file():
-        made_by, have = version_file.read_text().strip(), major_version(postgres_bin)
+    cluster = folder / "postgres"
+    if (cluster / "PG_VERSION").is_file():
+        made_by, have = (cluster / "PG_VERSION").read_text().strip(), major_version(postgres_bin)
         if made_by != have:
-            raise UsageError(f"{folder / 'postgres'}: a PostgreSQL {made_by} cluster, but {postgres_bin} is PostgreSQL {have}; "
-                             f"give --postgres-bin the folder of PostgreSQL {made_by}'s programs (or upgrade it with pg_upgrade)")
+            raise UsageError(f"{cluster}: a PostgreSQL {made_by} cluster, but {postgres_bin} is PostgreSQL {have}; give "
+                             f"--postgres-bin the folder of PostgreSQL {made_by}'s programs (or upgrade it with pg_upgrade)")
 
 
 def check_port(host: str, port: int) -> None:
@@ -220,7 +222,8 @@ def running_postgres(folder: Path, postgres_bin: Path, user: pwd.struct_passwd):
                 lines = (folder / "postgres.log").read_text().strip().splitlines() or ["no message"]
                 raise UsageError(f"{cluster}: PostgreSQL exited with status {server.returncode}: {lines[-1]}")
             if time.monotonic() > deadline:
-                raise UsageError(f"{cluster}: PostgreSQL did not answer within {START_TIMEOUT} s; see {folder / 'postgres.log'}")
+                raise UsageError(f"{cluster}: PostgreSQL did not answer within {START_TIMEOUT} s; "
+                                 f"see {folder / 'postgres.log'}")
             time.sleep(0.2)
         yield cluster
     finally:
@@ -338,7 +341,8 @@ def serve(args: argparse.Namespace, socket_folder: Path) -> int:
         deadline = time.monotonic() + START_TIMEOUT
         while not answers(args.host, args.port):
             if server.poll() is not None:
-                print(f"error: mlflow server exited with status {server.returncode} (its messages are above)", file=sys.stderr)
+                print(f"error: mlflow server exited with status {server.returncode} (its messages are above)",
+                      file=sys.stderr)
                 return 1
             if time.monotonic() > deadline:
                 print(f"error: mlflow server did not answer within {START_TIMEOUT} s", file=sys.stderr)

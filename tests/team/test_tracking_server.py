@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from slurm_cluster import free_port
 
 from team import tracking_server
 
@@ -20,6 +21,9 @@ PASSWORD = "a-long-admin-password"
 
 
 def refused(argv: list[str], capsys) -> str:
+    """The script's one line for `argv` (on a free port unless it names one: 5000 may be busy here)."""
+    if "--port" not in argv:
+        argv = [*argv, "--port", free_port()]
     assert tracking_server.main([str(a) for a in argv]) == 2
     out, err = capsys.readouterr()
     assert out == "" and len(err.strip().splitlines()) == 1, err
@@ -99,3 +103,15 @@ def test_as_root_a_folder_the_postgres_user_cannot_reach_is_refused(tmp_path, ca
     message = refused([private / "server"], capsys)
     assert message.startswith(f"error: {private / 'server'}: PostgreSQL runs as user 'postgres', who may not enter ")
     assert not (private / "server").exists()
+
+
+def test_a_cluster_of_another_postgresql_version_is_named(reachable, capsys, admin_password):
+    postgres_bin = tracking_server.find_postgres()
+    if postgres_bin is None:
+        pytest.skip("PostgreSQL unavailable (install Debian's postgresql)")
+    (reachable / "server" / "postgres").mkdir(parents=True)
+    (reachable / "server" / "postgres" / "PG_VERSION").write_text("9\n")
+    have = tracking_server.major_version(postgres_bin)
+    assert refused([reachable / "server"], capsys) == (
+        f"error: {reachable / 'server' / 'postgres'}: a PostgreSQL 9 cluster, but {postgres_bin} is PostgreSQL {have}; "
+        "give --postgres-bin the folder of PostgreSQL 9's programs (or upgrade it with pg_upgrade)")

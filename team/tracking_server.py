@@ -45,6 +45,7 @@ MIN_PASSWORD = 12  # MLflow's minimum length of a user's password
 SOCKET_PATH_MAX = 107  # sun_path, less its terminating NUL
 SOCKET_NAME = ".s.PGSQL.5432"  # the port names the socket file even when no TCP port is open
 START_TIMEOUT = 120  # seconds for PostgreSQL or the server to answer on a loaded machine
+STOP_TIMEOUT = 30  # seconds for the server, then PostgreSQL, to stop by themselves
 
 
 class UsageError(Exception):
@@ -312,19 +313,30 @@ def answers(host: str, port: int) -> bool:
 
 
 def stop(process: subprocess.Popen, sig: int, group: bool) -> None:
-    """Send `sig` (to the process's group: the server's workers too) and wait; kill what lingers."""
-    if process.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            if group:
-                os.killpg(process.pid, sig)
-            else:
-                process.send_signal(sig)
-    try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+    """Send `sig` to the process (with `group`, to its whole session: the server's workers and job runners
+    too) and wait until it, or its whole group, is gone; SIGKILL what lingers after STOP_TIMEOUT seconds."""
+    def alive() -> bool:
+        if not group:
+            return process.poll() is None
+        process.poll()  # reaps the leader; the rest of the group is reaped by whoever adopted it
+        try:
+            os.killpg(process.pid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+
+    with contextlib.suppress(ProcessLookupError):
+        if group:
+            os.killpg(process.pid, sig)
+        elif process.poll() is None:
+            process.send_signal(sig)
+    deadline = time.monotonic() + STOP_TIMEOUT
+    while alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if alive():
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+    process.wait()
 
 
 def serve(args: argparse.Namespace, socket_folder: Path) -> int:

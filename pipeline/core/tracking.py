@@ -250,6 +250,7 @@ def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "", e
     (params.yaml's tracking.sweep), if any, becomes the tag the runs of one sweep share; `extra_tags`
     are set with the run's creation (a tag that finds the run again, see find_run)."""
     from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
 
     mlflow_client = client()
     stage = f"train@{experiment.name}"
@@ -272,10 +273,28 @@ def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "", e
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     tags.update(extra_tags or {})
-    run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)
+    try:
+        run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)
+    except MlflowException as error:
+        if error.get_http_status_code() == 403:  # credentials accepted (check_reachable), this experiment not theirs
+            raise write_refused(experiment_name) from None
+        raise
     params = [Param(key, json.dumps(value) if isinstance(value, list) else str(value)) for key, value in experiment.flat().items()]
     mlflow_client.log_batch(run.info.run_id, params=params)
     return run.info.run_id
+
+
+def write_refused(experiment_name: str):
+    """The one line for a tracking server that lets these credentials read but not write this experiment."""
+    from pipeline.params import ConfigError
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user} (MLFLOW_TRACKING_USERNAME)" if user else "these credentials"
+    return ConfigError(
+        f"MLFLOW_TRACKING_URI={redacted(tracking_uri())}: {who} may not write to MLflow experiment {experiment_name!r} "
+        "(params.yaml tracking.experiment_name; HTTP 403); ask the server's admin for EDIT permission on it, or set "
+        "tracking.experiment_name to an experiment you may write to"
+    )
 
 
 def find_run(experiment_name: str, tag: str, value: str):

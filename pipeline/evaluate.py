@@ -2,7 +2,8 @@
 
     python -m pipeline.evaluate EXPERIMENT    (under DVC: python -m pipeline.evaluate, the experiment from DVC_STAGE)
 
-Writes metrics/EXPERIMENT.json (DVC metrics), plots/predictions/EXPERIMENT.csv (actual vs
+The MLflow run is the one that trained models/EXPERIMENT/best.ckpt, found by the checkpoint's md5
+(pipeline.core.tracking.find_model_run). Writes metrics/EXPERIMENT.json (DVC metrics), plots/predictions/EXPERIMENT.csv (actual vs
 predicted, a DVC confusion plot: classes, or deciles of the target for regression) and
 plots/figures/EXPERIMENT/*.png; logs the test metrics and figures to the training run, each metric
 once per run (evaluating the same model again adds no point to its history).
@@ -37,15 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     config, experiment = load_experiment(cli.experiment_name(args.experiment, "evaluate"))
     cli.set_threads(experiment.trainer.threads)
     model_dir = ROOT / "models" / experiment.name
-    checkpoint, run_file = model_dir / "best.ckpt", model_dir / "run.json"
-    for path in (checkpoint, run_file):
-        if not path.exists():
-            raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
+    checkpoint = model_dir / "best.ckpt"
+    if not checkpoint.exists():
+        raise ConfigError(f"{checkpoint.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
     # an environment has no test split: its family's evaluate plays test episodes
     x, y = (None, None) if data.DATASETS[experiment.dataset].is_environment else data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
     tracking.check_reachable()  # before any work, not after predicting
-    tracking.check_run(run_file, experiment.name)
+    run_id = tracking.find_model_run(config.tracking_experiment, experiment.name, checkpoint).info.run_id
     launch.check_experiment(experiment)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     files.remove(context.figures)  # left by an evaluation that was stopped
     context.figures.mkdir(parents=True)
     try:
-        results = _evaluate_and_log(model, context, json.loads(run_file.read_text())["mlflow_run_id"])
+        results = _evaluate_and_log(model, context, run_id)
         files.replace_dir(context.figures, figures)
         files.write_text(ROOT / "metrics" / f"{experiment.name}.json", json.dumps(results, indent=2) + "\n")
     except BaseException:

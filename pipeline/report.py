@@ -303,7 +303,10 @@ def _training(config, name: str, checkpoint) -> dict:
     digest = tracking.md5(checkpoint)
     if summary.exists() and (found := json.loads(summary.read_text())).get("model_md5") == digest:
         return found
-    run = tracking.find_model_run(config.tracking_experiment, name, checkpoint)
+    try:
+        run = tracking.find_model_run(config.tracking_experiment, name, checkpoint)
+    except ConfigError:  # a model pulled without its run's store: the table shows no figure, not an error
+        return {"parameters": None, "train_seconds": None}
     return {"parameters": int(run.data.tags.get("model.parameters", 0)) or None,
             "train_seconds": run.data.metrics.get("train/seconds")}
 

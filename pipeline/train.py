@@ -172,15 +172,17 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
     summary.update(registered_model=experiment.name, registered_version=registered.version,
                    model_md5=tracking.md5(staging / "best.ckpt"),
                    model_logging_seconds=round(time.perf_counter() - logging_start, 3))
-    # Last: evaluate finds the run that trained models/EXPERIMENT by this tag (tracking.find_model_run).
+    # Last: evaluate finds the run that trained models/EXPERIMENT by this tag among FINISHED runs
+    # (tracking.find_model_run); FINISHED here, once the model is logged, whatever the logger set before.
     mlflow_client.set_tag(run_id, tracking.MODEL_TAG, summary["model_md5"])
+    mlflow_client.set_terminated(run_id, "FINISHED")
     files.write_text(tracking.summary_file(experiment.name), json.dumps(summary, indent=2) + "\n")
 
     curve.write(ROOT / "plots" / "learning_curves" / f"{experiment.name}.csv", ROOT / "plots" / "validation" / f"{experiment.name}.csv")
     files.replace_dir(staging, out_dir)
     resume.finish(experiment)
     print(f"{experiment.name}: {trainer.current_epoch} epochs in {seconds:.1f} s, kept epoch {summary['checkpoint_epoch']} "
-          f"({experiment.checkpoint}), MLflow run {run_id}")
+          f"({experiment.checkpoint}), MLflow run {run_id}, registered model {experiment.name} version {registered.version}")
     return 0
 
 

@@ -134,7 +134,10 @@ def log_pytorch_model(family, run_id: str, checkpoint: Path):
     import mlflow.pytorch
 
     model = family.load_from_checkpoint(checkpoint, map_location="cpu").eval()
-    return _log(run_id, mlflow.pytorch, pytorch_model=model)
+    # Pickled: MLflow's default, a torch.export graph, needs an example of forward's inputs, which differ by
+    # family. Its warning about unpickling is not news to the stage's log: loading runs this project's code.
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)
+    return _log(run_id, mlflow.pytorch, pytorch_model=model, serialization_format="pickle")
 
 
 def _log(run_id: str, flavor, **kwargs):

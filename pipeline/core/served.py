@@ -147,9 +147,13 @@ def _log(run_id: str, flavor, **kwargs):
 
     from pipeline.core import tracking
 
+    run = tracking.client().get_run(run_id)
     mlflow.set_tracking_uri(tracking.tracking_uri())
-    mlflow.set_experiment(experiment_id=tracking.client().get_run(run_id).info.experiment_id)
-    return Model.log(None, name=MODEL_PATH, flavor=flavor, run_id=run_id, pip_requirements=requirements(), **kwargs)
+    mlflow.set_experiment(experiment_id=run.info.experiment_id)
+    # The model's user is the run's: MLflow would tag it with MLFLOW_TRACKING_USERNAME, a credential
+    # this project never writes into the store.
+    return Model.log(None, name=MODEL_PATH, flavor=flavor, run_id=run_id, pip_requirements=requirements(),
+                     tags={"mlflow.user": run.info.user_id}, **kwargs)
 
 
 def register(model_info, run_id: str, name: str, tags: dict[str, str]):

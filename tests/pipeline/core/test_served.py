@@ -54,6 +54,7 @@ def test_the_slim_checkpoint_is_the_same_bytes_wherever_it_was_trained_and_loads
 @pytest.mark.parametrize("name", ["cnn_digits", "linear_diabetes"])  # images, one mean; tabular regression, per feature
 def test_the_mlflow_model_takes_raw_inputs_and_answers_as_the_module(name, tmp_path, monkeypatch):
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    monkeypatch.chdir(tmp_path)  # MLflow's default artifact root of a new store: ./mlruns
     config, experiment, model = build(name)
     spec = model.data_spec
     features = int(np.prod(spec.input_shape))

@@ -108,6 +108,9 @@ def log_raw_input_model(model, run_id: str, checkpoint: Path, meta: dict, exampl
     turned back into raw inputs for the input example. MLflow's ModelInfo."""
     from mlflow.models import infer_signature
 
+    # The model as it is served: loaded from the checkpoint on the CPU in float32 (the trained module may
+    # be on a GPU, or in bf16 after a "bf16-true" training).
+    model = type(model).load_from_checkpoint(checkpoint, map_location="cpu").eval()
     info = standardization(model, meta)
     raw = example.reshape(len(example), -1).double().numpy()
     if "input_mean" in info:
@@ -115,7 +118,6 @@ def log_raw_input_model(model, run_id: str, checkpoint: Path, meta: dict, exampl
     else:
         raw = raw.astype(np.int64)
     raw = raw.reshape(len(example), *model.data_spec.input_shape)
-    model.eval()
     output = predict_raw(model, info, raw)
     logging.getLogger("mlflow.pyfunc").setLevel(logging.WARNING)  # not its INFO line on validating the example
     with tempfile.TemporaryDirectory() as folder:

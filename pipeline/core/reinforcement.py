@@ -190,7 +190,7 @@ class ReinforcementModule(FamilyModule):
             self.env_steps = checkpoint["rollouts"]["env_steps"]
             self._restored = checkpoint["rollouts"]
 
-    # --- the work a fit did (run.json's throughput) ----------------------------------------------
+    # --- the work a fit did (the run summary's throughput) ---------------------------------------
 
     def work_done(self, epochs: int) -> tuple[float, str]:
         return self.env_steps, "environment steps"

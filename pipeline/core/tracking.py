@@ -11,6 +11,7 @@ project prints or writes shows it through `redacted`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from pipeline.params import ROOT
 
-RUN_FILE = "run.json"
+RUNS = ROOT / "runs"  # runs/EXPERIMENT.json: the last training's summary (summary_file); no DVC output, ignored by git
+MODEL_TAG = "model.md5"  # the tag of the run that trained a checkpoint: its md5 (find_model_run)
 SECRET_NAME = re.compile(r"token|pass|pwd|key|secret|auth|credential|sig", re.IGNORECASE)
 CREDENTIALS_REFUSED = (401, 403)  # Unauthorized: no or wrong credentials; Forbidden: not these
 
@@ -196,27 +198,45 @@ def _create_sqlite_store(database: Path) -> None:
     partial.rename(database)
 
 
-def check_run(run_file: Path, experiment_name: str) -> None:
-    """Fail at once, before evaluating, when the MLflow run that run.json names is not in this store: a
-    model trained into another store (models/ copied or pulled from another checkout) would otherwise
-    be evaluated and then fail to log its metrics."""
-    from mlflow.exceptions import MlflowException
+def summary_file(name: str) -> Path:
+    """Where the last training of experiment `name` in this checkout wrote its summary: MLflow run id,
+    seconds, throughput, parameter count, registered version."""
+    return RUNS / f"{name}.json"
 
-    from pipeline.params import ConfigError, ROOT
 
-    run = json.loads(run_file.read_text())
-    try:
-        client().get_run(run["mlflow_run_id"])
-    except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        shown = run_file.relative_to(ROOT) if run_file.is_relative_to(ROOT) else run_file
-        trained_into = redacted(run["tracking_uri"]) if isinstance(run.get("tracking_uri"), str) else "another store"
-        raise ConfigError(
-            f"{shown}: MLflow run {run['mlflow_run_id']} is not in the store {redacted(tracking_uri())} (it was trained into "
-            f"{trained_into}); point MLFLOW_TRACKING_URI at that store, or run "
-            f"`dvc repro -f train@{experiment_name}` to train into this one"
-        ) from None
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def find_model_run(tracking_experiment: str, name: str, checkpoint: Path):
+    """The MLflow run that trained `checkpoint` (models/NAME/best.ckpt): the newest FINISHED run of
+    experiment `name` whose tag model.md5 is the checkpoint's md5, in the store. Found by content, not
+    by a run id kept beside the model, so a checkout that pulled the model (`dvc pull`) finds the run
+    on the tracking server the team shares. A clear error, before any work, when the store has none
+    (the model was trained into another store)."""
+    from pipeline.params import ConfigError
+
+    digest = md5(checkpoint)
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(tracking_experiment)
+    runs = found and mlflow_client.search_runs(
+        [found.experiment_id],
+        f"tags.experiment = '{name}' and tags.`{MODEL_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if runs:
+        return runs[0]
+    shown = checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint
+    summary = summary_file(name)
+    trained_into = ""
+    if summary.exists():
+        uri = json.loads(summary.read_text()).get("tracking_uri")
+        trained_into = f" (this checkout trained into {redacted(uri)})" if isinstance(uri, str) else ""
+    raise ConfigError(
+        f"{shown}: no finished MLflow run of experiment {name} with tag {MODEL_TAG}={digest} in the store "
+        f"{redacted(tracking_uri())}{trained_into}; point MLFLOW_TRACKING_URI at the store the model was trained "
+        f"into, or run `dvc repro -f train@{name}` to train into this one"
+    )
 
 
 def experiment_id(mlflow_client, name: str) -> str:

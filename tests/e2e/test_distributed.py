@@ -21,10 +21,10 @@ def test_two_process_ddp_bf16_training_makes_one_run_and_one_checkpoint(project)
 
     python("-m", "pipeline.train", "mlp_digits", cwd=project)
 
-    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    summary = json.loads((project / "runs" / "mlp_digits.json").read_text())
     assert summary["world_size"] == 2
     assert sorted(p.name for p in (project / "models").iterdir()) == ["mlp_digits"]  # no staging left behind
-    assert sorted(p.name for p in (project / "models" / "mlp_digits").iterdir()) == ["best.ckpt", "config.json", "run.json"]
+    assert sorted(p.name for p in (project / "models" / "mlp_digits").iterdir()) == ["best.ckpt", "config.json"]
 
     from mlflow import MlflowClient
 

@@ -44,7 +44,7 @@ def assert_finished_once(project: Path, experiment: str = EXPERIMENT, epochs: in
     client, found = runs(project)
     assert [r.info.status for r in found] == ["FINISHED"], [(r.info.run_id, r.info.status) for r in found]
     [run] = found
-    summary = json.loads((project / "models" / experiment / "run.json").read_text())
+    summary = json.loads((project / "runs" / f"{experiment}.json").read_text())
     assert summary["mlflow_run_id"] == run.info.run_id and summary["epochs_trained"] == epochs
     assert (project / "models" / experiment / "best.ckpt").is_file()
     for key in ("val/loss", "train/loss", "train/seconds"):

@@ -88,12 +88,12 @@ def test_metrics_files_have_the_task_keys(repro):
         assert all(0 <= metrics[key] <= 1 for key in ("test/accuracy", "test/f1", "test/auroc") if key in metrics), name
 
 
-def test_run_json_throughput_is_the_fits_work_over_its_seconds(repro):
+def test_the_run_summarys_throughput_is_the_fits_work_over_its_seconds(repro):
     import torch
 
     project, params, _ = repro
     for name, experiment in params["experiments"].items():
-        run = json.loads((project / "models" / name / "run.json").read_text())
+        run = json.loads((project / "runs" / f"{name}.json").read_text())
         kind = "rl" if experiment["dataset"] == "cartpole" else DATASETS[experiment["dataset"]].kind
         assert run["throughput_unit"] == {"rl": "environment steps per second", "graph": "training nodes per second",
                                           "samples": "samples per second"}[kind], name

@@ -57,7 +57,7 @@ def test_kill_9_mid_training_then_repro_resumes_into_the_same_run(tmp_path: Path
     [after] = mlflow_runs(project)  # the same run, finished, not a second one
     assert after.info.run_id == run.info.run_id and after.info.status == "FINISHED"
     assert after.data.tags["resume.count"] == "1"
-    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    summary = json.loads((project / "runs" / "mlp_digits.json").read_text())
     assert summary["resumed_from"] is not None and summary["epochs_trained"] == EPOCHS
     assert not (project / "checkpoints" / "mlp_digits").exists()  # cleaned up once finished
     # Every epoch's curve is in the run once resumed (epochs before the kill came from the checkpoint).

@@ -46,7 +46,9 @@ def main(argv: list[str] | None = None) -> int:
     meta = data.load_meta(experiment.dataset)
     tracking.check_reachable()  # before any work, not after predicting
     _check_readable(checkpoint, experiment.name)  # a damaged file is named as such, not as a model no run trained
-    run_id = tracking.find_model_run(config.tracking_experiment, experiment.name, checkpoint).info.run_id
+    run = tracking.find_model_run(config.tracking_experiment, experiment.name, checkpoint)
+    tracking.check_writable(run, config.tracking_experiment)  # a read-only user learns it before the work
+    run_id = run.info.run_id
     launch.check_experiment(experiment)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 

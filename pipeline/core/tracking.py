@@ -239,6 +239,20 @@ def find_model_run(tracking_experiment: str, name: str, checkpoint: Path):
     )
 
 
+def check_writable(run, tracking_experiment: str) -> None:
+    """Fail before any work when these credentials may read `run` but not write to it (a tracking server
+    with MLflow's basic-auth app): evaluate would otherwise predict, then fail to log. The probe sets the
+    run's `experiment` tag to the value it already has, so it changes nothing."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client().set_tag(run.info.run_id, "experiment", run.data.tags["experiment"])
+    except MlflowException as error:
+        if error.get_http_status_code() == 403:
+            raise write_refused(tracking_experiment) from None
+        raise
+
+
 def experiment_id(mlflow_client, name: str) -> str:
     """Get or create the MLflow experiment; a concurrent creator winning the race is fine."""
     from mlflow.exceptions import MlflowException

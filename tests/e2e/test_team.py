@@ -154,6 +154,31 @@ def test_a_user_without_permission_cannot_write_to_the_experiment(team_server, p
     assert len(client.search_runs([experiment_id])) == runs
 
 
+def test_a_user_without_permission_cannot_evaluate_into_the_experiment(team_server, prepared):
+    """Found before any work: no prediction made, no file written, not a traceback after the work."""
+    from mlflow import MlflowClient
+
+    team_server.grant(EXPERIMENT_NAME, "ann")
+    trained = stage(prepared, "pipeline.train", "linear_diabetes", extra_env=team_server.user_env("ann"))
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    client = MlflowClient(team_server.uri)
+    experiment_id = client.get_experiment_by_name(EXPERIMENT_NAME).experiment_id
+    [run] = client.search_runs([experiment_id], "attributes.run_name = 'linear_diabetes'", max_results=1)
+    before = snapshot(prepared)
+
+    result = stage(prepared, "pipeline.evaluate", "linear_diabetes", extra_env=team_server.user_env("eve"))
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines() == [
+        f"error: MLFLOW_TRACKING_URI={team_server.uri}: user eve (MLFLOW_TRACKING_USERNAME) may not write to MLflow "
+        f"experiment '{EXPERIMENT_NAME}' (params.yaml tracking.experiment_name; HTTP 403); ask the server's admin for "
+        "EDIT permission on it, or set tracking.experiment_name to an experiment you may write to"
+    ]
+    assert snapshot(prepared) == before  # no metrics, no plots
+    after = client.get_run(run.info.run_id).data
+    assert (after.tags, after.metrics) == (run.data.tags, run.data.metrics)  # the probe changed nothing
+
+
 def test_the_server_never_prints_a_password(team_server):
     from mlflow import MlflowClient
 

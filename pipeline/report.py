@@ -389,7 +389,9 @@ def main(argv: list[str] | None = None) -> int:
                       out=REPORTS, target_std=scales, overview=[REPORTS / "comparison.png", REPORTS / "generative.png"],
                       sweeps=sweep_tables(ROOT / "sweeps"))
     files.write_text(REPORTS / "comparison.md", "\n".join(lines))
-    print("\n".join(lines))
+    models = sum(row["kind"] == "model" for row in rows)
+    print(f"report: {models} experiments beside {len(rows) - models} baselines, targets holding "
+          f"{sum(check.ok is True for check in checks)} of {len(checks)}; wrote reports/comparison.md, reports/index.html")
     if failures:
         print(f"warning: {failures} target(s) not met; see reports/comparison.md", file=sys.stderr)
     return 0

@@ -396,9 +396,9 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "![comparison](comparison.png)", ""]
 
     REPORTS.mkdir(exist_ok=True)
-    comparison_figure(rows, "test/accuracy", REPORTS / "comparison.png")
+    comparison_figure(in_book_order(rows), "test/accuracy", REPORTS / "comparison.png")
     if generative_rows:
-        comparison_figure(generative_rows, "test/fid", REPORTS / "generative.png")
+        comparison_figure(in_book_order(generative_rows), "test/fid", REPORTS / "generative.png")
     else:
         files.remove(REPORTS / "generative.png")
     # one section per dataset, and one for its generative models, whose losses are each its own objective

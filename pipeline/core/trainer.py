@@ -19,6 +19,9 @@ from pipeline import files
 from pipeline.config import ExperimentConfig
 
 
+LOG_INTERVAL = 5.0  # seconds between two states of a progress bar written to a stream that is not a terminal
+
+
 class LogTqdm(Tqdm):
     """Lightning's tqdm bar for a stream that is not a terminal (a log file, DVC's captured output): it
     writes at most every `interval` seconds, and its last state when it closes. Lightning redraws its bar
@@ -44,7 +47,7 @@ class EpochProgressBar(TQDMProgressBar):
     non-terminal logs, and no `v_num` (the logger's version: the MLflow run id's tail, which the train
     stage's summary line gives whole)."""
 
-    def __init__(self, refresh_rate: int = 20, log_interval: float = 5.0):
+    def __init__(self, refresh_rate: int = 20, log_interval: float = LOG_INTERVAL):
         super().__init__(refresh_rate=refresh_rate)
         self.log_interval = log_interval
 

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import dvc, git_init, python
 
+from pipeline.core.trainer import LOG_INTERVAL
 from pipeline.datasets import DATASETS
 from pipeline.spec import GRAPH_FILE
 from pipeline.params import family_class
@@ -85,7 +86,6 @@ def test_repro_runs_every_stage_in_order(repro):
 # the whole of comparison.md from the report.
 NOISE = ("GPU available", "TPU available", "litlogger", "Loading `train_dataloader`", "`Trainer.fit` stopped",
          "srun", "v_num", "Sparse invariant checks", "Validation:", "Warning", "# Comparison", "| name |")
-LOG_INTERVAL = 5  # seconds between two progress lines off a terminal (EpochProgressBar's log_interval)
 PROGRESS = re.compile(r"(it/s|s/it)[,\]]")  # tqdm's rate, in each state of a bar it writes
 
 

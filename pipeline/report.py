@@ -21,9 +21,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from pipeline import cli, data, files, html_report, stagestats
+from pipeline import cli, codedeps, data, files, html_report, stagestats
 from pipeline.html_report import SWEEP_INTRO, fmt
-from pipeline.params import ROOT, ConfigError, family_class, load
+from pipeline.params import ROOT, ConfigError, load
 
 REPORTS = ROOT / "reports"
 def metric_columns(rows: list[dict]) -> list[str]:
@@ -323,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     config = load(family_checks=False)  # the report builds no model: the train stages checked each family
     cli.set_threads(config.threads)
     stagestats.mark("work")
+    chapters = json.loads((codedeps.OUT / codedeps.CHAPTERS).read_text())  # the codedeps stage's
     rows = []
     for name, experiment in config.experiments.items():
         metrics_file, run_file = ROOT / "metrics" / f"{name}.json", ROOT / "models" / name / "run.json"
@@ -336,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
                 "kind": "model",
                 "family": experiment.family,
                 "dataset": experiment.dataset,
-                "chapter": family_class(experiment.family).CHAPTER,  # the report's order, not a column
+                "chapter": chapters[experiment.family],  # the report's order, not a column
                 "parameters": run["parameters"],
                 "train seconds": run["train_seconds"],
                 **json.loads(metrics_file.read_text()),

@@ -9,7 +9,7 @@ What it does, each step printed as it goes:
    train and evaluate, report), with this interpreter's environment on PATH and its own MLflow store.
    Every stage process appends its start-up, peak memory and heavy imports to a file
    (pipeline/stagestats.py, switched on by the MEDL_STAGE_STATS variable). Also read: each experiment's
-   training seconds and throughput (models/EXPERIMENT/run.json) and whether every target of
+   training seconds and throughput (runs/EXPERIMENT.json) and whether every target of
    reports/comparison.md holds.
 2. A no-op `dvc repro` in the clone, timed --noop-repeats times.
 3. The import floor of each stage: a fresh `python -c "import <the heavy packages it imported>"`,
@@ -141,7 +141,7 @@ def experiment_rows(clone_dir: Path, records: list[dict], floors: dict) -> list[
     ]
     for name in names:
         train, evaluate = by_stage[f"train@{name}"], by_stage.get(f"evaluate@{name}")
-        run = json.loads((clone_dir / "models" / name / "run.json").read_text())
+        run = json.loads((clone_dir / "runs" / f"{name}.json").read_text())
         floor = floors[tuple(train["imported"])]
         unit = run.get("throughput_unit", "").replace(" per second", "/s")
         lines.append(
@@ -284,7 +284,7 @@ def render(commit, full, records, held, total, noops, status, floors, loops, par
     startup_total = sum(r["startup"] for r in records)
     process_total = sum(r["exit"] for r in records)
     peak = max(records, key=lambda r: r["peak_rss_mib"])
-    train_total = sum(json.loads(p.read_text())["train_seconds"] for p in sorted((clone_dir / "models").glob("*/run.json")))
+    train_total = sum(json.loads(p.read_text())["train_seconds"] for p in sorted((clone_dir / "runs").glob("*.json")))
     bare = floors.get((), None)
     lines = [
         "# Benchmarks",
@@ -308,7 +308,7 @@ def render(commit, full, records, held, total, noops, status, floors, loops, par
         f"| seconds the pipeline's stage processes spend starting (process start to the stage's own work), all summed "
         f"| {startup_total:.0f} s | |",
         f"| seconds in stage processes, all summed (start-up + work) | {process_total:.0f} s | |",
-        f"| seconds training (train_seconds of every run.json) | {train_total:.0f} s | |",
+        f"| seconds training (train_seconds of every runs/*.json) | {train_total:.0f} s | |",
         f"| DVC's own time (whole repro minus the stage processes) | {full - process_total:.0f} s | |",
         f"| worst stage start-up over the import floor of what it imports | "
         f"{max(r['startup'] - floors[tuple(r['imported'])] for r in records if 'work' in r['marks']):+.2f} s | within 1 s |",
@@ -330,7 +330,7 @@ def render(commit, full, records, held, total, noops, status, floors, loops, par
         "",
         "## Per experiment",
         "",
-        "Train s: the fit's wall seconds (run.json). Throughput: training samples (epochs x training split; "
+        "Train s: the fit's wall seconds (runs/EXPERIMENT.json). Throughput: training samples (epochs x training split; "
         "graph families: training nodes x epochs; reinforcement learning: environment steps) per second of the fit. "
         "Start-up: process start to the training loop starting (imports, MLflow run, data, Trainer set-up). "
         "Import floor: a fresh `python -c \"import ...\"` of the heavy packages the stage imported (median of 3). "

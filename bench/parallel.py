@@ -56,10 +56,10 @@ def experiment_names(repo: Path) -> list[str]:
 
 
 def train_seconds(repo: Path, names: list[str]) -> dict[str, float] | None:
-    """train_seconds of every experiment from repo's models/*/run.json, or None if any is missing."""
+    """train_seconds of every experiment from repo's runs/*.json, or None if any is missing."""
     found = {}
     for name in names:
-        path = repo / "models" / name / "run.json"
+        path = repo / "runs" / f"{name}.json"
         try:
             found[name] = float(json.loads(path.read_text())["train_seconds"])
         except (OSError, KeyError, ValueError, TypeError):
@@ -212,7 +212,7 @@ def run_parallel(clone: Path, jobs: int = 2, python_bin_dir: Path | None = None,
                  threads: int | None = None, poll: float = 15.0) -> dict:
     """Run the full default pipeline in the clean clone `clone`: shared stages in the workspace, the
     train/evaluate stages split over `jobs` queued DVC experiments run `jobs` at a time, then a plain
-    `dvc repro` (report only, see collect_results). `source` (default: the clone) holds the models/*/run.json
+    `dvc repro` (report only, see collect_results). `source` (default: the clone) holds the runs/*.json
     used to balance the split. `threads`: params.yaml's threads and OMP_NUM_THREADS for every stage (default: as they are).
     Returns timings in seconds and checks."""
     clone = Path(clone).resolve()
@@ -268,9 +268,11 @@ def run_parallel(clone: Path, jobs: int = 2, python_bin_dir: Path | None = None,
 
     status = run(["dvc", "status"], clone, env).stdout.strip()
     missing = [name for name in names if not (clone / "metrics" / f"{name}.json").exists()]
-    no_model = [name for name in names if not (clone / "models" / name / "run.json").exists()]
-    elsewhere = sorted({json.loads((clone / "models" / name / "run.json").read_text()).get("tracking_uri")
-                        for name in names if name not in no_model} - {f"sqlite:///{clone / 'mlflow.db'}"})
+    no_model = [name for name in names if not (clone / "models" / name / "best.ckpt").exists()]
+    # runs/NAME.json: written where the training ran (a queued experiment's copy keeps its own)
+    summaries = [clone / "runs" / f"{name}.json" for name in names]
+    elsewhere = sorted({json.loads(path.read_text()).get("tracking_uri") for path in summaries if path.exists()}
+                       - {f"sqlite:///{clone / 'mlflow.db'}"})
     report = clone / "reports" / "comparison.md"
     return {
         "jobs": jobs,
@@ -311,7 +313,7 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="queued experiments and queue workers (default 2)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary clone and print its path")
     parser.add_argument("--costs-from", type=Path, default=None,
-                        help="a checkout whose models/*/run.json give the train_seconds to balance by "
+                        help="a checkout whose runs/*.json give the train_seconds to balance by "
                              "(default: this repository; params.yaml order if it has none)")
     parser.add_argument("--poll", type=float, default=15.0, help="seconds between `dvc queue status` polls (default 15)")
     parser.add_argument("--threads", type=int, default=None,

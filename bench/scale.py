@@ -82,7 +82,7 @@ def main() -> None:
                                       capture_output=True, text=True)
                 if done.returncode != 0:
                     sys.exit(f"{name}: the train stage failed\n{done.stderr[-2000:]}")
-                summary = json.loads((project / "models" / args.experiment / "run.json").read_text())
+                summary = json.loads((project / "runs" / f"{args.experiment}.json").read_text())
                 results[name].append(args.epochs * train_size / summary["train_seconds"])
                 print(f"[{round_ + 1}/{args.repeats}] {name}: {results[name][-1]:.0f} samples/s", flush=True)
     base = statistics.median(results[names[0]])

@@ -214,6 +214,7 @@ class Config:
     threads: int  # defaults.trainer.threads: the intra-op CPU threads of the stages that train no experiment
     examples: dict[str, ExperimentConfig] = field(default_factory=dict)  # disabled: no DVC stages
     tracking_sweep: str = ""  # the MLflow tag `sweep` of every run this checkout trains (pipeline.sweep)
+    tracking_system_metrics: bool = False  # MLflow's system metrics (CPU, memory, GPU) in every training's run
 
 
 def quoted(value: Any, limit: int = 60) -> str:

@@ -5,7 +5,8 @@
 Writes metrics/EXPERIMENT.json (DVC metrics), plots/predictions/EXPERIMENT.csv (actual vs
 predicted, a DVC confusion plot: classes, or deciles of the target for regression) and
 plots/figures/EXPERIMENT/*.png; logs the test metrics and figures to the training run, each metric
-once per run (evaluating the same model again adds no point to its history).
+once per run (evaluating the same model again adds no point to its history). The training run is the
+one that trained models/EXPERIMENT/best.ckpt, found by the checkpoint's md5 (tracking.find_model_run).
 
 The outputs persist between runs (DVC does not delete them first): each is replaced whole, and only
 once the evaluation succeeded. The figures are drawn into plots/figures/.EXPERIMENT.partial/, which
@@ -37,15 +38,17 @@ def main(argv: list[str] | None = None) -> int:
     config, experiment = load_experiment(cli.experiment_name(args.experiment, "evaluate"))
     cli.set_threads(experiment.trainer.threads)
     model_dir = ROOT / "models" / experiment.name
-    checkpoint, run_file = model_dir / "best.ckpt", model_dir / "run.json"
-    for path in (checkpoint, run_file):
-        if not path.exists():
-            raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
+    checkpoint = model_dir / "best.ckpt"
+    if not checkpoint.exists():
+        raise ConfigError(f"{checkpoint.relative_to(ROOT)}: missing; run `dvc repro train@{experiment.name}` to build it")
     # an environment has no test split: its family's evaluate plays test episodes
     x, y = (None, None) if data.DATASETS[experiment.dataset].is_environment else data.load_split(experiment.dataset, "test")
     meta = data.load_meta(experiment.dataset)
     tracking.check_reachable()  # before any work, not after predicting
-    tracking.check_run(run_file, experiment.name)
+    _check_readable(checkpoint, experiment.name)  # a damaged file is named as such, not as a model no run trained
+    run = tracking.find_model_run(config.tracking_experiment, experiment.name, checkpoint)
+    tracking.check_writable(run, config.tracking_experiment)  # a read-only user learns it before the work
+    run_id = run.info.run_id
     launch.check_experiment(experiment)
     launch.launch(experiment, module="pipeline.evaluate")  # as many processes as training had
 
@@ -56,10 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     try:  # the model as any user rebuilds it: its constructor's arguments are in the checkpoint
         model = family_class(experiment.family).load_from_checkpoint(checkpoint, map_location="cpu")
     except Exception as error:
-        raise ConfigError(
-            f"{checkpoint.relative_to(ROOT)}: unreadable checkpoint ({type(error).__name__}); "
-            f"run `dvc repro -f train@{experiment.name}` to rebuild it"
-        ) from None
+        raise _unreadable(checkpoint, experiment.name, error) from None
     model.eval()
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     files.remove(context.figures)  # left by an evaluation that was stopped
     context.figures.mkdir(parents=True)
     try:
-        results = _evaluate_and_log(model, context, json.loads(run_file.read_text())["mlflow_run_id"])
+        results = _evaluate_and_log(model, context, run_id)
         files.replace_dir(context.figures, figures)
         files.write_text(ROOT / "metrics" / f"{experiment.name}.json", json.dumps(results, indent=2) + "\n")
     except BaseException:
@@ -84,6 +84,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{experiment.name}: {tested} on {experiment.trainer.world_size} process(es): "
           + ", ".join(f"{k} {v:.4f}" for k, v in results.items()))
     return 0
+
+
+def _check_readable(checkpoint, name: str) -> None:
+    import torch
+
+    try:
+        torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    except Exception as error:
+        raise _unreadable(checkpoint, name, error) from None
+
+
+def _unreadable(checkpoint, name: str, error: Exception) -> ConfigError:
+    return ConfigError(f"{checkpoint.relative_to(ROOT)}: unreadable checkpoint ({type(error).__name__}); "
+                       f"run `dvc repro -f train@{name}` to rebuild it")
 
 
 def _evaluate_and_log(model, context, run_id: str) -> dict[str, float]:

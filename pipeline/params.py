@@ -67,10 +67,11 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = 
     for key in ("tracking", "data", "defaults", "experiments"):
         if not isinstance(raw.get(key), dict):
             raise ConfigError(f"{key}: missing or not a mapping")
-    _only_keys(raw["tracking"], {"experiment_name", "sweep"}, "tracking")
+    _only_keys(raw["tracking"], {"experiment_name", "sweep", "system_metrics"}, "tracking")
     tracking_experiment = _coerce(raw["tracking"].get("experiment_name"), str, "tracking.experiment_name")
     sweep = raw["tracking"].get("sweep")
     sweep = check_name("" if sweep is None else str(sweep), "tracking.sweep", "a sweep name", empty="no sweep")
+    system_metrics = _coerce(raw["tracking"].get("system_metrics"), bool, "tracking.system_metrics")
     data = _build(DataConfig, raw["data"], "data")
     data.check("data")
     downloadable = [name for name, entry in DATASETS.items() if entry.download]
@@ -107,7 +108,7 @@ def load(path: Path | str = PARAMS_FILE, family_checks: bool | frozenset[str] = 
             _check_target(target, f"targets.{name}[{index}]", experiments)
     threads = _build(TrainerConfig, raw["defaults"].get("trainer"), "defaults.trainer").threads  # checked in every experiment
     return Config(tracking_experiment=tracking_experiment, data=data, experiments=experiments, targets=targets,
-                  threads=threads, examples=examples, tracking_sweep=sweep)
+                  threads=threads, examples=examples, tracking_sweep=sweep, tracking_system_metrics=system_metrics)
 
 
 def read_yaml(path: Path, shown: Path | str) -> Any:

@@ -77,6 +77,8 @@ def prepare(dataset: str, config, out_dir: Path) -> dict:
         mean, std = x_train.mean(axis=0), x_train.std(axis=0)
         std[std == 0] = 1.0
     meta = {"dataset": dataset, **asdict(spec), **facts, "sizes": {}}
+    if entry.scaling != "none":  # what a model served on raw inputs standardizes them with (pipeline.core.served)
+        meta["input_mean"], meta["input_std"] = np.asarray(mean).tolist(), np.asarray(std).tolist()
     if spec.task == "regression":
         meta["target_mean"] = float(parts["train"][1].mean())
         meta["target_std"] = float(parts["train"][1].std())

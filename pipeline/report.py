@@ -318,6 +318,23 @@ def _table(header: list[str], rows: list[dict]) -> list[str]:
             *("| " + " | ".join(fmt(row.get(key)) for key in header) + " |" for row in rows)]
 
 
+def _training(config, name: str, checkpoint) -> dict:
+    """The parameter count and train seconds of the training that wrote `checkpoint`: from this checkout's
+    runs/NAME.json if that training wrote it, else from its MLflow run (a model pulled with `dvc pull`)."""
+    from pipeline.core import tracking
+
+    summary = tracking.summary_file(name)
+    digest = tracking.md5(checkpoint)
+    if summary.exists() and (found := json.loads(summary.read_text())).get("model_md5") == digest:
+        return found
+    try:
+        run = tracking.find_model_run(config.tracking_experiment, name, checkpoint)
+    except ConfigError:  # a model pulled without its run's store: the table shows no figure, not an error
+        return {"parameters": None, "train_seconds": None}
+    return {"parameters": int(run.data.tags.get("model.parameters", 0)) or None,
+            "train_seconds": run.data.metrics.get("train/seconds")}
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0]).parse_args(argv)
     config = load(family_checks=False)  # the report builds no model: the train stages checked each family
@@ -326,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     chapters = json.loads((codedeps.OUT / codedeps.CHAPTERS).read_text())  # the codedeps stage's
     rows = []
     for name, experiment in config.experiments.items():
-        metrics_file, run_file = ROOT / "metrics" / f"{name}.json", ROOT / "models" / name / "run.json"
-        for path, stage in ((metrics_file, "evaluate"), (run_file, "train")):
+        metrics_file, checkpoint = ROOT / "metrics" / f"{name}.json", ROOT / "models" / name / "best.ckpt"
+        for path, stage in ((metrics_file, "evaluate"), (checkpoint, "train")):
             if not path.exists():
                 raise ConfigError(f"{path.relative_to(ROOT)}: missing; run `dvc repro {stage}@{name}` to build it")
-        run = json.loads(run_file.read_text())
+        run = _training(config, name, checkpoint)
         rows.append(
             {
                 "name": name,

@@ -8,6 +8,9 @@ distinct values of the params that vary among its runs, the seed left out; each 
 the mean and standard deviation over its seeds of every test metric. A run counts once its evaluate
 stage has logged test metrics; of several runs with the same params and seed, the latest counts.
 
+Each experiment's registered model gets the alias `best` on the version of its best configuration's
+run (best_runs, by the mean over seeds of its primary test metric): `models:/EXPERIMENT@best`.
+
 The file is an input of the report stage (dvc.yaml), so `dvc repro` after this command reruns only
 the report, and the report stays a function of files DVC tracks.
 """
@@ -80,6 +83,50 @@ def summarize(runs) -> dict:
     return out
 
 
+ALIAS = "best"  # models:/EXPERIMENT@best: the version of the sweep's best configuration
+# The test metric that ranks configurations, the first an experiment has: the supervised tasks' primary
+# metrics (pipeline.spec.DataSpec.primary_metric), reinforcement learning's return, generative models' FID.
+RANKING = (("test/accuracy", max), ("test/mse", min), ("test/mean_return", max), ("test/fid", min))
+
+
+def best_runs(summary: dict, runs) -> dict[str, tuple[str | None, str]]:
+    """{experiment: (run id or None, why)}: per experiment of a summary, the run of its best configuration
+    by the mean over seeds of its RANKING metric (of that configuration, the seed with the best value);
+    None, with the reason, when it has none."""
+    values = {run.info.run_id: run.data.metrics for run in runs}
+    chosen = {}
+    for experiment, found in summary.items():
+        logged = {metric for c in found["configurations"] for metric in c["metrics"]}
+        ranking = next(((metric, pick) for metric, pick in RANKING if metric in logged), None)
+        if ranking is None:
+            chosen[experiment] = (None, f"none of {', '.join(m for m, _ in RANKING)} logged")
+            continue
+        metric, pick = ranking
+        best = pick((c for c in found["configurations"] if metric in c["metrics"]),
+                    key=lambda c: c["metrics"][metric]["mean"])
+        run_id = pick((r for r in best["runs"] if metric in values[r]), key=lambda r: values[r][metric])
+        chosen[experiment] = (run_id, f"{metric} mean {best['metrics'][metric]['mean']:.4g}, {pick.__name__} of "
+                                      f"{len(found['configurations'])} configuration(s)")
+    return chosen
+
+
+def set_aliases(client, summary: dict, runs) -> list[str]:
+    """Point the alias `best` of each experiment's registered model at the version of its best run
+    (best_runs); a line per experiment saying what was done."""
+    lines = []
+    for experiment, (run_id, why) in best_runs(summary, runs).items():
+        versions = [] if run_id is None else [
+            v for v in client.search_model_versions(f"run_id = '{run_id}'") if v.name == experiment]
+        if not versions:
+            reason = why if run_id is None else f"run {run_id} has no registered model version"
+            lines.append(f"{experiment}: no alias set: {reason}")
+            continue
+        version = max(versions, key=lambda v: int(v.version))
+        client.set_registered_model_alias(experiment, ALIAS, version.version)
+        lines.append(f"{experiment}: models:/{experiment}@{ALIAS} is version {version.version} (run {run_id}, {why})")
+    return lines
+
+
 def _number(value):
     try:
         return float(value)
@@ -119,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         axes = ", ".join(found["axes"]) or "none but the seed"
         note = f"; {found['incomplete']} run(s) without test metrics left out" if found["incomplete"] else ""
         print(f"{experiment_name}: {n} run(s) in {len(found['configurations'])} configuration(s), varying {axes}{note}")
+    for line in set_aliases(client, summary["experiments"], runs):
+        print(line)
     shown = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
     print(f"wrote {shown}; `dvc repro` puts it in reports/comparison.md", file=sys.stderr)
     return 0

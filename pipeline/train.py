@@ -2,8 +2,12 @@
 
     python -m pipeline.train EXPERIMENT    (under DVC: python -m pipeline.train, the experiment from DVC_STAGE)
 
-Writes models/EXPERIMENT/{best.ckpt, run.json, config.json} and plots/{learning_curves,validation}/EXPERIMENT.csv. All
-of it is written to a staging folder first and moved into place only when training succeeded.
+Writes models/EXPERIMENT/{best.ckpt, config.json} and plots/{learning_curves,validation}/EXPERIMENT.csv. All
+of it is written to a staging folder first and moved into place only when training succeeded. models/EXPERIMENT
+holds only what params, data and code determine (two trainings write the same bytes); the run's summary (MLflow
+run id, seconds, throughput, registered version) goes to runs/EXPERIMENT.json, which no stage depends on.
+The model is logged to the MLflow run (runs:/RUN_ID/model) and registered as a version of the registered
+model EXPERIMENT (pipeline.core.served).
 Training checkpoints go to checkpoints/EXPERIMENT/ (pipeline.core.resume): a training that was killed or
 requeued by SLURM resumes from there, into the same MLflow run, when the stage runs again.
 """
@@ -74,7 +78,7 @@ def _train(config, experiment, model_cls, stop) -> int:
     leader = rank_zero_only.rank == 0
     run_id = decision.run_id
     try:
-        return _fit(experiment, model_cls, decision, stop, leader)
+        return _fit(experiment, model_cls, decision, stop, leader, config.tracking_system_metrics)
     except resume.Requeued as requeued:
         if leader:
             tracking.client().update_run(run_id, status="SCHEDULED")
@@ -103,12 +107,12 @@ def _train(config, experiment, model_cls, stop) -> int:
         raise
 
 
-def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
+def _fit(experiment, model_cls, decision, stop, leader: bool, system_metrics: bool) -> int:
     """Fit the experiment (resuming as decided), then move its model, run summary and curves into place."""
     import lightning as L
     import torch
 
-    from pipeline.core import resume
+    from pipeline.core import resume, served
     from pipeline.core.trainer import LearningCurve, build_trainer
     from pipeline.datamodules import make_datamodule
 
@@ -128,7 +132,8 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
     uri = tracking.tracking_uri()
     run_id = decision.run_id
     curve = LearningCurve()
-    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, [resume.ResumeState(), stop])
+    trainer = build_trainer(experiment, checkpoints, uri, run_id if leader else None, curve, [resume.ResumeState(), stop],
+                            system_metrics=system_metrics)
     start = time.perf_counter()
     trainer.fit(fitted, datamodule=datamodule, ckpt_path=decision.checkpoint, weights_only=True)
     seconds = time.perf_counter() - start
@@ -152,19 +157,33 @@ def _fit(experiment, model_cls, decision, stop, leader: bool) -> int:
     }
     files.remove(staging)
     staging.mkdir(parents=True)
-    files.write_bytes(staging / "best.ckpt", (checkpoints / "best.ckpt").read_bytes())
-    files.write_text(staging / tracking.RUN_FILE, json.dumps(summary, indent=2) + "\n")
+    # Only what params, data and code determine goes into models/EXPERIMENT (DVC hashes it): the slim
+    # checkpoint and the config. What varies run to run goes to the MLflow run and runs/EXPERIMENT.json.
+    files.write_bytes(staging / "best.ckpt", served.slim_checkpoint(checkpoints / "best.ckpt"))
     files.write_text(staging / "config.json", json.dumps(experiment.flat(), indent=2) + "\n")
     mlflow_client.log_artifact(run_id, str(staging / "best.ckpt"), "checkpoint")
     mlflow_client.log_artifact(run_id, str(staging / "config.json"))
     tracking.log_metric_once(run_id, "train/seconds", seconds)
     mlflow_client.set_tag(run_id, "checkpoint", str(out_dir / "best.ckpt"))
+    mlflow_client.set_tag(run_id, "model.parameters", str(summary["parameters"]))
+    logging_start = time.perf_counter()
+    model_info = model.log_mlflow_model(run_id, staging / "best.ckpt", data.load_meta(experiment.dataset))
+    registered = served.register(model_info, run_id, experiment.name,
+                                 {"git.commit": tracking.git_commit(), "dvc.stage": f"train@{experiment.name}"})
+    summary.update(registered_model=experiment.name, registered_version=registered.version,
+                   model_md5=tracking.md5(staging / "best.ckpt"),
+                   model_logging_seconds=round(time.perf_counter() - logging_start, 3))
+    # Last: evaluate finds the run that trained models/EXPERIMENT by this tag among FINISHED runs
+    # (tracking.find_model_run); FINISHED here, once the model is logged, whatever the logger set before.
+    mlflow_client.set_tag(run_id, tracking.MODEL_TAG, summary["model_md5"])
+    mlflow_client.set_terminated(run_id, "FINISHED")
+    files.write_text(tracking.summary_file(experiment.name), json.dumps(summary, indent=2) + "\n")
 
     curve.write(ROOT / "plots" / "learning_curves" / f"{experiment.name}.csv", ROOT / "plots" / "validation" / f"{experiment.name}.csv")
     files.replace_dir(staging, out_dir)
     resume.finish(experiment)
     print(f"{experiment.name}: {trainer.current_epoch} epochs in {seconds:.1f} s, kept epoch {summary['checkpoint_epoch']} "
-          f"({experiment.checkpoint}), MLflow run {run_id}")
+          f"({experiment.checkpoint}), MLflow run {run_id}, registered model {experiment.name} version {registered.version}")
     return 0
 
 

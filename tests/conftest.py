@@ -138,7 +138,7 @@ ONE_WORKER = ("tests/cluster/", "tests/pipeline/core/test_resume.py")
 # The files that take longest, longest first (--durations): with --dist loadfile, xdist hands out
 # files in collection order, so a long file collected last would end the run alone. The rest keep
 # their order after these.
-SLOWEST_FIRST = ("tests/e2e/test_pipeline_e2e.py", "tests/e2e/test_pipeline_e2e_more.py", ONE_WORKER, "tests/e2e/test_generative_e2e.py", "tests/e2e/test_distributed.py",
+SLOWEST_FIRST = ("tests/e2e/test_pipeline_e2e.py", "tests/e2e/test_pipeline_e2e_more.py", ONE_WORKER, "tests/e2e/test_generative_e2e.py", "tests/e2e/test_distributed.py", "tests/e2e/test_team.py",
                  "tests/pipeline/core/test_launch.py", "tests/e2e/test_concurrency.py", "tests/e2e/test_cli_errors.py", "tests/e2e/test_non_finite.py")
 
 
@@ -233,7 +233,37 @@ def uninterrupted_metrics(tmp_path_factory) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# A real MLflow tracking server (tests/e2e/test_concurrency.py, tests/e2e/test_pipeline_e2e.py)
+# A real MLflow tracking server (tests/e2e/test_concurrency.py, tests/e2e/test_pipeline_e2e.py); `serving` also starts
+# the team's (team/tracking_server.py, tests/e2e/test_team.py)
+
+@contextlib.contextmanager
+def serving(command: list[str], port: int, log: Path, cwd: Path, extra_env: dict | None = None):
+    """`command`, a server that answers /health on loopback's `port`, in a session of its own, its output in
+    `log`; yields once /health answers, and ends the session with SIGTERM (SIGKILL after a minute)."""
+    with log.open("w") as output:
+        proc = subprocess.Popen(command, cwd=cwd, env={**env(), **(extra_env or {})}, stdout=output,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
+                        if response.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert proc.poll() is None, log.read_text()[-3000:]
+                assert time.monotonic() < deadline, f"{command[0]} did not answer within 120 s"
+                time.sleep(0.5)
+            yield proc
+        finally:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+
 
 @contextlib.contextmanager
 def running_mlflow_server(root: Path, *args: str, extra_env: dict | None = None):
@@ -242,33 +272,10 @@ def running_mlflow_server(root: Path, *args: str, extra_env: dict | None = None)
     port = free_port()
     root.mkdir(parents=True, exist_ok=True)
     mlflow = Path(sys.executable).parent / "mlflow"
-    log = (root / "server.log").open("w")
-    proc = subprocess.Popen(
-        [str(mlflow), "server", *args, "--host", "127.0.0.1", "--port", str(port),
-         "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")],
-        cwd=root, env={**env(), **(extra_env or {})}, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, (root / "server.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
-            time.sleep(0.5)
+    command = [str(mlflow), "server", *args, "--host", "127.0.0.1", "--port", str(port),
+               "--backend-store-uri", f"sqlite:///{root / 'store.db'}", "--artifacts-destination", str(root / "artifacts")]
+    with serving(command, port, root / "server.log", root, extra_env):
         yield f"127.0.0.1:{port}"
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        log.close()
 
 
 @pytest.fixture

@@ -153,7 +153,9 @@ BAD_EDITS = [
         (lambda p: p["tracking"].update(sweep="lr width"),
          r"^tracking\.sweep: 'lr width' is not a sweep name; allowed: up to 64 letters, digits, '\.', '_' and '-', "
          r"starting with a letter or digit \(or empty: no sweep\)$"),
-        (lambda p: p["tracking"].update(sweeps="a"), r"^tracking\.sweeps: unknown key; allowed: experiment_name, sweep$"),
+        (lambda p: p["tracking"].update(sweeps="a"), r"^tracking\.sweeps: unknown key; allowed: experiment_name, sweep, system_metrics$"),
+        (lambda p: p["tracking"].update(system_metrics="yes"), r"^tracking\.system_metrics: must be true or false, got 'yes'$"),
+        (lambda p: p["tracking"].pop("system_metrics"), r"^tracking\.system_metrics: must be true or false, got None$"),
         (lambda p: p["data"].update(download=["karate"]), r"^data\.download\[0\]: unknown value 'karate'; allowed: cifar10, cora, fashion_mnist, mnist$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(trainer={"devices": 2}),
          r"^experiments\.gcn_sbm\.trainer\.devices: full-batch training on one graph runs in one process; set it to 1$"),

@@ -65,6 +65,7 @@ class FamilyModule(L.LightningModule):
     SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
     GRAPH_INPUT = False  # True for node classification on a graph dataset (pipeline.core.graph); False for samples
     CHAPTER = 0  # the book's chapter, a tag in MLflow
+    STEP_METRIC: str | None = None  # the epoch metric whose value is MLflow's step (pipeline.core.trainer); None: the epoch
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
@@ -115,6 +116,14 @@ class FamilyModule(L.LightningModule):
                     values = {**values, "input_shape": tuple(values["input_shape"])}
                 kwargs[key] = kind(**values)
         return super().load_from_checkpoint(io.BytesIO(raw), map_location=map_location, **kwargs)
+
+    def log_mlflow_model(self, run_id: str, checkpoint: Path, meta: dict):
+        """Log the trained model to its MLflow run (pipeline.core.served), from `checkpoint` (the slim one
+        models/EXPERIMENT keeps) and `meta` (the prepared data's meta.json). MLflow's ModelInfo. By
+        default the pytorch flavour: the family's inputs are its own (noise, a graph, observations)."""
+        from pipeline.core import served
+
+        return served.log_pytorch_model(type(self), run_id, checkpoint)
 
     def validation_metrics(self) -> dict[str, torch.Tensor]:
         """The epoch's validation metrics (`val/...`), computed and reset; called once an epoch."""
@@ -177,7 +186,7 @@ class FamilyModule(L.LightningModule):
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
     def work_done(self, epochs: int) -> tuple[float, str]:
-        """What `epochs` epochs of this fit processed, for run.json's throughput: (amount, unit)."""
+        """What `epochs` epochs of this fit processed, for the run summary's throughput (runs/EXPERIMENT.json): (amount, unit)."""
         return epochs * len(self.trainer.datamodule.splits["train"]), "samples"
 
     def num_parameters(self) -> int:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import torch
 
+from pipeline.core.family import FamilyModule
 from pipeline.core.supervised import SupervisedModule
+
 
 class GraphModule(SupervisedModule):
     """Scores of the masked nodes of one graph; the graph's split is its node mask."""
@@ -42,6 +44,10 @@ class GraphModule(SupervisedModule):
 
     def forward(self, graph) -> torch.Tensor:
         return self.node_scores(graph.x, graph.edge_index)[graph.mask]  # (n, K), the split's nodes
+
+    def log_mlflow_model(self, run_id, checkpoint, meta):
+        # A graph's nodes are classified with the whole graph, not sample by sample: the pytorch flavour.
+        return FamilyModule.log_mlflow_model(self, run_id, checkpoint, meta)
 
     def work_done(self, epochs: int) -> tuple[float, str]:
         return epochs * len(self.trainer.datamodule.splits["train"][1]), "training nodes"  # one full-graph step an epoch

@@ -59,6 +59,7 @@ class ReinforcementModule(FamilyModule):
     TASKS = ("control",)
     CHAPTER = 8
     EVALUATION = "reinforcement"  # pipeline.core.evaluation.reinforcement
+    STEP_METRIC = "train/env_steps"  # MLflow's charts against environment steps, as the learning curve's figure
 
     @classmethod
     def monitors(cls, data: DataSpec) -> tuple[str, ...]:
@@ -189,7 +190,7 @@ class ReinforcementModule(FamilyModule):
             self.env_steps = checkpoint["rollouts"]["env_steps"]
             self._restored = checkpoint["rollouts"]
 
-    # --- the work a fit did (run.json's throughput) ----------------------------------------------
+    # --- the work a fit did (the run summary's throughput) ---------------------------------------
 
     def work_done(self, epochs: int) -> tuple[float, str]:
         return self.env_steps, "environment steps"

@@ -128,7 +128,11 @@ def begin(experiment: ExperimentConfig, start_run, find_run) -> tuple[Resume, st
     where.mkdir(parents=True)
     state = {"run_id": None, "fingerprint": expected, "token": uuid.uuid4().hex, "slurm_job_id": os.environ.get("SLURM_JOB_ID")}
     _write_state(where, state)
-    run_id = start_run(state["token"])
+    try:
+        run_id = start_run(state["token"])
+    except ConfigError:  # refused before a run exists (the experiment is not this user's): nothing to resume
+        files.remove(where)
+        raise
     _write_state(where, {**state, "run_id": run_id})
     note = f"{experiment.name}: starting afresh, not resuming: {why_not}" if why_not else ""
     return Resume(run_id, None), note

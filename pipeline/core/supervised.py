@@ -68,6 +68,14 @@ class SupervisedModule(FamilyModule):
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return task_prediction(self.data_spec.task, self(x))
 
+    def log_mlflow_model(self, run_id, checkpoint, meta):
+        """A pyfunc model that takes raw samples: it standardizes them as prepare did (pipeline.core.served)."""
+        from pipeline import data
+        from pipeline.core import served
+
+        example = data.load_split(meta["dataset"], "val")[0][:2]  # the input example MLflow keeps and checks
+        return served.log_raw_input_model(self, run_id, checkpoint, meta, example)
+
     def examples(self, x: torch.Tensor, y: torch.Tensor) -> str | None:
         """A few test samples as text for people to read (evaluate saves it beside the figures); none by default."""
         return None

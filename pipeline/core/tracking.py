@@ -11,6 +11,7 @@ project prints or writes shows it through `redacted`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import math
@@ -24,7 +25,8 @@ from pathlib import Path
 
 from pipeline.params import ROOT
 
-RUN_FILE = "run.json"
+RUNS = ROOT / "runs"  # runs/EXPERIMENT.json: the last training's summary (summary_file); no DVC output, ignored by git
+MODEL_TAG = "model.md5"  # the tag of the run that trained a checkpoint: its md5 (find_model_run)
 SECRET_NAME = re.compile(r"token|pass|pwd|key|secret|auth|credential|sig", re.IGNORECASE)
 CREDENTIALS_REFUSED = (401, 403)  # Unauthorized: no or wrong credentials; Forbidden: not these
 
@@ -168,8 +170,13 @@ def _create_sqlite_store(database: Path) -> None:
     """A new store: MLflow creates its schema (about 70 Alembic migrations, some 1,700 statements) in
     `<store>.partial` with SQLite's per-commit fsync off, then the file is synced once and renamed into
     place. About half a second faster than MLflow creating it in place, which is the first training's
-    start-up in a fresh clone (BENCHMARKS.md); an interrupted creation leaves no store that looks complete."""
+    start-up in a fresh clone (BENCHMARKS.md); an interrupted creation leaves no store that looks complete.
+
+    MLflow gives every new store an experiment `Default`, which this project never logs to: it is deleted
+    (MLflow keeps it in the store as deleted, so it is not made again), and the UI lists the project's
+    experiment alone."""
     from mlflow import MlflowClient
+    from mlflow.entities import Experiment
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
@@ -182,7 +189,8 @@ def _create_sqlite_store(database: Path) -> None:
 
     event.listen(Engine, "connect", unsynced)
     try:
-        MlflowClient(f"sqlite:///{partial}").search_experiments(max_results=1)  # creates the schema
+        fresh = MlflowClient(f"sqlite:///{partial}")  # creates the schema
+        fresh.delete_experiment(fresh.get_experiment_by_name(Experiment.DEFAULT_EXPERIMENT_NAME).experiment_id)
     finally:
         event.remove(Engine, "connect", unsynced)
     with open(partial, "rb+") as f:
@@ -190,27 +198,59 @@ def _create_sqlite_store(database: Path) -> None:
     partial.rename(database)
 
 
-def check_run(run_file: Path, experiment_name: str) -> None:
-    """Fail at once, before evaluating, when the MLflow run that run.json names is not in this store: a
-    model trained into another store (models/ copied or pulled from another checkout) would otherwise
-    be evaluated and then fail to log its metrics."""
+def summary_file(name: str) -> Path:
+    """Where the last training of experiment `name` in this checkout wrote its summary: MLflow run id,
+    seconds, throughput, parameter count, registered version."""
+    return RUNS / f"{name}.json"
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def find_model_run(tracking_experiment: str, name: str, checkpoint: Path):
+    """The MLflow run that trained `checkpoint` (models/NAME/best.ckpt): the newest FINISHED run of
+    experiment `name` whose tag model.md5 is the checkpoint's md5, in the store. Found by content, not
+    by a run id kept beside the model, so a checkout that pulled the model (`dvc pull`) finds the run
+    on the tracking server the team shares. A clear error, before any work, when the store has none
+    (the model was trained into another store)."""
+    from pipeline.params import ConfigError
+
+    digest = md5(checkpoint)
+    mlflow_client = client()
+    found = mlflow_client.get_experiment_by_name(tracking_experiment)
+    runs = found and mlflow_client.search_runs(
+        [found.experiment_id],
+        f"tags.experiment = '{name}' and tags.`{MODEL_TAG}` = '{digest}' and attributes.status = 'FINISHED'",
+        order_by=["attributes.start_time DESC"], max_results=1,
+    )
+    if runs:
+        return runs[0]
+    shown = checkpoint.relative_to(ROOT) if checkpoint.is_relative_to(ROOT) else checkpoint
+    summary = summary_file(name)
+    trained_into = ""
+    if summary.exists():
+        uri = json.loads(summary.read_text()).get("tracking_uri")
+        trained_into = f" (this checkout trained into {redacted(uri)})" if isinstance(uri, str) else ""
+    raise ConfigError(
+        f"{shown}: no finished MLflow run of experiment {name} with tag {MODEL_TAG}={digest} in the store "
+        f"{redacted(tracking_uri())}{trained_into}; point MLFLOW_TRACKING_URI at the store the model was trained "
+        f"into, or run `dvc repro -f train@{name}` to train into this one"
+    )
+
+
+def check_writable(run, tracking_experiment: str) -> None:
+    """Fail before any work when these credentials may read `run` but not write to it (a tracking server
+    with MLflow's basic-auth app): evaluate would otherwise predict, then fail to log. The probe sets the
+    run's `experiment` tag to the value it already has, so it changes nothing."""
     from mlflow.exceptions import MlflowException
 
-    from pipeline.params import ConfigError, ROOT
-
-    run = json.loads(run_file.read_text())
     try:
-        client().get_run(run["mlflow_run_id"])
+        client().set_tag(run.info.run_id, "experiment", run.data.tags["experiment"])
     except MlflowException as error:
-        if error.error_code != "RESOURCE_DOES_NOT_EXIST":
-            raise
-        shown = run_file.relative_to(ROOT) if run_file.is_relative_to(ROOT) else run_file
-        trained_into = redacted(run["tracking_uri"]) if isinstance(run.get("tracking_uri"), str) else "another store"
-        raise ConfigError(
-            f"{shown}: MLflow run {run['mlflow_run_id']} is not in the store {redacted(tracking_uri())} (it was trained into "
-            f"{trained_into}); point MLFLOW_TRACKING_URI at that store, or run "
-            f"`dvc repro -f train@{experiment_name}` to train into this one"
-        ) from None
+        if error.get_http_status_code() == 403:
+            raise write_refused(tracking_experiment) from None
+        raise
 
 
 def experiment_id(mlflow_client, name: str) -> str:
@@ -244,13 +284,20 @@ def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "", e
     (params.yaml's tracking.sweep), if any, becomes the tag the runs of one sweep share; `extra_tags`
     are set with the run's creation (a tag that finds the run again, see find_run)."""
     from mlflow.entities import Param
+    from mlflow.exceptions import MlflowException
 
     mlflow_client = client()
+    stage = f"train@{experiment.name}"
     tags = {
         "mlflow.source.git.commit": git_commit(),
+        # The command that trains this run again: the UI's Source column and run page show it
+        "mlflow.source.name": f"dvc repro {stage}" if os.environ.get("DVC_STAGE") else f"python -m pipeline.train {experiment.name}",
+        "mlflow.source.type": "LOCAL",
+        "mlflow.note.content": f"{experiment.name}: the {experiment.family} family (chapter {chapter} of Mathematical "
+                               f"Engineering of Deep Learning) trained on the {experiment.dataset} dataset by the DVC stage {stage}.",
         "mlflow.runName": experiment.name,
         "experiment": experiment.name,
-        "dvc.stage": f"train@{experiment.name}",
+        "dvc.stage": stage,
         "family": experiment.family,
         "dataset": experiment.dataset,
         "book.chapter": str(chapter),
@@ -260,10 +307,28 @@ def start_run(experiment_name: str, experiment, chapter: int, sweep: str = "", e
     if os.environ.get("DVC_EXP_NAME"):
         tags["dvc.exp_name"] = os.environ["DVC_EXP_NAME"]
     tags.update(extra_tags or {})
-    run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)
+    try:
+        run = mlflow_client.create_run(experiment_id(mlflow_client, experiment_name), run_name=experiment.name, tags=tags)
+    except MlflowException as error:
+        if error.get_http_status_code() == 403:  # credentials accepted (check_reachable), this experiment not theirs
+            raise write_refused(experiment_name) from None
+        raise
     params = [Param(key, json.dumps(value) if isinstance(value, list) else str(value)) for key, value in experiment.flat().items()]
     mlflow_client.log_batch(run.info.run_id, params=params)
     return run.info.run_id
+
+
+def write_refused(experiment_name: str):
+    """The one line for a tracking server that lets these credentials read but not write this experiment."""
+    from pipeline.params import ConfigError
+
+    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    who = f"user {user} (MLFLOW_TRACKING_USERNAME)" if user else "these credentials"
+    return ConfigError(
+        f"MLFLOW_TRACKING_URI={redacted(tracking_uri())}: {who} may not write to MLflow experiment {experiment_name!r} "
+        "(params.yaml tracking.experiment_name; HTTP 403); ask the server's admin for EDIT permission on it, or set "
+        "tracking.experiment_name to an experiment you may write to"
+    )
 
 
 def find_run(experiment_name: str, tag: str, value: str):

@@ -6,6 +6,8 @@ import csv
 import io
 import sys
 import time
+import logging
+import warnings
 from pathlib import Path
 
 import lightning as L
@@ -14,9 +16,13 @@ from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from pipeline import files
 from pipeline.config import ExperimentConfig
+from pipeline.params import family_class
+
+SYSTEM_METRICS_SECONDS = 2.0  # between two samples of MLflow's system metrics: a training of seconds gets some
 
 
 LOG_INTERVAL = 5.0  # seconds between two states of a progress bar written to a stream that is not a terminal
@@ -116,6 +122,71 @@ class LearningCurve(Callback):
             files.write_text(path, text.getvalue())
 
 
+class EpochStepLogger(MLFlowLogger):
+    """Lightning's MLflow logger, with the epoch as MLflow's step of an epoch's metrics instead of Lightning's
+    count of optimizer steps, so that MLflow's charts have the x of plots/learning_curves/EXPERIMENT.csv; or,
+    for a family that declares one (FamilyModule.STEP_METRIC), that metric's value among them (a
+    reinforcement-learning agent's environment steps). The families log epoch aggregates only
+    (pipeline.core.family), each with the `epoch` Lightning adds to what it logs; where the epoch is the
+    step it is not logged again as a metric of its own."""
+
+    def __init__(self, *, step_metric: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.step_metric = step_metric
+
+    @rank_zero_only
+    def log_metrics(self, metrics, step: int | None = None) -> None:
+        metrics = dict(metrics)
+        if self.step_metric in metrics:
+            step = int(metrics[self.step_metric])
+        elif "epoch" in metrics:
+            step = int(metrics.pop("epoch"))
+        super().log_metrics(metrics, step)
+
+
+class SystemMetrics(Callback):
+    """MLflow's system metrics (system/cpu_utilization_percentage, system/system_memory_usage_megabytes, disk,
+    network; the GPUs' where pynvml is installed) sampled into the run every `seconds` while the fit runs;
+    MLflow's MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides the interval. A resumed training goes on
+    from the run's last system step.
+
+    Not MLflow's `mlflow.start_run(log_system_metrics=True)`: it makes the run the process's active run,
+    which MLflow ends as FINISHED when the process exits, over the FAILED or KILLED the train stage records.
+    Its SystemMetricsMonitor takes the run id and the store instead."""
+
+    def __init__(self, run_id: str, tracking_uri: str, seconds: float = SYSTEM_METRICS_SECONDS):
+        self.run_id, self.tracking_uri, self.seconds = run_id, tracking_uri, seconds
+        self.monitor = None
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)  # its start and stop lines
+        self.monitor = SystemMetricsMonitor(self.run_id, sampling_interval=self.seconds, resume_logging=True,
+                                            tracking_uri=self.tracking_uri)
+        self.monitor.start()
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self.stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop sampling and log what was sampled (once; a later call does nothing). MLflow's monitor logs a
+        sample when its interval ends: the samples of the last, unfinished interval are logged here, so
+        that a training shorter than one interval has its point too."""
+        if self.monitor is None:
+            return
+        monitor, self.monitor = self.monitor, None
+        monitor.finish()
+        try:
+            monitor.publish_metrics(monitor.aggregate_metrics())
+            monitor.mlflow_logger.flush()
+        except Exception as error:  # as MLflow's own monitor does: a lost sample never stops the training
+            warnings.warn(f"MLflow system metrics: the last sample was not logged ({type(error).__name__}: {error})")
+
+
 def build_trainer(
     experiment: ExperimentConfig,
     checkpoint_dir: Path,
@@ -123,9 +194,11 @@ def build_trainer(
     run_id: str | None,
     curve: LearningCurve,
     extra_callbacks: tuple[Callback, ...] | list[Callback] = (),
+    system_metrics: bool = False,
 ) -> L.Trainer:
     """The Trainer of one experiment. `run_id` is None on processes other than global rank 0, whose
-    logger then logs nothing (Lightning's loggers log from rank 0 only). Checkpoints are written at
+    logger then logs nothing (Lightning's loggers log from rank 0 only), and which record no system
+    metrics (`system_metrics`: params.yaml's tracking.system_metrics). Checkpoints are written at
     each epoch's end into `checkpoint_dir`: best.ckpt (the weights kept) and last.ckpt (to resume).
     Each process takes its own share of the training data (pipeline.datamodules.EpochBatches), so
     Lightning's DistributedSampler is off."""
@@ -134,6 +207,8 @@ def build_trainer(
                  curve, EpochProgressBar(), *extra_callbacks]  # the learning rate: train/lr, logged by the module
     if stopping.patience:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
+    if system_metrics and run_id is not None:
+        callbacks.append(SystemMetrics(run_id, tracking_uri))
     t = experiment.trainer
     trainer = L.Trainer(
         accelerator=t.accelerator,
@@ -147,7 +222,7 @@ def build_trainer(
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=t.deterministic,
         use_distributed_sampler=False,
-        logger=MLFlowLogger(tracking_uri=tracking_uri, run_id=run_id),
+        logger=EpochStepLogger(tracking_uri=tracking_uri, run_id=run_id, step_metric=family_class(experiment.family).STEP_METRIC),
         callbacks=callbacks,
         default_root_dir=checkpoint_dir,
         num_sanity_val_steps=0,

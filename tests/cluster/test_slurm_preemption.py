@@ -50,7 +50,7 @@ def test_requeue_signal_checkpoints_requeues_and_resumes_into_the_same_run(slurm
     assert run.data.tags["resume.count"] == "1"
     assert run.data.tags["resume.checkpoint"] == "checkpoints/mlp_digits/requeue.ckpt"
     assert run.data.tags["slurm.job_id"] == job_id
-    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    summary = json.loads((project / "runs" / "mlp_digits.json").read_text())
     assert summary["resumed_from"] == "checkpoints/mlp_digits/requeue.ckpt" and summary["epochs_trained"] == EPOCHS
     # Resumed from the middle of an epoch, the training ends exactly where the uninterrupted one did.
     assert json.loads((project / "metrics" / "mlp_digits.json").read_text()) == expected

@@ -33,7 +33,7 @@ def test_sbatch_trains_with_ddp_on_two_tasks_into_one_run(slurm_cluster, tmp_pat
     log = slurm_cluster.output(job_id)
     assert state == "COMPLETED", f"job {job_id} ended {state}\n{log[-4000:]}"
     assert "launching: srun --nodes=1 --ntasks-per-node=2" in log
-    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    summary = json.loads((project / "runs" / "mlp_digits.json").read_text())
     assert summary["world_size"] == 2
 
     from mlflow import MlflowClient

@@ -21,10 +21,10 @@ def test_two_process_ddp_bf16_training_makes_one_run_and_one_checkpoint(project)
 
     python("-m", "pipeline.train", "mlp_digits", cwd=project)
 
-    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    summary = json.loads((project / "runs" / "mlp_digits.json").read_text())
     assert summary["world_size"] == 2
     assert sorted(p.name for p in (project / "models").iterdir()) == ["mlp_digits"]  # no staging left behind
-    assert sorted(p.name for p in (project / "models" / "mlp_digits").iterdir()) == ["best.ckpt", "config.json", "run.json"]
+    assert sorted(p.name for p in (project / "models" / "mlp_digits").iterdir()) == ["best.ckpt", "config.json"]
 
     from mlflow import MlflowClient
 
@@ -37,7 +37,9 @@ def test_two_process_ddp_bf16_training_makes_one_run_and_one_checkpoint(project)
     assert run.data.params["trainer.strategy"] == "ddp" and run.data.params["trainer.devices"] == "2"
     assert run.data.params["trainer.precision"] == "bf16-mixed"
     epochs = raw["experiments"]["mlp_digits"]["max_epochs"]
-    assert len(client.get_metric_history(run.info.run_id, "val/accuracy")) == epochs  # logged once an epoch, by rank 0
+    assert sorted(m.step for m in client.get_metric_history(run.info.run_id, "val/accuracy")) == list(range(epochs))  # by rank 0
+    system = [m.step for m in client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage")]
+    assert system and sorted(system) == list(range(len(system)))  # sampled by rank 0 alone: no step twice
     # The checkpoints folder is gone once training finished; only models/mlp_digits holds the weights.
     assert not (project / "checkpoints" / "mlp_digits").exists()
 

@@ -71,7 +71,7 @@ def test_the_mlflow_run_holds_the_sample_grid_and_scores(repro):
     project, params, _ = repro
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     for name in params["experiments"]:
-        run_id = json.loads((project / "models" / name / "run.json").read_text())["mlflow_run_id"]
+        run_id = json.loads((project / "runs" / f"{name}.json").read_text())["mlflow_run_id"]
         run = client.get_run(run_id)
         assert SAMPLE_KEYS <= set(run.data.metrics), name
         assert run.data.tags["book.chapter"] in ("3", "8")

@@ -44,13 +44,14 @@ def assert_finished_once(project: Path, experiment: str = EXPERIMENT, epochs: in
     client, found = runs(project)
     assert [r.info.status for r in found] == ["FINISHED"], [(r.info.run_id, r.info.status) for r in found]
     [run] = found
-    summary = json.loads((project / "models" / experiment / "run.json").read_text())
+    summary = json.loads((project / "runs" / f"{experiment}.json").read_text())
     assert summary["mlflow_run_id"] == run.info.run_id and summary["epochs_trained"] == epochs
     assert (project / "models" / experiment / "best.ckpt").is_file()
     for key in ("val/loss", "train/loss", "train/seconds"):
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert len(steps) == len(set(steps)), f"{key}: duplicated steps {sorted(steps)}"
-    assert len(client.get_metric_history(run.info.run_id, "val/loss")) == epochs
+    for key in ("val/loss", "train/loss"):  # MLflow's step is the epoch, each epoch once
+        assert sorted(m.step for m in client.get_metric_history(run.info.run_id, key)) == list(range(epochs)), key
     curve = (project / "plots" / "learning_curves" / f"{experiment}.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in curve[1:]] == [str(e) for e in range(epochs)]
     assert not (project / "checkpoints" / experiment).exists()

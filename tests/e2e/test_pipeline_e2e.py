@@ -4,6 +4,7 @@ second repro, a second clean repro, and the MLflow runs it left, read back throu
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 from pathlib import Path
@@ -128,14 +129,12 @@ def test_metrics_files_have_the_task_keys(repro):
         assert all(0 <= metrics[key] <= 1 for key in ("test/accuracy", "test/f1", "test/auroc") if key in metrics), name
 
 
-def test_run_json_throughput_is_the_fits_work_over_its_seconds(repro):
-    import csv
-
+def test_the_run_summarys_throughput_is_the_fits_work_over_its_seconds(repro):
     import torch
 
     project, params, _ = repro
     for name, experiment in params["experiments"].items():
-        run = json.loads((project / "models" / name / "run.json").read_text())
+        run = json.loads((project / "runs" / f"{name}.json").read_text())
         kind = "rl" if experiment["dataset"] == "cartpole" else DATASETS[experiment["dataset"]].kind
         assert run["throughput_unit"] == {"rl": "environment steps per second", "graph": "training nodes per second",
                                           "samples": "samples per second"}[kind], name
@@ -170,6 +169,7 @@ def test_mlflow_holds_one_complete_run_per_experiment(repro):
     experiment = client.get_experiment_by_name(params["tracking"]["experiment_name"])
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(run.info.run_name for run in runs) == sorted(params["experiments"])
+    assert [e.name for e in client.search_experiments()] == [experiment.name]  # no empty Default beside it
     for run in runs:
         name = run.info.run_name
         assert run.info.status == "FINISHED", name
@@ -186,6 +186,12 @@ def test_mlflow_holds_one_complete_run_per_experiment(repro):
         history = client.get_metric_history(run.info.run_id, monitor)
         assert len(history) == params["experiments"][name]["max_epochs"], name
         assert len(client.get_metric_history(run.info.run_id, "train/loss")) == len(history)
+        # MLflow's step is the learning curve's x: the epoch, or a reinforcement-learning agent's environment steps
+        curve = list(csv.DictReader((project / "plots" / "validation" / f"{name}.csv").open()))
+        x = "train/env_steps" if "train/env_steps" in curve[0] else "epoch"
+        assert sorted(m.step for m in history) == [int(float(row[x])) for row in curve], name
+        assert tags["mlflow.source.name"] == f"dvc repro train@{name}" and f"{name}: the " in tags["mlflow.note.content"]
+        assert "system/cpu_utilization_percentage" in run.data.metrics, name  # tracking.system_metrics: true
         test_key = sorted(TEST_KEYS.get(params["experiments"][name]["dataset"], CLASSIFICATION_KEYS))[0]
         assert test_key in run.data.metrics
         metrics_file = json.loads((project / "metrics" / f"{name}.json").read_text())

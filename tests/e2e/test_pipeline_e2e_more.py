@@ -16,8 +16,8 @@ from test_pipeline_e2e import (  # noqa: F401  (collected here too, on this file
     test_metrics_files_have_the_task_keys,
     test_mlflow_holds_one_complete_run_per_experiment,
     test_repro_runs_every_stage_in_order,
-    test_run_json_throughput_is_the_fits_work_over_its_seconds,
     test_stages_print_progress_and_a_summary_line_only,
+    test_the_run_summarys_throughput_is_the_fits_work_over_its_seconds,
     test_tracking_credentials_never_reach_the_store_the_outputs_or_the_logs,
 )
 

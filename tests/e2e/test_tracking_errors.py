@@ -159,7 +159,7 @@ def test_evaluating_again_logs_no_second_value_and_replaces_the_figures_whole(pr
     (figures / "stale.png").write_bytes(b"a figure an older evaluation drew")
     python("-m", "pipeline.evaluate", EXPERIMENT, cwd=project)
 
-    run_id = json.loads((project / "models" / EXPERIMENT / "run.json").read_text())["mlflow_run_id"]
+    run_id = json.loads((project / "runs" / f"{EXPERIMENT}.json").read_text())["mlflow_run_id"]
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     results = json.loads((project / "metrics" / f"{EXPERIMENT}.json").read_text())
     assert results and {key: [m.value for m in client.get_metric_history(run_id, key)] for key in results} == {

@@ -72,11 +72,14 @@ def test_prepare_standardizes_every_split_with_training_statistics(tmp_path):
     x_test, _ = load(tmp_path / "test.pt")
     assert x_test.mean(dim=0).abs().max() > 1e-3  # not re-centred on its own statistics
     assert meta["sizes"] == {name: len(raw[name][1]) for name in data.SPLITS}
+    # what a model served on raw inputs standardizes them with (pipeline.core.served)
+    assert meta["input_mean"] == mean.tolist() and meta["input_std"] == std.tolist()
 
 
 def test_prepare_scales_images_with_one_mean_and_std_for_all_pixels(tmp_path):
-    prepare("digits", CONFIG, tmp_path)
+    meta = prepare("digits", CONFIG, tmp_path)
     raw = split("digits", CONFIG)
+    assert (meta["input_mean"], meta["input_std"]) == (raw["train"][0].mean(), raw["train"][0].std())
     x_train, _ = load(tmp_path / "train.pt")
     x_test, _ = load(tmp_path / "test.pt")
     assert abs(x_train.mean().item()) < 1e-5

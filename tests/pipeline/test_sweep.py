@@ -121,3 +121,26 @@ def test_the_html_report_shows_the_same_sweep_table(store):
     assert '<h3 id="sweep-grid-mlp_digits">Sweep grid: mlp_digits</h3>' in page
     low = np.array([RESULTS[(1e-3, seed)][0] for seed in range(3)])
     assert f"<tr><td>0.001</td><td>0, 1, 2</td><td>{low.mean():.4f} ± {low.std(ddof=1):.4f}</td>" in page
+
+
+def test_the_best_configurations_version_gets_the_alias(store, capsys):
+    """Each run registered as a version of mlp_digits, as trainings register theirs: the alias `best`
+    goes to the version of the best seed of the configuration with the best mean accuracy (lr 1e-3)."""
+    client = tracking.client()
+    experiment = client.get_experiment_by_name(load_experiment("mlp_digits")[0].tracking_experiment)
+    runs = sweep._runs(client, experiment.experiment_id, "grid")
+    if not client.search_registered_models("name = 'mlp_digits'"):
+        client.create_registered_model("mlp_digits")
+        for run in sorted(runs, key=lambda r: r.info.start_time):
+            client.create_model_version("mlp_digits", f"runs:/{run.info.run_id}/model", run_id=run.info.run_id)
+    assert sweep.main(["grid"]) == 0
+    accuracy = {run.info.run_id: run.data.metrics.get("test/accuracy") for run in runs}
+    best_seed = next(run_id for run_id, value in accuracy.items() if value == RESULTS[(1e-3, 1)][0])
+    version = client.get_model_version_by_alias("mlp_digits", sweep.ALIAS)
+    assert version.run_id == best_seed
+    assert f"mlp_digits: models:/mlp_digits@best is version {version.version} (run {best_seed}, test/accuracy mean" in capsys.readouterr().out
+
+
+def test_a_run_without_a_registered_version_gets_no_alias(store, capsys):
+    assert sweep.main(["other"]) == 0  # its one run is never registered (runs made before models were logged)
+    assert "has no registered model version" in capsys.readouterr().out

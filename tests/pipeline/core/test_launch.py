@@ -94,7 +94,7 @@ def test_torchrun_from_params_trains_with_two_processes_and_one_run(project):
     result = python("-m", "pipeline.train", "mlp_digits", cwd=project)
 
     assert f"launching: {sys.executable} -m torch.distributed.run --nproc-per-node=2 --nnodes=1" in result.stdout
-    summary = json.loads((project / "models" / "mlp_digits" / "run.json").read_text())
+    summary = json.loads((project / "runs" / "mlp_digits.json").read_text())
     assert summary["world_size"] == 2
     client = MlflowClient(f"sqlite:///{project / 'mlflow.db'}")
     runs = client.search_runs([e.experiment_id for e in client.search_experiments()])

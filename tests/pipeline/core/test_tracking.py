@@ -1,12 +1,14 @@
 """The default SQLite store: created in `<store>.partial` with per-commit fsync off, then renamed into
 place; the result is the store MLflow makes in place (same tables, columns, indexes and schema
 revision), with SQLite's default journal, and a stale `.partial` of an interrupted creation is
-replaced. A model whose MLflow run is in another store is named before it is evaluated. A tracking
+replaced. The run that trained a model is found by its checkpoint's md5; a model whose run is in
+another store is named before it is evaluated. A tracking
 URI is shown without its credentials; a test metric is logged once per run."""
 
 from __future__ import annotations
 
 import sqlite3
+import time
 
 import pytest
 from mlflow import MlflowClient
@@ -57,8 +59,35 @@ def test_a_partial_store_left_by_an_interrupted_creation_is_replaced(tmp_path, m
     (tmp_path / "mlflow.db.partial").write_bytes(b"SQLite format 3\x00 cut short")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{database}")
     client = tracking.client()
-    assert client.search_experiments()[0].name == "Default"
+    from mlflow.entities import ViewType
+
+    assert [e.name for e in client.search_experiments(view_type=ViewType.DELETED_ONLY)] == ["Default"]  # created whole
     assert not (tmp_path / "mlflow.db.partial").exists()
+
+
+def _trained_run(client, checkpoint, name="mlp_digits", status="FINISHED") -> str:
+    """A run as a training leaves it: tagged with its experiment and its checkpoint's md5."""
+    run_id = client.create_run(tracking.experiment_id(client, "a"), tags={"experiment": name}).info.run_id
+    client.set_tag(run_id, tracking.MODEL_TAG, tracking.md5(checkpoint))
+    client.set_terminated(run_id, status)
+    return run_id
+
+
+def test_the_run_that_trained_a_model_is_found_by_the_checkpoints_md5(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = tracking.client()
+    checkpoint, other = tmp_path / "best.ckpt", tmp_path / "other.ckpt"
+    checkpoint.write_bytes(b"weights")
+    other.write_bytes(b"other weights")
+    first = _trained_run(client, checkpoint)
+    time.sleep(0.01)
+    newest = _trained_run(client, checkpoint)  # the same model trained again (training is deterministic)
+    _trained_run(client, other)
+    _trained_run(client, checkpoint, name="cnn_digits")  # another experiment's identical file
+    time.sleep(0.01)
+    _trained_run(client, checkpoint, status="FAILED")  # failed after tagging: not a model's run
+    assert first != newest
+    assert tracking.find_model_run("a", "mlp_digits", checkpoint).info.run_id == newest
 
 
 def test_a_model_trained_into_another_store_is_named_before_evaluating(tmp_path, monkeypatch):
@@ -66,19 +95,26 @@ def test_a_model_trained_into_another_store_is_named_before_evaluating(tmp_path,
 
     from pipeline.params import ConfigError
 
+    monkeypatch.setattr(tracking, "RUNS", tmp_path / "runs")
     trained_into = tmp_path / "theirs" / "mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{trained_into}")
-    client = tracking.client()
-    run_id = client.create_run(tracking.experiment_id(client, "a")).info.run_id
-    run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps({"mlflow_run_id": run_id, "tracking_uri": f"sqlite:///{trained_into}"}))
-    tracking.check_run(run_file, "mlp_digits")  # its own store: fine
+    checkpoint = tmp_path / "best.ckpt"
+    checkpoint.write_bytes(b"weights")
+    run_id = _trained_run(tracking.client(), checkpoint)
+    assert tracking.find_model_run("a", "mlp_digits", checkpoint).info.run_id == run_id  # its own store: fine
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ours.db'}")
-    with pytest.raises(ConfigError, match=rf"^.*run\.json: MLflow run {run_id} is not in the store sqlite:///.*/ours\.db \(it was "
-                                          rf"trained into sqlite:///.*/theirs/mlflow\.db\); point MLFLOW_TRACKING_URI at that "
-                                          rf"store, or run `dvc repro -f train@mlp_digits` to train into this one$"):
-        tracking.check_run(run_file, "mlp_digits")
+    digest = tracking.md5(checkpoint)
+    message = (rf"^.*best\.ckpt: no finished MLflow run of experiment mlp_digits with tag model\.md5={digest} in the store "
+               rf"sqlite:///.*/ours\.db; point MLFLOW_TRACKING_URI at the store the model was trained into, or run "
+               rf"`dvc repro -f train@mlp_digits` to train into this one$")
+    with pytest.raises(ConfigError, match=message):
+        tracking.find_model_run("a", "mlp_digits", checkpoint)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "mlp_digits.json").write_text(json.dumps({"tracking_uri": "http://ann:secret@host:5000"}))
+    with pytest.raises(ConfigError, match=r"ours\.db \(this checkout trained into http://\*\*\*@host:5000\);") as raised:
+        tracking.find_model_run("a", "mlp_digits", checkpoint)
+    assert "secret" not in str(raised.value) and "ann" not in str(raised.value)
 
 
 @pytest.mark.parametrize(("uri", "shown"), [
@@ -94,19 +130,6 @@ def test_a_model_trained_into_another_store_is_named_before_evaluating(tmp_path,
 ])
 def test_redacted_hides_userinfo_and_secret_query_values(uri, shown):
     assert tracking.redacted(uri) == shown
-
-
-def test_a_run_trained_into_another_store_is_named_without_its_credentials(tmp_path, monkeypatch):
-    import json
-
-    from pipeline.params import ConfigError
-
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'ours.db'}")
-    run_file = tmp_path / "run.json"
-    run_file.write_text(json.dumps({"mlflow_run_id": "0" * 32, "tracking_uri": "http://ann:secret@host:5000"}))
-    with pytest.raises(ConfigError, match=r"\(it was trained into http://\*\*\*@host:5000\)") as raised:
-        tracking.check_run(run_file, "mlp_digits")
-    assert "secret" not in str(raised.value) and "ann" not in str(raised.value)
 
 
 def test_each_test_metric_is_logged_once_per_run_unless_its_value_changed(tmp_path, monkeypatch):

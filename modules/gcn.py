@@ -42,7 +42,9 @@ def gcn_norm(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, to
 def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """D̂^{-1/2} Â D̂^{-1/2} as a sparse (N, N) matrix: row i, column j holds the weight of j's message to i."""
     edge_index, weight = gcn_norm(edge_index, num_nodes)
-    return torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes)).coalesce()
+    # check_invariants=False: torch's default, said explicitly (left implicit, torch warns that it is off);
+    # the indices are the graph's edges, in range by construction
+    return torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes), check_invariants=False).coalesce()
 
 
 class GCNLayer(nn.Module):

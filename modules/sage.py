@@ -26,7 +26,9 @@ def mean_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     source, target = edge_index
     degree = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, target, torch.ones(target.shape))
     weight = 1.0 / degree[target]
-    return torch.sparse_coo_tensor(torch.stack([target, source]), weight, (num_nodes, num_nodes)).coalesce()
+    # torch's default, said explicitly, as in modules.gcn.normalized_adjacency
+    return torch.sparse_coo_tensor(torch.stack([target, source]), weight, (num_nodes, num_nodes),
+                                   check_invariants=False).coalesce()
 
 
 class SAGELayer(nn.Module):

@@ -7,11 +7,14 @@ SQLite tracking store (mlflow.db). Each is one line naming the file and what to 
 from __future__ import annotations
 
 import atexit
+import logging
 import os
+import re
 import shlex
 import sqlite3
 import sys
 import threading
+import warnings
 from typing import Callable, NoReturn
 
 from pipeline import files, stagestats
@@ -20,9 +23,36 @@ from pipeline.params import ConfigError
 # SQLite's messages for a file that is not, or no longer, a database
 DAMAGED = ("file is not a database", "database disk image is malformed")
 
+# Library warnings that ask nothing of the user of a stage, as regular expressions matched from the
+# message's start, each on its own text so that every other warning still shows.
+NOTICES = (
+    # Lightning's SLURMEnvironment, where `srun` is installed: the project starts its SLURM jobs itself
+    # (pipeline.core.launch), and a stage run without srun is meant to be
+    re.escape("The `srun` command is available on your system but is not used"),
+    r".* is smaller than the logging interval",  # Lightning, on an epoch of fewer batches than log_every_n_steps
+    # checkpoints/EXPERIMENT/ holds resume.json before the first checkpoint (pipeline.core.resume owns that folder)
+    r".* exists and is not empty",
+    re.escape("`isinstance(treespec, LeafSpec)` is deprecated"),  # Lightning's own use of torch's pytree
+)
+
+# Lightning's loggers of rank_zero_info: the GPU/TPU lines, the litlogger tip, "Loading
+# `train_dataloader` to estimate ...", "`Trainer.fit` stopped: ...". The train stage's summary line
+# says what they would. Lightning's warnings go through `warnings`, not these loggers, and still show.
+INFO_LOGGERS = ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero")
+
+
+def quiet() -> None:
+    """A stage's output is its progress and one summary line: the notices above are turned off through
+    the libraries' public switches (a logger's level, a warnings filter)."""
+    for name in INFO_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for notice in NOTICES:
+        warnings.filterwarnings("ignore", message=notice)
+
 
 def run(main: Callable[[list[str] | None], int | None], argv: list[str] | None = None) -> int:
     stagestats.begin()  # off unless MEDL_STAGE_STATS is set (bench/benchmarks.py)
+    quiet()
     try:
         return main(argv) or 0
     except ConfigError as error:  # DiskFull too

@@ -13,7 +13,9 @@ by it, so adding or editing a dataset reruns the stages that read the registry, 
 Likewise the evaluate stage imports the evaluation its family's kind names (`EVALUATION = "graph"` in a
 class is pipeline/core/evaluation/graph.py): the name is read from the family's files, so a family's
 evaluate stage depends on its own kind's evaluation only.
-The stage also checks all of params.yaml first.
+The stage also checks all of params.yaml first, and writes codedeps/chapters.json, each family's
+chapter of the book (its CHAPTER): the report orders its sections by them without importing the
+families, whose code would then be a dependency of the report.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pipeline.base import ROOT, listed
 
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
+CHAPTERS = "chapters.json"  # under OUT: each family's CHAPTER, for the report
 DISCOVERING = ("pipeline.datasets",)  # packages that import each module of their folder not named with a leading _
 EVALUATIONS = "pipeline.core.evaluation"  # imports its module named by the kind (EVALUATION), no import statement shows which
 
@@ -131,9 +134,13 @@ def digest(*entries: str) -> str:
 
 
 def contents() -> dict[str, str]:
-    """Each stage's file under codedeps/ (its relative name) and the text it should hold now."""
-    return {f"{name}.json": json.dumps(files_of(*entries), indent=1, sort_keys=True) + "\n"
-            for name, entries in stage_entries().items()}
+    """Each stage's file under codedeps/ (its relative name) and the text it should hold now; and CHAPTERS."""
+    from pipeline.params import available_families, family_class
+
+    chapters = {family: family_class(family).CHAPTER for family in available_families()}
+    return {**{f"{name}.json": json.dumps(files_of(*entries), indent=1, sort_keys=True) + "\n"
+               for name, entries in stage_entries().items()},
+            CHAPTERS: json.dumps(chapters, indent=1, sort_keys=True) + "\n"}
 
 
 def write_all(out: Path = OUT) -> list[str]:

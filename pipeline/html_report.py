@@ -92,11 +92,14 @@ class Check:
 
 @dataclass
 class Section:
-    """A dataset's experiments and reference rows, shown together."""
+    """A dataset's experiments and reference rows, shown together. `separate_losses`: each experiment's
+    loss on a panel of its own, where the losses are different objectives on different scales (a VAE's
+    negative ELBO in nats, a GAN's discriminator loss, an autoencoder's MSE per pixel)."""
 
     anchor: str
     title: str
     rows: list[dict]
+    separate_losses: bool = False
 
 
 def quantity(key: str) -> str:
@@ -144,8 +147,9 @@ def write(sections: list[Section], checks: list[Check], columns: list[str], *, p
         '<section id="overview"><h2>Overview</h2>',
         "<p>Models in blue, baselines in gray. Each section below: the table (baselines and floors in gray rows,"
         " then each target of params.yaml and whether it holds), the learning curves of its experiments overlaid"
-        " (validation split; dashed: train/*, solid: val/*) with horizontal lines at the baselines' and floors'"
-        " test values (gray) and the targets' thresholds (red), then the figures the evaluate stage drew from"
+        " (training and validation splits; dashed: train/*, solid: val/*) with horizontal lines at the baselines'"
+        " and floors' values on the test split (gray) and the targets' thresholds, on test values too (red): a"
+        " reference for the curves, not a value of the same split; then the figures the evaluate stage drew from"
         " each experiment's test split or samples.</p>",
         '<div class="grid">',
         *(_figure(out, path, path.stem) for path in overview if path.exists()),
@@ -216,9 +220,9 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
 
 
 def _sweeps(tables: list[dict]) -> list[str]:
-    lines = ['<section id="sweeps"><h2>Sweeps</h2>', f"<p>{_e(SWEEP_INTRO)}</p>"]
+    lines = ['<section id="sweeps"><h2>Sweeps</h2>', f"<p>{_code(SWEEP_INTRO)}</p>"]
     for table in tables:
-        lines += [f'<h3 id="{_e(table["anchor"])}">{_e(table["title"].replace("`", ""))}</h3>', '<div class="scroll"><table>',
+        lines += [f'<h3 id="{_e(table["anchor"])}">{_code(table["title"])}</h3>', '<div class="scroll"><table>',
                   "<tr>" + "".join(f"<th>{_e(h)}</th>" for h in table["header"]) + "</tr>",
                   *("<tr>" + "".join(f"<td>{_e(cell)}</td>" for cell in cells) + "</tr>" for cells in table["rows"]),
                   "</table></div>"]
@@ -246,7 +250,10 @@ def _panels(section: Section, checks: dict[str, list[Check]], plots: Path,
                 if not points:
                     continue
                 scale = target_std.get(row["dataset"], 1.0) ** target_unit_power(quantity(key))
-                panel = panels.setdefault((quantity(key), x), {"lines": [], "references": []})
+                name = quantity(key)
+                if section.separate_losses and name == "loss":
+                    name = f"loss: {row['name']}"
+                panel = panels.setdefault((name, x), {"lines": [], "references": []})
                 panel["lines"].append((row["name"], key, [p[0] for p in points], [p[1] * scale for p in points]))
     for (name, _), panel in panels.items():
         baselines, targets = {}, {}
@@ -258,17 +265,17 @@ def _panels(section: Section, checks: dict[str, list[Check]], plots: Path,
                 continue
             for key, value in row.items():
                 if key.startswith("test/") and quantity(key) == name and isinstance(value, float | int):
-                    baselines[f"{row['name']} {fmt(value)}"] = float(value)
-        panel["references"] = [
+                    baselines[f"{row['name']}, test {fmt(value)}"] = float(value)
+        panel["references"] = [  # test values: each label says so, beside validation curves
             *((label, value, False) for label, value in sorted(baselines.items(), key=lambda item: -item[1])),
-            *((f"target {fmt(value)}: {', '.join(names)}", value, True)
+            *((f"target, test {fmt(value)}: {', '.join(names)}", value, True)
               for value, names in sorted(targets.items(), reverse=True)),
         ]
     return panels
 
 
 def draw_curves(panels: dict[tuple[str, str], dict], png_path: Path, title: str) -> None:
-    """Curves of several experiments side by side, one panel per quantity. `panels`: (quantity, x axis' name)
+    """Curves of several experiments side by side, one panel per quantity, three a row. `panels`: (quantity, x axis' name)
     -> {"lines": [(experiment, key, xs, ys)], "references": [(label, value, is_target)]}. An experiment keeps
     its colour in every panel; train/* keys are dashed, the others solid. References are horizontal lines,
     listed in the panel's legend: baselines and floors in gray, each its own dash pattern; targets in red. A
@@ -283,10 +290,15 @@ def draw_curves(panels: dict[tuple[str, str], dict], png_path: Path, title: str)
     colors = {name: plt.get_cmap("tab10")(index % 10) for index, name in enumerate(experiments)}
     dashes = [(0, (1, 1.5)), (0, (4, 2)), (0, (6, 2, 1, 2)), (0, (1, 4)), (0, (8, 3))]
     widths = [6.6 if panel["references"] else 4.6 for panel in panels.values()]  # room for the references' legend
-    figure, axes = plt.subplots(1, len(panels), figsize=(sum(widths), 3.9), squeeze=False, layout="constrained",
+    columns = min(len(panels), 3)  # more panels (a loss per generative model) wrap onto further rows
+    widths = [max(widths[column::columns]) for column in range(columns)]
+    rows = math.ceil(len(panels) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(sum(widths), 3.9 * rows), squeeze=False, layout="constrained",
                                 width_ratios=widths)
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
     styles = set()
-    for ax, ((quantity, x), panel) in zip(axes[0], panels.items()):
+    for ax, ((quantity, x), panel) in zip(axes.flat, panels.items()):
         values, later = [], []
         for name, key, xs, ys in panel["lines"]:
             style = "--" if key.startswith("train/") else "-"
@@ -310,7 +322,8 @@ def draw_curves(panels: dict[tuple[str, str], dict], png_path: Path, title: str)
             pad = 0.08 * (high - low) or 0.05 * abs(high) or 1.0
             ax.set_ylim(low - pad, high + pad)
         if references:
-            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False,
+                      title="on the test split", title_fontsize=7, alignment="left")
         ax.grid(alpha=0.3)
     handles = [plt.Line2D([], [], color=colors[name], label=name) for name in experiments]
     handles += [plt.Line2D([], [], color="black", linestyle=style, label=label)
@@ -346,3 +359,10 @@ def _figure(out: Path, path: Path, caption: str) -> str:
 
 def _e(value) -> str:
     return html.escape(str(value), quote=True)
+
+
+def _code(text: str) -> str:
+    """Text with markdown code spans (`python -m ...`), as the markdown report writes it, escaped and
+    with each span in <code>: no literal backticks on the page."""
+    parts = str(text).split("`")
+    return "".join(f"<code>{_e(part)}</code>" if index % 2 else _e(part) for index, part in enumerate(parts))

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
+import time
 import logging
 import warnings
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
@@ -22,23 +25,51 @@ from pipeline.params import family_class
 SYSTEM_METRICS_SECONDS = 2.0  # between two samples of MLflow's system metrics: a training of seconds gets some
 
 
-# Lightning's advice on loggers and tiny epochs is noise in a stage log.
-# checkpoints/EXPERIMENT/ holds resume.json before the first checkpoint (pipeline.core.resume owns that folder)
-warnings.filterwarnings("ignore", message=".*(smaller than the logging interval|LeafSpec|litlogger|exists and is not empty).*")
+LOG_INTERVAL = 5.0  # seconds between two states of a progress bar written to a stream that is not a terminal
+
+
+class LogTqdm(Tqdm):
+    """Lightning's tqdm bar for a stream that is not a terminal (a log file, DVC's captured output): it
+    writes at most every `interval` seconds, and its last state when it closes. Lightning redraws its bar
+    through refresh(), which tqdm's own mininterval does not throttle; so refresh() is throttled here."""
+
+    def __init__(self, *args, interval: float, **kwargs):
+        self.interval = interval
+        self.written_at = time.monotonic()  # tqdm's first draw, at construction, is skipped too
+        super().__init__(*args, mininterval=interval, **kwargs)
+
+    def refresh(self, nolock=False, lock_args=None):
+        now = time.monotonic()
+        if now - self.written_at < self.interval:
+            return None
+        self.written_at = now
+        return super().refresh(nolock=nolock, lock_args=lock_args)
 
 
 class EpochProgressBar(TQDMProgressBar):
     """Lightning's bar for training, redrawn every `refresh_rate` batches (a redraw writes to the stream:
-    on a small model, every batch would cost more than the step); no validation bar, as a one-batch bar
-    each epoch would flood non-terminal logs."""
+    on a small model, every batch would cost more than the step). Not on a terminal, a line at most every
+    `log_interval` seconds (LogTqdm). No validation bar, as a one-batch bar each epoch would flood
+    non-terminal logs, and no `v_num` (the logger's version: the MLflow run id's tail, which the train
+    stage's summary line gives whole)."""
 
-    def __init__(self, refresh_rate: int = 20):
+    def __init__(self, refresh_rate: int = 20, log_interval: float = LOG_INTERVAL):
         super().__init__(refresh_rate=refresh_rate)
+        self.log_interval = log_interval
+
+    def init_train_tqdm(self):
+        if sys.stdout.isatty():
+            return super().init_train_tqdm()
+        return LogTqdm(desc=self.train_description, position=2 * self.process_position, disable=self.is_disabled,
+                       leave=True, file=sys.stdout, smoothing=0, bar_format=self.BAR_FORMAT, interval=self.log_interval)
 
     def init_validation_tqdm(self):
-        bar = super().init_validation_tqdm()
-        bar.disable = True
-        return bar
+        return Tqdm(disable=True)  # created disabled: an enabled bar draws itself once on creation
+
+    def get_metrics(self, trainer, pl_module):
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        return items
 
 
 class SameFolderCheckpointIO(TorchCheckpointIO):

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from conftest import dvc, git_init, python
 
+from pipeline.core.trainer import LOG_INTERVAL
 from pipeline.datasets import DATASETS
 from pipeline.spec import GRAPH_FILE
 from pipeline.params import family_class
@@ -50,7 +51,10 @@ def clean_repro(path, *targets: str, experiments: tuple[str, ...]):
     imports = path.parent / "imports"  # each stage process's imported project files (tests/e2e/import_log)
     imports.mkdir()
     hook = {"PYTHONPATH": str(Path(__file__).parent / "import_log"), "MEDL_IMPORT_LOG": str(imports)}
-    result = dvc("repro", *targets, cwd=project, extra_env={**CREDENTIALS, **hook})
+    # Python's own warning filters, as a user's shell has them (the tests' env ignores every warning):
+    # test_stages_print_progress_and_a_summary_line_only reads what the stages print.
+    warnings = {"PYTHONWARNINGS": ""}
+    result = dvc("repro", *targets, cwd=project, extra_env={**CREDENTIALS, **hook, **warnings})
     return project, params, result
 
 
@@ -76,6 +80,43 @@ def test_repro_runs_every_stage_in_order(repro):
     for name in names:
         assert ran.index(f"train@{name}") < ran.index(f"evaluate@{name}")
         assert ran.index("scorer") < ran.index(f"evaluate@{name}")
+
+
+# What stages printed before they were made quiet (pipeline.cli.quiet, pipeline.core.trainer.EpochProgressBar):
+# Lightning's notices, the srun hint, the logger's version in the bar, torch's sparse-tensor warning, and
+# the whole of comparison.md from the report.
+NOISE = ("GPU available", "TPU available", "litlogger", "Loading `train_dataloader`", "`Trainer.fit` stopped",
+         "srun", "v_num", "Sparse invariant checks", "Validation:", "Warning", "# Comparison", "| name |")
+PROGRESS = re.compile(r"(it/s|s/it)[,\]]")  # tqdm's rate, in each state of a bar it writes
+
+
+def stage_logs(output: str) -> dict[str, str]:
+    """What each stage printed on stdout, by stage name."""
+    parts = re.split(r"Running stage '([^']+)':\n", output)
+    return dict(zip(parts[1::2], parts[2::2]))
+
+
+def test_stages_print_progress_and_a_summary_line_only(repro):
+    project, params, result = repro
+    printed = result.stdout + result.stderr
+    for noise in NOISE:
+        assert noise not in printed, noise
+    logs = stage_logs(result.stdout)
+    for name in params["experiments"]:
+        train = logs[f"train@{name}"]
+        summary = re.search(rf"^{re.escape(name)}: (\d+) epochs in ([\d.]+) s, kept epoch", train, re.MULTILINE)
+        assert summary, train
+        # Off a terminal the bar writes at most every LOG_INTERVAL seconds and once when it closes: not a
+        # line per epoch, nor per batch. (Each write is a line here: text mode reads its \r as a newline.)
+        writes = len(PROGRESS.findall(train))
+        assert 1 <= writes <= 2 + float(summary[2]) / LOG_INTERVAL, train
+        assert len(train.encode()) <= 400 * writes + 300, train
+        assert re.search(rf"^{re.escape(name)}: .*test/", logs[f"evaluate@{name}"], re.MULTILINE)
+    scorer = logs.get("scorer", "")  # 20 epochs of the image scorer, where an image dataset is prepared
+    assert len(PROGRESS.findall(scorer)) <= 4 and len(scorer.encode()) <= 2000, scorer
+    assert re.search(rf"^report: {len(params['experiments'])} experiments beside \d+ baselines", logs["report"], re.MULTILINE)
+    own = logs["report"].split("Updating lock file")[0]  # what follows is DVC's
+    assert all(line.startswith(("> python", "[", "report: ")) for line in own.splitlines() if line), own
 
 
 def test_metrics_files_have_the_task_keys(repro):

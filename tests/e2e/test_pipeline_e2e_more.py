@@ -16,6 +16,7 @@ from test_pipeline_e2e import (  # noqa: F401  (collected here too, on this file
     test_metrics_files_have_the_task_keys,
     test_mlflow_holds_one_complete_run_per_experiment,
     test_repro_runs_every_stage_in_order,
+    test_stages_print_progress_and_a_summary_line_only,
     test_the_run_summarys_throughput_is_the_fits_work_over_its_seconds,
     test_tracking_credentials_never_reach_the_store_the_outputs_or_the_logs,
 )
@@ -57,6 +58,10 @@ def test_dvc_experiment_commands_work_on_our_params_metrics_and_plots(repro):
         assert f"plots/figures/{name}/learning_curve.png" in rendered["data"]
     html = dvc("plots", "show", "-o", "dvc_plots", cwd=project)
     assert (project / "dvc_plots" / "index.html").exists(), html.stdout
+    assert "dvc_plots" not in run(["git", "status", "--porcelain"], cwd=project).stdout  # ignored, never committed
+    # DVC's page loads Vega from a CDN: the README says so, naming the host
+    hosts = set(re.findall(r'<script src="https://([^/"]+)/', (project / "dvc_plots" / "index.html").read_text()))
+    assert hosts and all(host in (project / "README.md").read_text() for host in hosts), hosts
 
 
 SWEPT, SEEDS = "gcn_sbm", (1, 2)  # last in this file: it commits the workspace

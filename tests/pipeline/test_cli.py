@@ -54,3 +54,27 @@ def test_a_user_error_exits_2_with_its_one_line(tmp_path):
     assert result.stderr == "error: experiments.x.lr: must be a positive number\n"
     assert result.stdout == "no newline, still bufferedatexit ran\n"
     assert (tmp_path / "thread.txt").read_text() == "thread done"
+
+
+QUIET = """
+import logging, warnings
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from pipeline import cli
+
+cli.quiet()
+rank_zero_info("GPU available: False, used: False")
+rank_zero_warn("The `srun` command is available on your system but is not used. HINT: ...")
+rank_zero_warn("The dataloader does not have many workers which may be a bottleneck.")
+warnings.warn("a warning of the project's own")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").warning("a Lightning warning through its logger")
+"""
+
+
+def test_quiet_stages_still_show_the_warnings_a_user_acts_on():
+    """What pipeline.cli.quiet turns off is named: any other warning, Lightning's too, still shows."""
+    result = subprocess.run([sys.executable, "-c", QUIET], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                            env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)})
+    assert result.returncode == 0, result.stderr
+    assert "GPU available" not in result.stderr and "srun" not in result.stderr
+    for shown in ("does not have many workers", "a warning of the project's own", "a Lightning warning through its logger"):
+        assert shown in result.stderr, result.stderr

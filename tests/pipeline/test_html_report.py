@@ -143,7 +143,8 @@ def test_curves_are_overlaid_by_quantity_with_the_baselines_and_targets(tmp_path
     assert list(panels) == [("mse", "epoch")]
     # the validation curve was on the standardized target: x 3² puts it in the target's units, the test values'
     assert panels["mse", "epoch"]["lines"] == [("reg", "val/mse", [0.0, 1.0], [18.0, 9.0])]
-    assert panels["mse", "epoch"]["references"] == [("floor 4.0000", 4.0, False), ("target 5.0000: reg", 5.0, True)]
+    # test values beside validation curves: each label says which split it is
+    assert panels["mse", "epoch"]["references"] == [("floor, test 4.0000", 4.0, False), ("target, test 5.0000: reg", 5.0, True)]
 
     agent = Section("gym", "gym", [{"name": "agent", "kind": "model", "dataset": "gym"}])
     targets = {"agent": [Check("agent", "test/mean_return", "", 150.0, 175.0, False)]}
@@ -151,5 +152,36 @@ def test_curves_are_overlaid_by_quantity_with_the_baselines_and_targets(tmp_path
     assert list(panels) == [("loss", "epoch"), ("return", "train/env_steps")]  # the counter column, not the epoch
     returns = panels["return", "train/env_steps"]
     assert [key for _, key, *_ in returns["lines"]] == ["train/episode_return", "val/mean_return"]
-    assert returns["references"] == [("target 175.0: agent", 175.0, True)]
+    assert returns["references"] == [("target, test 175.0: agent", 175.0, True)]
     assert [key for _, key, *_ in panels["loss", "epoch"]["lines"]] == ["train/loss"]  # val/loss is empty for the agent
+
+
+def test_generative_losses_get_a_panel_each_and_many_panels_wrap(tmp_path):
+    import matplotlib.image
+
+    plots = tmp_path / "plots"
+    names = ("vae", "gan", "ae", "ddpm")
+    for scale, name in zip((80.0, 1.0, 0.05, 0.2), names):  # a negative ELBO in nats, a GAN's loss, MSEs per pixel
+        _csv(plots / "learning_curves" / f"{name}.csv", ["epoch", "train/loss", "val/loss"],
+             [[e, scale / (e + 1), scale / (e + 1)] for e in range(3)])
+    rows = [{"name": name, "kind": "model", "dataset": "digits"} for name in names]
+    panels = html_report._panels(Section("g", "g", rows, separate_losses=True), {}, plots, {})
+    assert list(panels) == [(f"loss: {name}", "epoch") for name in names]
+    assert [[line[0] for line in panel["lines"]] for panel in panels.values()] == [[name, name] for name in names]
+    shared = html_report._panels(Section("s", "s", rows), {}, plots, {})  # a supervised dataset's losses: one panel
+    assert list(shared) == [("loss", "epoch")]
+    png = tmp_path / "curves.png"
+    html_report.draw_curves(panels, png, "g")
+    height, width, _ = matplotlib.image.imread(png).shape
+    assert width <= 3 * 4.6 * 100 + 1 and height >= 2 * 3.9 * 100 - 1  # three panels a row at most: two rows
+
+
+def test_markdown_code_spans_are_code_on_the_page_not_backticks(tmp_path):
+    index = _build(tmp_path)
+    out = tmp_path / "reports"
+    sweep = {"title": "Sweep `lr`: clf", "anchor": "sweep-lr-clf", "header": ["optimizer.lr", "seeds", "test/accuracy"],
+             "rows": [["0.001", "0, 1", "0.9000 ± 0.0100"]], "note": ""}
+    page = html_report.write([], [], ["test/accuracy"], plots=tmp_path / "plots", out=out, target_std={},
+                             sweeps=[sweep]).read_text()
+    assert "`" not in page and "`" not in index.read_text()
+    assert "<code>python -m pipeline.sweep NAME</code>" in page and "Sweep <code>lr</code>: clf" in page

@@ -71,3 +71,37 @@ def test_the_columns_are_the_test_metrics_the_rows_hold_so_a_new_one_shows():
     rows = [{"name": "a", "test/accuracy": 0.9, "test/brand_new": 1.0, "parameters": 3},
             {"name": "b", "test/mse": 2.0, "test/accuracy": 0.8}]
     assert report.metric_columns(rows) == ["test/accuracy", "test/brand_new", "test/mse"]
+
+
+def test_datasets_follow_the_books_chapters_and_each_its_experiments_by_chapter():
+    rows = [
+        {"name": "gcn_sbm", "kind": "model", "dataset": "sbm", "chapter": 8},
+        {"name": "svc", "kind": "baseline", "dataset": "digits"},
+        {"name": "cnn_digits", "kind": "model", "dataset": "digits", "chapter": 6},
+        {"name": "logistic_regression", "kind": "baseline", "dataset": "digits"},
+        {"name": "softmax_digits", "kind": "model", "dataset": "digits", "chapter": 3},
+        {"name": "svc", "kind": "baseline", "dataset": "sbm"},
+        {"name": "linear_diabetes", "kind": "model", "dataset": "diabetes", "chapter": 2},
+        {"name": "lstm_ar_series", "kind": "model", "dataset": "ar_series", "chapter": 7},
+    ]
+    assert [(row["dataset"], row["name"]) for row in report.in_book_order(rows)] == [
+        ("diabetes", "linear_diabetes"),
+        ("digits", "softmax_digits"), ("digits", "cnn_digits"), ("digits", "logistic_regression"), ("digits", "svc"),
+        ("ar_series", "lstm_ar_series"),  # chapter 7, though first by name
+        ("sbm", "gcn_sbm"), ("sbm", "svc"),
+    ]
+
+
+def test_the_accuracy_overview_shows_a_bar_at_one_half(tmp_path, monkeypatch):
+    from pipeline.core import figures
+
+    drawn = []
+    monkeypatch.setattr(figures, "save", lambda figure, path: drawn.append(figure))
+    rows = [{"name": "gcn_sbm", "kind": "model", "dataset": "sbm", "test/accuracy": 0.5},
+            {"name": "svc", "kind": "baseline", "dataset": "digits", "test/accuracy": 0.9833}]
+    report.comparison_figure(rows, "test/accuracy", tmp_path / "comparison.png")
+    low, high = drawn[0].axes[0].get_xlim()
+    assert low <= 0.5 - 0.05 and high >= 1.0  # the 0.5 bar has a length a reader sees
+    for values in ([0.97, 0.99], [0.93], [0.0, 1.0], [0.05]):
+        low, _ = report.accuracy_limits(values)
+        assert 0 <= low <= min(values) - 0.05 or low == 0, values

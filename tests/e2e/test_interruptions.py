@@ -163,7 +163,8 @@ def test_sigterm_and_sigint_stop_with_a_line_a_non_zero_status_and_a_killed_resu
 
 
 def test_a_second_training_of_the_same_experiment_is_refused_with_the_holder_named(tmp_path):
-    project = make_project(tmp_path / "project", epochs=LONG)
+    # Far more epochs than the first can train while the second starts: it is stopped in `finally`.
+    project = make_project(tmp_path / "project", epochs=LONG * 20)
     first = start_training(project)
     try:
         wait_for_epoch(project, first)

@@ -118,7 +118,7 @@ def test_the_html_report_shows_the_same_sweep_table(store):
 
     sweep.main(["grid"])
     page = "\n".join(html_report._sweeps(report.sweep_tables(store / "sweeps")))
-    assert '<h3 id="sweep-grid-mlp_digits">Sweep grid: mlp_digits</h3>' in page
+    assert '<h3 id="sweep-grid-mlp_digits">Sweep <code>grid</code>: mlp_digits</h3>' in page
     low = np.array([RESULTS[(1e-3, seed)][0] for seed in range(3)])
     assert f"<tr><td>0.001</td><td>0, 1, 2</td><td>{low.mean():.4f} ± {low.std(ddof=1):.4f}</td>" in page
 

@@ -26,6 +26,18 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "dvc.lock", "mlflow.db", "dvc_plots")
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome")
+
+
+def browser() -> str:
+    """A headless browser's path, or the test skips with how to install one."""
+    for name in BROWSERS:
+        if path := shutil.which(name):
+            return path
+    pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} on PATH "
+                "(Debian: apt-get install chromium; .ci/run installs it as root)")
+
+
 def project_files() -> list[str]:
     """The files git would commit (tracked or new, not ignored), minus pipeline outputs."""
     listed = subprocess.run(

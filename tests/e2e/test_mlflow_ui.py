@@ -7,26 +7,16 @@ that the day MLflow changes this the README's address can be simplified."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, running_mlflow_server
+from conftest import ROOT, browser, running_mlflow_server
 
 pytestmark = pytest.mark.slow
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 README_ADDRESS = re.compile(r"http://127\.0\.0\.1:5000/(#/experiments/(\d+)\?workflowType=machine_learning)")
-
-
-def browser() -> str:
-    for name in BROWSERS:
-        if path := shutil.which(name):
-            return path
-    pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} on PATH "
-                "(Debian: apt-get install chromium; .ci/run installs it as root)")
 
 
 def rendered(url: str, profile: Path) -> str:

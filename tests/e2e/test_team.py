@@ -139,6 +139,12 @@ def test_a_wrong_password_is_one_line_naming_the_variables(team_server, prepared
     assert snapshot(prepared) == before
 
 
+def write_refused_line(uri: str, user: str) -> str:
+    return (f"error: MLFLOW_TRACKING_URI={uri}: user {user} (MLFLOW_TRACKING_USERNAME) may not write to MLflow "
+            f"experiment '{EXPERIMENT_NAME}' (params.yaml tracking.experiment_name; HTTP 403); ask the server's admin "
+            "for EDIT permission on it, or set tracking.experiment_name to an experiment you may write to")
+
+
 def test_a_user_without_permission_cannot_write_to_the_experiment(team_server, prepared):
     from mlflow import MlflowClient
 
@@ -150,11 +156,7 @@ def test_a_user_without_permission_cannot_write_to_the_experiment(team_server, p
     result = stage(prepared, "pipeline.train", "mlp_digits", extra_env=team_server.user_env("eve"))
 
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines() == [
-        f"error: MLFLOW_TRACKING_URI={team_server.uri}: user eve (MLFLOW_TRACKING_USERNAME) may not write to MLflow "
-        f"experiment '{EXPERIMENT_NAME}' (params.yaml tracking.experiment_name; HTTP 403); ask the server's admin for "
-        "EDIT permission on it, or set tracking.experiment_name to an experiment you may write to"
-    ]
+    assert result.stderr.strip().splitlines() == [write_refused_line(team_server.uri, "eve")]
     assert USERS["eve"] not in result.stdout + result.stderr
     assert snapshot(prepared) == before  # no resume state, no model, no curve
     assert len(client.search_runs([experiment_id])) == runs
@@ -175,11 +177,7 @@ def test_a_user_without_permission_cannot_evaluate_into_the_experiment(team_serv
     result = stage(prepared, "pipeline.evaluate", "linear_diabetes", extra_env=team_server.user_env("eve"))
 
     assert result.returncode == 2, result.stderr[-2000:]
-    assert result.stderr.strip().splitlines() == [
-        f"error: MLFLOW_TRACKING_URI={team_server.uri}: user eve (MLFLOW_TRACKING_USERNAME) may not write to MLflow "
-        f"experiment '{EXPERIMENT_NAME}' (params.yaml tracking.experiment_name; HTTP 403); ask the server's admin for "
-        "EDIT permission on it, or set tracking.experiment_name to an experiment you may write to"
-    ]
+    assert result.stderr.strip().splitlines() == [write_refused_line(team_server.uri, "eve")]
     assert snapshot(prepared) == before  # no metrics, no plots
     after = client.get_run(run.info.run_id).data
     assert (after.tags, after.metrics) == (run.data.tags, run.data.metrics)  # the probe changed nothing

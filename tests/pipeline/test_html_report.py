@@ -12,16 +12,13 @@ import csv
 import html
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
+from conftest import browser
 from pipeline import html_report
 from pipeline.html_report import Check, Section
 
-BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 PROBE = """<script>
 window.addEventListener("load", () => {
   const images = [...document.images].map(i => ({src: i.getAttribute("src"), complete: i.complete, width: i.naturalWidth}));
@@ -79,20 +76,12 @@ def _build(root: Path) -> Path:
                              target_std={}, overview=[out / "comparison.png", out / "missing.png"])
 
 
-def _browser() -> str:
-    for name in BROWSERS:
-        if path := shutil.which(name):
-            return path
-    pytest.skip(f"no headless browser: none of {', '.join(BROWSERS)} on PATH "
-                "(Debian: apt-get install chromium; .ci/run installs it as root)")
-
-
 def _render(index: Path, profile: Path) -> dict:
     """What Chromium saw on loading a probed copy of `index` from file://."""
     probed = index.with_name("probed.html")
     probed.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
     result = subprocess.run(
-        [_browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
+        [browser(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", f"--user-data-dir={profile}",
          "--virtual-time-budget=5000", "--dump-dom", probed.as_uri()],
         capture_output=True, text=True, timeout=90,
     )

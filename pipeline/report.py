@@ -21,7 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from pipeline import cli, codedeps, data, files, html_report, stagestats
+from pipeline import cli, codedeps, data, files, html_report, references, stagestats
 from pipeline.html_report import SWEEP_INTRO, fmt
 from pipeline.params import ROOT, ConfigError, load
 
@@ -69,7 +69,8 @@ def baseline_training_set(x_train, y_train) -> tuple:
 
 
 def baseline_rows(dataset: str) -> list[dict]:
-    """Each baseline's test metrics. On a graph dataset the baselines see the node features alone (not
+    """Each baseline's test metrics: the dataset's own references (pipeline/references/), then the
+    scikit-learn models'. On a graph dataset the baselines see the node features alone (not
     the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
     the graph families are re-fitted, pipeline.core.evaluation.graph.SEEDS) for test/accuracy_mean and test/accuracy_std.
     A classification training split larger than BASELINE_MAX_TRAIN is subsampled to it (the family column
@@ -79,15 +80,15 @@ def baseline_rows(dataset: str) -> list[dict]:
     from pipeline.core import metrics
 
     spec = data.DATASETS[dataset].spec
+    rows = [{**row, "kind": "baseline", "dataset": dataset} for row in references.reference_rows(dataset)]
     if data.DATASETS[dataset].is_environment:  # no split to fit a scikit-learn model on
-        return []
+        return rows
     meta = data.load_meta(dataset)
     x_train, y_train = (t.flatten(1).numpy() if t.dim() > 1 else t.numpy() for t in data.load_features(dataset, "train"))
     n_train = len(y_train)
     if spec.task in ("binary", "multiclass"):
         x_train, y_train = baseline_training_set(x_train, y_train)
     x_test, y_test = data.load_features(dataset, "test")
-    rows = []
     if "noise_variance" in meta:  # the least mean squared error any forecaster can reach
         rows.append({"name": "noise_floor", "kind": "baseline", "family": "σ² of the series' noise", "dataset": dataset,
                      "test/mse": meta["noise_variance"], "test/mse_over_noise": 1.0})

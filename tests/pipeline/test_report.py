@@ -105,3 +105,21 @@ def test_the_accuracy_overview_shows_a_bar_at_one_half(tmp_path, monkeypatch):
     for values in ([0.97, 0.99], [0.93], [0.0, 1.0], [0.05]):
         low, _ = report.accuracy_limits(values)
         assert 0 <= low <= min(values) - 0.05 or low == 0, values
+
+
+def test_a_datasets_reference_file_adds_its_rows_as_baselines(tmp_path, monkeypatch):
+    """A file pipeline/references/DATASET.py is the report's way to a reference no scikit-learn model gives."""
+    import sys
+    import types
+
+    from pipeline import references
+
+    module = types.ModuleType("pipeline.references.cartpole")
+    module.reference_rows = lambda dataset: [{"name": "random_policy", "family": "uniform actions", "test/mean_return": 22.0}]
+    monkeypatch.setitem(sys.modules, "pipeline.references.cartpole", module)
+    monkeypatch.setattr(references, "DATASETS", ("cartpole",))
+    rows = report.baseline_rows("cartpole")
+    assert rows == [{"name": "random_policy", "family": "uniform actions", "test/mean_return": 22.0,
+                     "kind": "baseline", "dataset": "cartpole"}]
+    monkeypatch.setattr(references, "DATASETS", ())
+    assert report.baseline_rows("cartpole") == []

@@ -42,7 +42,7 @@ def baselines(dataset: str) -> dict[str, object]:
 
     warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) is deprecated, still exact Platt scaling
     task = data.DATASETS[dataset].spec.task
-    if task == "sequence":  # no scikit-learn model generates sequences
+    if task in ("sequence", "oneshot"):  # no scikit-learn model generates sequences or names classes it never saw
         return {}
     if task == "regression":
         return {"least_squares": LinearRegression()}

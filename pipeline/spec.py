@@ -20,16 +20,16 @@ GRAPH_FILE = "graph.pt"  # a graph dataset's one file: the graph and every split
 class DataSpec:
     """What a family needs to know about its data: task, input shape, number of classes."""
 
-    task: str  # regression | binary | multiclass | sequence (a target token per output position) | control (an environment)
+    task: str  # regression | binary | multiclass | sequence (a target token per output position) | control (an environment) | oneshot (test classes unseen in training)
     input_shape: tuple[int, ...]  # one sample, e.g. (10,), (1, 8, 8) images or (8, 8) sequences of T steps x D features; control: one observation
-    num_classes: int  # 0 for regression; the target tokens' vocabulary for sequence; control: the number of discrete actions
+    num_classes: int  # 0 for regression; the target tokens' vocabulary for sequence; control: the number of discrete actions; oneshot: training classes
     vocab_size: int = 0  # sequence: input tokens are 0 .. vocab_size - 1 (targets are the first num_classes of them)
     target_length: int = 0  # sequence: target tokens per sample, predicted at the input's last positions
     environment: str = ""  # control: the gymnasium environment id the agent acts in (no prepared splits)
 
     @property
     def primary_metric(self) -> str:
-        return {"regression": "mse", "control": "mean_return"}.get(self.task, "accuracy")
+        return {"regression": "mse", "control": "mean_return", "oneshot": "oneshot_accuracy"}.get(self.task, "accuracy")
 
     @property
     def num_outputs(self) -> int:

@@ -33,7 +33,7 @@ def prepared(tmp_path, monkeypatch):
 def test_every_family_has_an_evaluation_of_its_kind():
     for family in available_families():
         assert family_class(family).EVALUATION in evaluation.KINDS, family
-    assert evaluation.KINDS == ("generative", "graph", "reinforcement", "supervised")
+    assert evaluation.KINDS == ("embedding", "generative", "graph", "reinforcement", "supervised")
 
 
 def test_a_model_of_no_kind_is_refused_by_name():

@@ -9,7 +9,8 @@ processes import it. The resume fingerprint hashes the same closure (`digest`).
 Imports are read with `ast`, at any depth of a file (function-level imports count), so the closure is
 what the process may import, whichever branch it takes. The dataset registry (pipeline/datasets/) imports
 every file of its folder by listing it, which no import statement shows: those files count as imported
-by it, so adding or editing a dataset reruns the stages that read the registry, prepare among them.
+by it, so adding or editing a dataset reruns the stages that read the registry, prepare among them;
+so do the report's reference files (pipeline/references/).
 Likewise the evaluate stage imports the evaluation its family's kind names (`EVALUATION = "graph"` in a
 class is pipeline/core/evaluation/graph.py): the name is read from the family's files, so a family's
 evaluate stage depends on its own kind's evaluation only.
@@ -32,7 +33,7 @@ from pipeline.base import ROOT, listed
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
 CHAPTERS = "chapters.json"  # under OUT: each family's CHAPTER, for the report
-DISCOVERING = ("pipeline.datasets",)  # packages that import each module of their folder not named with a leading _
+DISCOVERING = ("pipeline.datasets", "pipeline.references")  # packages that import each module of their folder not named with a leading _
 EVALUATIONS = "pipeline.core.evaluation"  # imports its module named by the kind (EVALUATION), no import statement shows which
 
 # Each stage's entry module. Train and evaluate also import their experiment's family by name

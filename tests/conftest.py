@@ -87,7 +87,7 @@ def dvc(*args: str, cwd: Path, check: bool = True, extra_env: dict | None = None
 # (tests/e2e/test_pipeline_e2e.py, tests/e2e/test_pipeline_e2e_more.py).
 E2E_HALVES = (("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
                "lstm_ar_series", "transformer_seq2seq"),
-              ("transformer_seq_digits", "gcn_sbm", "dqn_cartpole", "ppo_cartpole"))
+              ("transformer_seq_digits", "gcn_sbm", "dqn_cartpole", "ppo_cartpole", "siamese_digits"))
 E2E_EXPERIMENTS = E2E_HALVES[0] + E2E_HALVES[1]
 
 

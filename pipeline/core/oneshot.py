@@ -5,7 +5,8 @@ to the query, ŷ = argmin_j ‖f(x_q) − f(x_j)‖.
 
 The embedding evaluation (pipeline.core.evaluation.embedding) and the pixel-space reference
 (pipeline/references/) draw the same episodes: `draw_episodes` with the protocol the dataset writes
-in meta.json (`oneshot`: ways, episodes, seed).
+in meta.json (`oneshot`: ways, episodes, seed), on the test split (the unseen classes) and on the
+validation split (new images of the training classes: what the embedding learned where it was trained).
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import math
 
 import numpy as np
 import torch
+
+SEEN_METRIC = "test/seen_classes_oneshot_accuracy"  # the validation split's episodes: new images of the training classes
 
 
 def draw_episodes(y, ways: int, episodes: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -47,14 +50,14 @@ def nearest_support(z: torch.Tensor, support: np.ndarray, query: np.ndarray) -> 
     return torch.cdist(query_z, support_z).squeeze(1).argmin(dim=1)  # (E,)
 
 
-def oneshot_metrics(z: torch.Tensor, y, protocol: dict) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
-    """test/oneshot_accuracy over the protocol's episodes of the embeddings z (n, D) of samples with
-    labels y, and its standard error √(p(1 − p)/E); with each episode's true and predicted classes."""
+def oneshot_metrics(z: torch.Tensor, y, protocol: dict, metric: str = "test/oneshot_accuracy") -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """The accuracy (named `metric`) over the protocol's episodes of the embeddings z (n, D) of samples
+    with labels y, and its standard error √(p(1 − p)/E) (`metric`_stderr); with each episode's true and
+    predicted classes."""
     support, query, answer = draw_episodes(y, protocol["ways"], protocol["episodes"], protocol["seed"])
     predicted = nearest_support(z, support, query).numpy()
     accuracy = float((predicted == answer).mean())
     y = np.asarray(y)
     rows = np.arange(len(query))
-    metrics = {"test/oneshot_accuracy": round(accuracy, 6),
-               "test/oneshot_accuracy_stderr": round(math.sqrt(accuracy * (1 - accuracy) / len(query)), 6)}
+    metrics = {metric: round(accuracy, 6), f"{metric}_stderr": round(math.sqrt(accuracy * (1 - accuracy) / len(query)), 6)}
     return metrics, y[support[rows, answer]], y[support[rows, predicted]]

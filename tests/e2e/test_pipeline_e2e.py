@@ -28,6 +28,8 @@ TEST_KEYS = {  # by dataset: its task's metrics (the AR series adds its error ov
     "reverse_digits": {"test/token_accuracy", "test/exact_match", "test/perplexity"},
     "sbm": CLASSIFICATION_KEYS | {"test/accuracy_mean", "test/accuracy_std"},  # over the re-fits with seeds 0-9
     "cartpole": {"test/mean_return", "test/std_return", "test/min_return", "test/max_return"},  # 100 greedy episodes
+    "digits_oneshot": {"test/oneshot_accuracy", "test/oneshot_accuracy_stderr",  # unseen classes, and new images of the seen ones
+                       "test/seen_classes_oneshot_accuracy", "test/seen_classes_oneshot_accuracy_stderr"},
 }
 
 

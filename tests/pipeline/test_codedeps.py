@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from pipeline import codedeps
+from pipeline import codedeps, references
 from pipeline.core import resume
 from pipeline.datasets import DATASETS
 from pipeline.params import ROOT, load_experiment
@@ -88,6 +88,9 @@ def test_every_stages_closure_is_what_the_standard_librarys_modulefinder_finds()
         if "pipeline.datasets" in finder.modules:  # the registry imports its folder's files by name, unseen by modulefinder
             for dataset in DATASETS:
                 finder.import_hook(f"pipeline.datasets.{dataset}")
+        if "pipeline.references" in finder.modules:  # so does the report's folder of reference rows
+            for dataset in references.DATASETS:
+                finder.import_hook(f"pipeline.references.{dataset}")
         found = sorted(Path(m.__file__) for m in finder.modules.values() if m.__file__)
         assert found == codedeps.closure(*entries), name
 

@@ -89,12 +89,15 @@ def test_the_test_classes_are_unseen_in_training_and_standardized_with_training_
 
 def test_the_pixel_reference_is_scikit_learns_one_nearest_neighbour_on_the_same_episodes(prepared):
     (row,) = reference.reference_rows(DATASET)
-    x, y = data.load_split(DATASET, "test")
-    pixels, protocol = x.flatten(1).numpy(), digits_oneshot.ONESHOT
-    support, query, answer = oneshot.draw_episodes(y.numpy(), protocol["ways"], protocol["episodes"], protocol["seed"])
-    correct = [KNeighborsClassifier(1).fit(pixels[support[e]], np.arange(protocol["ways"])).predict(pixels[query[e], None])[0] == answer[e]
-               for e in range(protocol["episodes"])]
-    assert row["name"] == "pixel_1nn" and row["test/oneshot_accuracy"] == pytest.approx(np.mean(correct), abs=1e-6)
+    assert row["name"] == "pixel_1nn"
+    protocol = digits_oneshot.ONESHOT
+    for split, metric in (("test", "test/oneshot_accuracy"), ("val", "test/seen_classes_oneshot_accuracy")):
+        x, y = data.load_split(DATASET, split)
+        pixels = x.flatten(1).numpy()
+        support, query, answer = oneshot.draw_episodes(y.numpy(), protocol["ways"], protocol["episodes"], protocol["seed"])
+        correct = [KNeighborsClassifier(1).fit(pixels[support[e]], np.arange(protocol["ways"])).predict(pixels[query[e], None])[0]
+                   == answer[e] for e in range(protocol["episodes"])]
+        assert row[metric] == pytest.approx(np.mean(correct), abs=1e-6), split
 
 
 def test_the_embedding_evaluation_scores_the_models_embeddings_on_the_same_episodes(prepared, tmp_path):
@@ -108,9 +111,11 @@ def test_the_embedding_evaluation_scores_the_models_embeddings_on_the_same_episo
     context = Context(experiment, x, y, data.load_meta(DATASET), tmp_path / "figures", tmp_path / "predictions.csv")
     context.figures.mkdir()
     results = evaluation.evaluate(model, context)
+    x_val, y_val = data.load_split(DATASET, "val")
     with torch.no_grad():
         expected, actual, predicted = oneshot.oneshot_metrics(model.embed(x), y.numpy(), digits_oneshot.ONESHOT)
-    assert results == expected
+        seen = oneshot.oneshot_metrics(model.embed(x_val), y_val.numpy(), digits_oneshot.ONESHOT, "test/seen_classes_oneshot_accuracy")[0]
+    assert results == {**expected, **seen} and set(seen) == {"test/seen_classes_oneshot_accuracy", "test/seen_classes_oneshot_accuracy_stderr"}
     rows = list(csv.DictReader(context.predictions.open()))
     assert [(int(r["actual"]), int(r["predicted"])) for r in rows] == list(zip(actual.tolist(), predicted.tolist()))
     assert (context.figures / "oneshot_confusion_matrix.png").exists()

@@ -51,9 +51,13 @@ def learning_curve(loss_csv: Path, metric_csv: Path, png_path: Path, title: str)
     save(figure, png_path)
 
 
-def confusion(matrix, png_path: Path, title: str) -> None:
+def confusion(matrix, png_path: Path, title: str, classes: list | None = None) -> None:
+    """`classes`: the label of each row and column, if not 0, 1, ..."""
     figure, ax = plt.subplots(figsize=(4.5, 4))
     image = ax.imshow(matrix.numpy(), cmap="Blues")
+    if classes is not None:
+        ax.set_xticks(range(len(classes)), [str(c) for c in classes])
+        ax.set_yticks(range(len(classes)), [str(c) for c in classes])
     for (i, j), count in zip(((i, j) for i in range(len(matrix)) for j in range(len(matrix))), matrix.flatten().tolist()):
         ax.text(j, i, str(count), ha="center", va="center", fontsize=7)
     ax.set(xlabel="predicted", ylabel="actual", title=f"{title}: test confusion matrix")

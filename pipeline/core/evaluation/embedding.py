@@ -29,10 +29,10 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
         seen, _, _ = oneshot.oneshot_metrics(model.embed(x_val), y_val.numpy(), protocol, oneshot.SEEN_METRIC)
     results.update(seen)
     write_csv(context.predictions, ["actual", "predicted"], zip(actual.tolist(), predicted.tolist()))
-    classes = sorted(set(actual.tolist()))
+    classes = sorted(set(actual.tolist()) | set(predicted.tolist()))
     position = {c: i for i, c in enumerate(classes)}
     matrix = torch.zeros(len(classes), len(classes), dtype=torch.long)
     for a, p in zip(actual.tolist(), predicted.tolist()):
         matrix[position[a], position[p]] += 1
-    fig.confusion(matrix, context.figures / "oneshot_confusion_matrix.png", context.experiment.name)
+    fig.confusion(matrix, context.figures / "oneshot_confusion_matrix.png", context.experiment.name, classes)
     return dict(sorted(results.items()))

@@ -141,9 +141,14 @@ BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="cartpole"),
          r"^experiments\.mlp_digits: family 'mlp' handles regression/binary/multiclass data, but dataset 'cartpole' is control$"),
         (lambda p: p["experiments"]["gcn_sbm"].update(dataset="digits"),
-         r"^experiments\.gcn_sbm\.dataset: family 'gcn' needs a graph dataset \(cora, karate, sbm\), but dataset 'digits' is not one$"),
+         r"^experiments\.gcn_sbm\.dataset: family 'gcn' learns from the nodes of one graph \([a-z_, ]*\bsbm\b[a-z_, ]*\), "
+         r"but dataset 'digits' holds independent samples$"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="sbm"),
-         r"^experiments\.mlp_digits\.dataset: family 'mlp' takes samples, but dataset 'sbm' is one graph \(its families: gcn, sage\)$"),
+         r"^experiments\.mlp_digits\.dataset: family 'mlp' learns from independent samples \([a-z_, ]*\bdigits\b[a-z_, ]*\), "
+         r"but dataset 'sbm' holds the nodes of one graph$"),
+        (lambda p: p["experiments"]["gin_connectivity"].update(dataset="sbm"),
+         r"^experiments\.gin_connectivity\.dataset: family 'gin' learns from whole graphs, one label each \([a-z_, ]*\bconnectivity\b[a-z_, ]*\), "
+         r"but dataset 'sbm' holds the nodes of one graph$"),
         (lambda p: p["experiments"]["gcn_sbm"]["model"].update(dropout=1.5),
          r"^experiments\.gcn_sbm\.model\.dropout: must be in \[0, 1\), got 1\.5$"),
         (lambda p: p["experiments"]["sage_sbm"]["model"].update(hidden_sizes=[0]),

@@ -1,5 +1,5 @@
 """The DataModules that batch prepared data (pipeline.data) for Lightning: shuffled in-memory batches
-of samples, resumable mid-epoch, and the one graph of a graph dataset (full batch).
+of samples (or of whole graphs), resumable mid-epoch, and the one graph of a graph dataset (full batch).
 
 They subclass Lightning's, so importing this module imports Lightning; the stages import it after
 their checks, and pipeline.data, which only reads the splits back, does not.
@@ -144,6 +144,23 @@ class GraphDataModule(L.LightningDataModule):
         return OneBatch(self.splits["test"])
 
 
+class GraphBatches:
+    """A split of graphs indexed by whole batches: `graphs[indices]` -> (a PyTorch Geometric Batch of
+    those graphs, their labels), as BatchIndexDataset indexes samples."""
+
+    def __init__(self, batch, y):
+        self.graphs, self.y = batch.to_data_list(), y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def __getitem__(self, indices):
+        from torch_geometric.data import Batch
+
+        indices = torch.as_tensor(indices)  # a DataLoader's BatchSampler gives a list
+        return Batch.from_data_list([self.graphs[i] for i in indices.tolist()]), self.y[indices]
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """A dataset of samples, in memory: train in shuffled batches of `batch_size` (per device; the
     order seeded by `seed` and the epoch, each process its share under DDP: EpochBatches); validate
@@ -155,8 +172,10 @@ class InMemoryDataModule(L.LightningDataModule):
         super().__init__()
         self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
 
+    INDEXED = BatchIndexDataset  # (x, y) -> a split indexed by whole batches
+
     def setup(self, stage: str) -> None:
-        self.splits = {name: BatchIndexDataset(*load_split(self.dataset, name)) for name in SPLITS}
+        self.splits = {name: self.INDEXED(*load_split(self.dataset, name)) for name in SPLITS}
 
     def _whole_split(self, name: str) -> DataLoader:
         data = self.splits[name]
@@ -181,11 +200,21 @@ class InMemoryDataModule(L.LightningDataModule):
         return self._whole_split("test")
 
 
+class GraphsDataModule(InMemoryDataModule):
+    """A dataset of graphs, one label each: InMemoryDataModule's shuffled, resumable batches, each a
+    PyTorch Geometric Batch of `batch_size` graphs (every graph's nodes and edges, the node numbers
+    offset so the graphs stay apart, and `batch`: each node's graph), with the graphs' labels."""
+
+    INDEXED = GraphBatches
+
+
 def make_datamodule(dataset: str, batch_size: int, seed: int) -> L.LightningDataModule | None:
-    """The DataModule of a dataset's kind: batches of samples, or the one graph (full batch); None for
+    """The DataModule of a dataset's kind: batches of samples or of graphs, or the one graph (full batch); None for
     an environment, whose family module makes its own training data (rollouts) and validation episodes."""
     if DATASETS[dataset].is_environment:
         return None
     if DATASETS[dataset].kind == "graph":
         return GraphDataModule(dataset)
+    if DATASETS[dataset].kind == "graphs":
+        return GraphsDataModule(dataset, batch_size, seed)
     return InMemoryDataModule(dataset, batch_size, seed)

@@ -32,6 +32,7 @@ import yaml
 from pipeline.base import ROOT, ConfigError, listed  # noqa: F401 (ROOT, ConfigError re-exported: most stages import them from here)
 from pipeline.config import Config, DataConfig, ExperimentConfig, TrainerConfig, quoted
 from pipeline.datasets import DATASETS
+from pipeline.spec import KINDS
 
 PARAMS_FILE = ROOT / "params.yaml"
 
@@ -237,14 +238,12 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
             f"{path}: family {quoted(config.family)} handles {'/'.join(model_cls.TASKS)} data, "
             f"but dataset {quoted(config.dataset)} is {spec_.task}"
         )
-    kind = DATASETS[config.dataset].kind
-    if model_cls.GRAPH_INPUT != (kind == "graph"):
-        graphs = ", ".join(name for name, entry in DATASETS.items() if entry.kind == "graph")
+    kind, wanted = DATASETS[config.dataset].kind, model_cls.DATA_KIND
+    if kind != wanted:
+        theirs = ", ".join(name for name, entry in DATASETS.items() if entry.kind == wanted)
         raise ConfigError(
-            f"{path}.dataset: family {quoted(config.family)} needs a graph dataset ({graphs}), but dataset {quoted(config.dataset)} is not one"
-            if model_cls.GRAPH_INPUT else
-            f"{path}.dataset: family {quoted(config.family)} takes samples, but dataset {quoted(config.dataset)} is one graph "
-            f"(its families: {', '.join(f for f in families if getattr(family_class(f), 'GRAPH_INPUT', False))})"
+            f"{path}.dataset: family {quoted(config.family)} learns from {KINDS[wanted]} ({theirs}), "
+            f"but dataset {quoted(config.dataset)} holds {KINDS[kind]}"
         )
     if model_cls.IMAGE_INPUT and len(spec_.input_shape) != 3:
         raise ConfigError(

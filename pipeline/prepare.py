@@ -69,6 +69,8 @@ def prepare(dataset: str, config, out_dir: Path) -> dict:
         return _prepare_environment(dataset, out_dir)
     if entry.kind == "graph":
         return _prepare_graph(dataset, config, out_dir)
+    if entry.kind == "graphs":
+        return _prepare_graphs(dataset, config, out_dir)
     parts, facts = _split_with_facts(dataset, config)
     x_train = parts["train"][0].reshape(len(parts["train"][0]), -1)
     if entry.scaling == "global":  # images, one series: one mean and scale for all values keeps a background uniform
@@ -152,6 +154,31 @@ def _prepare_graph(dataset: str, config, out_dir: Path) -> dict:
             "sizes": {name: int(blob[f"{name}_mask"].sum()) for name in SPLITS}}
     out_dir.mkdir(parents=True, exist_ok=True)
     _save_tensors(blob, out_dir / GRAPH_FILE)
+    _write_meta(meta, out_dir)
+    return meta
+
+
+def _prepare_graphs(dataset: str, config, out_dir: Path) -> dict:
+    """Many graphs, one label each; per split, the graphs laid end to end: x (ΣN, F) float32,
+    edge_index (2, ΣE) int64 (each graph's own node numbers), nodes (G,) and edges (G,) int64 (each
+    graph's N and E), y (G,) int64."""
+    import torch
+
+    entry = DATASETS[dataset]
+    parts, facts = entry.make_graphs(config)
+    meta = {"dataset": dataset, **asdict(entry.spec), "kind": "graphs", **facts, "sizes": {}}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for name, (graphs, y) in parts.items():
+        blob = {
+            "x": torch.tensor(np.concatenate([x for x, _ in graphs]), dtype=torch.float32),
+            "edge_index": torch.tensor(np.concatenate([edges for _, edges in graphs], axis=1), dtype=torch.long),
+            "nodes": torch.tensor([len(x) for x, _ in graphs], dtype=torch.long),
+            "edges": torch.tensor([edges.shape[1] for _, edges in graphs], dtype=torch.long),
+            "y": torch.tensor(y, dtype=torch.long),
+        }
+        _save_tensors(blob, out_dir / f"{name}.pt")
+        meta["sizes"][name] = len(graphs)
+    meta["max_nodes"] = max(len(x) for graphs, _ in parts.values() for x, _ in graphs)
     _write_meta(meta, out_dir)
     return meta
 

@@ -70,8 +70,9 @@ def baseline_training_set(x_train, y_train) -> tuple:
 
 def baseline_rows(dataset: str) -> list[dict]:
     """Each baseline's test metrics: the dataset's own references (pipeline/references/), then the
-    scikit-learn models'. On a graph dataset the baselines see the node features alone (not
-    the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
+    scikit-learn models'. On a dataset of graphs they see each graph's node and edge counts
+    and sorted degrees (pipeline.data.graph_invariants). On a graph dataset the baselines see the node
+    features alone (not the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
     the graph families are re-fitted, pipeline.core.evaluation.graph.SEEDS) for test/accuracy_mean and test/accuracy_std.
     A classification training split larger than BASELINE_MAX_TRAIN is subsampled to it (the family column
     says so); the regression baseline, least squares, fits the whole split."""
@@ -107,6 +108,8 @@ def baseline_rows(dataset: str) -> list[dict]:
         if data.DATASETS[dataset].kind == "graph":
             row.update(_over_seeds(model, x_train, y_train, x_test.flatten(1).numpy(), y_test.numpy()))
             family = "scikit-learn, node features only"
+        elif data.DATASETS[dataset].kind == "graphs":  # pipeline.data.graph_invariants
+            family = "scikit-learn, node and edge counts and sorted degrees only"
         rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset, **row})
     return rows
 

@@ -13,6 +13,11 @@ from pipeline.base import ROOT
 
 PREPARED = ROOT / "data" / "prepared"  # data/prepared/<dataset>/: written by prepare, read by pipeline.data
 SPLITS = ("train", "val", "test")
+KINDS = {  # a dataset's kind -> what its samples are, in words (a family takes one kind: its DATA_KIND)
+    "samples": "independent samples",
+    "graph": "the nodes of one graph",
+    "graphs": "whole graphs, one label each",
+}
 GRAPH_FILE = "graph.pt"  # a graph dataset's one file: the graph and every split's node mask
 
 
@@ -49,8 +54,9 @@ class Dataset:
     description: str
     scaling: str = "feature"  # feature | global | none (token ids, kept as integers)
     make_splits: Callable[..., tuple[dict, dict]] | None = None  # (data config) -> ({split: (x, y)}, facts)
-    kind: str = "samples"  # samples (independent rows) | graph (one graph: `make_graph` builds it)
+    kind: str = "samples"  # one of KINDS: samples (independent rows) | graph (one graph: `make_graph` builds it) | graphs (`make_graphs`)
     make_graph: Callable[..., tuple[dict, dict]] | None = None  # (data config) -> (arrays, facts); see pipeline/datasets/_graph.py
+    make_graphs: Callable[..., tuple[dict, dict]] | None = None  # (data config) -> ({split: ([(x (N, F), edge_index (2, E))], y (G,))}, facts)
     fetch: Callable[[], None] | None = None  # from the network: puts the raw files in data/raw/, downloading what is missing
 
     @property

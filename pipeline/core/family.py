@@ -63,7 +63,7 @@ class FamilyModule(L.LightningModule):
     TASKS: tuple[str, ...] = ()  # the data tasks the family can learn
     IMAGE_INPUT = False  # True if samples must be (C, H, W) images
     SEQUENCE_INPUT = False  # True if samples must be sequences: (T, D) feature vectors, or tokens (T,) (task sequence)
-    GRAPH_INPUT = False  # True for node classification on a graph dataset (pipeline.core.graph); False for samples
+    DATA_KIND = "samples"  # the kind of dataset it learns from (pipeline.spec.KINDS): graph (pipeline.core.graph), graphs (pipeline.core.graph_level)
     CHAPTER = 0  # the book's chapter, a tag in MLflow
     STEP_METRIC: str | None = None  # the epoch metric whose value is MLflow's step (pipeline.core.trainer); None: the epoch
 

@@ -26,7 +26,7 @@ class GraphModule(SupervisedModule):
     """Scores of the masked nodes of one graph; the graph's split is its node mask."""
 
     TASKS = ("multiclass",)
-    GRAPH_INPUT = True
+    DATA_KIND = "graph"
     CHAPTER = 8
     EVALUATION = "graph"  # pipeline.core.evaluation.graph
 

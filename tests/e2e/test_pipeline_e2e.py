@@ -233,7 +233,7 @@ for name in sys.argv[1:]:
     model = family_class(experiment.family).load_from_checkpoint(f"models/{name}/best.ckpt", map_location="cpu").eval()
     assert model.hparams["optimizer"] == {**vars(experiment.optimizer)}, name
     assert model.data_spec == data.DATASETS[experiment.dataset].spec, name
-    if model.data_spec.task == "multiclass" and not model.GRAPH_INPUT:
+    if model.data_spec.task == "multiclass" and model.DATA_KIND != "graph":
         x, y = data.load_split(experiment.dataset, "test")
         with torch.no_grad():
             accuracies[name] = (model(x).argmax(-1) == y).double().mean().item()

@@ -134,6 +134,11 @@ BAD_EDITS = [
          r"^experiments\.dqn_cartpole\.early_stopping\.mode: val/mean_return is a return to maximise; set it to max$"),
         (lambda p: p["experiments"]["ppo_cartpole"].update(scheduler={"name": "onecycle"}),
          r"^experiments\.ppo_cartpole\.scheduler\.name: onecycle needs the number of steps in advance"),
+        (lambda p: p["experiments"]["q_learning_frozen_lake"].update(dataset="cartpole"),
+         r"^experiments\.q_learning_frozen_lake\.dataset: a table needs discrete states \(observations of shape \(\)\), "
+         r"cartpole has vectors; allowed: cliff_walking, frozen_lake$"),
+        (lambda p: p["experiments"]["q_learning_cliff_walking"].update(trainer={"devices": 2}),
+         r"^experiments\.q_learning_cliff_walking\.trainer\.devices: one table learns in one process; set devices and num_nodes to 1$"),
         (lambda p: p["experiments"]["ppo_cartpole"]["model"].update(clip=1.5),
          r"^experiments\.ppo_cartpole\.model\.clip: must be in \(0, 1\), got 1\.5$"),
         (lambda p: p["experiments"]["ppo_cartpole"].update(dataset="digits"),

@@ -35,6 +35,7 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
         "test/std_return": float(every.compute().double().std()),
         "test/min_return": float(low.compute()),
         "test/max_return": float(high.compute()),
+        **model.exact_test_metrics(),
     }
     write_csv(context.predictions, ["actual", "predicted"], (("greedy policy", return_bucket(r)) for r in returns.tolist()))
     fig.return_histogram(returns, context.figures / "test_returns.png",

@@ -88,21 +88,25 @@ def policy_evaluation(transitions: torch.Tensor, rewards: torch.Tensor, policy: 
         values = updated
 
 
-def q_learning_update(q_table: torch.Tensor, state: int, action: int, reward: float, next_state: int,
-                      terminated: bool, alpha: float, gamma: float) -> float:
-    """Q(s, a) += α (r + γ (1 - d) max_a' Q(s', a') - Q(s, a)) on `q_table` (S, A), in place; the TD error."""
-    td_target = reward + (0.0 if terminated else gamma * float(q_table[next_state].max()))
-    td_error = td_target - float(q_table[state, action])
-    q_table[state, action] += alpha * td_error
+def q_learning_update(q_table, state: int, action: int, reward: float, next_state: int, terminated: bool,
+                      alpha: float, gamma: float) -> float:
+    """Q(s, a) += α (r + γ (1 - d) max_a' Q(s', a') - Q(s, a)) on `q_table` (S, A), in place; the TD error.
+    The table: a tensor, or nested lists of floats (a training step's, for speed: one move is a few
+    scalar operations)."""
+    td_target = reward + (0.0 if terminated else gamma * float(max(q_table[next_state])))
+    td_error = td_target - float(q_table[state][action])
+    q_table[state][action] += alpha * td_error
     return td_error
 
 
-def epsilon_greedy(q_values: torch.Tensor, epsilon: float, generator: torch.Generator) -> int:
-    """A uniform action with probability ε, else one of the actions of largest Q(s, ·) (A,), uniformly."""
-    if float(torch.rand((), generator=generator)) < epsilon:
-        return int(torch.randint(len(q_values), (), generator=generator))
-    best = (q_values == q_values.max()).nonzero().squeeze(1)
-    return int(best[torch.randint(len(best), (), generator=generator)])
+def epsilon_greedy(q_values: list[float], epsilon: float, explore_draw: float, choice_draw: float) -> int:
+    """A uniform action with probability ε, else one of the actions of largest Q(s, ·) (A values), uniformly;
+    explore_draw, choice_draw: uniform draws in [0, 1) that decide."""
+    if explore_draw < epsilon:
+        candidates = list(range(len(q_values)))
+    else:
+        candidates = [action for action, value in enumerate(q_values) if value == max(q_values)]
+    return candidates[int(choice_draw * len(candidates))]
 
 
 class TabularQLearning(ReinforcementModule):
@@ -196,24 +200,30 @@ class TabularQLearning(ReinforcementModule):
     def experience(self) -> Iterator[dict[str, torch.Tensor]]:
         if self._env is None:
             self._start_rollouts()
-        moves = []
-        for _ in range(self.steps_per_epoch):
-            epsilon = epsilon_schedule(self.env_steps, self.epsilon_start, self.epsilon_end, self.exploration_steps)
-            action = epsilon_greedy(self.q_table[int(self._state)], epsilon, self._generator)
-            next_state, reward, terminated, truncated, _ = self._env.step(action)
-            moves.append((int(self._state), action, float(reward), int(next_state), float(terminated)))
-            self._episode_return += reward
-            self.env_steps += 1
+        env, moves = self._env, []
+        # the loop's state in locals (a module's attribute assignment costs more than a move), kept on the
+        # module at each batch: what validation, checkpoints and the next epoch see
+        state, episode_return = int(self._state), self._episode_return
+        for step in range(self.steps_per_epoch):
+            if step % self.batch_steps == 0:  # the table the batch's moves act with, as floats, and their draws
+                table = self.q_table.tolist()
+                draws = torch.rand(self.batch_steps, 2, generator=self._generator, dtype=torch.float64).tolist()
+            epsilon = epsilon_schedule(self.env_steps + len(moves), self.epsilon_start, self.epsilon_end,
+                                       self.exploration_steps)
+            action = epsilon_greedy(table[state], epsilon, *draws[step % self.batch_steps])
+            next_state, reward, terminated, truncated, _ = env.step(action)
+            moves.append((state, action, float(reward), int(next_state), float(terminated)))
+            episode_return += reward
             if terminated or truncated:
-                self.episode_finished(self._episode_return)
-                self._episode_return = 0.0
-                next_state, _ = self._env.reset()
-            self._state = next_state
-            if len(moves) == self.batch_steps:
+                self.episode_finished(episode_return)
+                episode_return = 0.0
+                next_state, _ = env.reset()
+            state = int(next_state)
+            if len(moves) == self.batch_steps or step == self.steps_per_epoch - 1:
+                self._state, self._episode_return = state, episode_return
+                self.env_steps += len(moves)
                 yield self._batch(moves)
                 moves = []
-        if moves:
-            yield self._batch(moves)
 
     @staticmethod
     def _batch(moves: list[tuple]) -> dict[str, torch.Tensor]:
@@ -226,12 +236,12 @@ class TabularQLearning(ReinforcementModule):
     def training_step(self, batch, batch_idx):
         """The TD updates of the batch's moves, in order, then the table moved to their result; the mean
         squared TD error is the epoch's train/loss."""
-        updated = self.q_table.detach().clone()  # Q⁺
+        updated = self.q_table.tolist()  # Q⁺, as floats
         columns = [batch[key].tolist() for key in ("state", "action", "reward", "next_state", "terminated")]
         squared = [q_learning_update(updated, *move, self.alpha, self.gamma) ** 2 for move in zip(*columns)]
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        self.manual_backward(0.5 * (self.q_table - updated).pow(2).sum())
+        self.manual_backward(0.5 * (self.q_table - torch.tensor(updated, dtype=self.q_table.dtype)).pow(2).sum())
         optimizer.step()
         return torch.tensor(sum(squared) / len(squared))
 

@@ -106,11 +106,11 @@ def test_q_learning_update_by_hand():
 
 
 def test_epsilon_greedy_breaks_ties_at_random_and_explores():
-    generator = torch.Generator().manual_seed(0)
-    q_values = torch.tensor([1.0, 3.0, 3.0, 0.0])
-    greedy = {epsilon_greedy(q_values, 0.0, generator) for _ in range(100)}
-    assert greedy == {1, 2}
-    assert {epsilon_greedy(q_values, 1.0, generator) for _ in range(200)} == {0, 1, 2, 3}
+    q_values = [1.0, 3.0, 3.0, 0.0]
+    # explore_draw >= ε: a greedy action, the tie between 1 and 2 split by choice_draw
+    assert [epsilon_greedy(q_values, 0.1, 0.5, choice) for choice in (0.0, 0.49, 0.5, 0.99)] == [1, 1, 2, 2]
+    # explore_draw < ε: any of the 4 actions, by quarters of choice_draw
+    assert [epsilon_greedy(q_values, 0.1, 0.05, choice) for choice in (0.0, 0.3, 0.6, 0.9)] == [0, 1, 2, 3]
 
 
 def test_a_training_step_is_the_td_updates_in_order():

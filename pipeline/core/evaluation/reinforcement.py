@@ -1,5 +1,6 @@
 """A reinforcement-learning family's evaluation: greedy test episodes in its environment, their
-returns aggregated with torchmetrics, a histogram of them."""
+returns aggregated with torchmetrics, a histogram of them; and the metrics the family computes exactly
+(`exact_test_metrics`: a table's policy value on the environment's model)."""
 
 from __future__ import annotations
 

@@ -160,3 +160,12 @@ def test_cliff_walking_learns_the_optimal_path():
 def test_check_config_names_the_key(change, message):
     with pytest.raises(ConfigError, match=message.replace("^", r"^model\.")):
         model_kwargs(TabularQLearning, {**SETTINGS, **change}, "model", SPEC)
+
+
+def test_the_reference_row_is_value_iterations_optimum_and_its_returns():
+    from pipeline.references import reference_rows
+
+    [row] = reference_rows("cliff_walking")
+    assert row["name"] == "value_iteration"
+    assert row["test/policy_value"] == pytest.approx(-sum(0.99 ** t for t in range(13)), abs=1e-6)
+    assert row["test/mean_return"] == row["test/min_return"] == -13  # the optimal path on every test episode

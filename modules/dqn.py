@@ -27,16 +27,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from modules._exploration import epsilon_schedule
 from modules._feedforward import feedforward, small_widths
 from pipeline.spec import DataSpec
 from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.episodes import make_env
 from pipeline.core.reinforcement import ReinforcementModule
-
-
-def epsilon_schedule(step: int, start: float, end: float, duration: int) -> float:
-    """ε at environment step `step`: linear from `start` at step 0 to `end` at step `duration`, then `end`."""
-    return end + (start - end) * max(0.0, 1.0 - step / duration)
 
 
 def td_target(reward: torch.Tensor, next_q_target: torch.Tensor, terminated: torch.Tensor, gamma: float,

@@ -9,10 +9,16 @@ import numpy as np
 import torch
 
 
+MAX_EPISODE_STEPS = 500  # the cut of an environment gymnasium sets no time limit for (CliffWalking)
+
+
 def make_env(environment: str):
+    """gymnasium's environment; one without a time limit of its own is cut at MAX_EPISODE_STEPS, so that
+    the episode of a greedy policy that loops (a half-learnt table) still ends."""
     import gymnasium
 
-    return gymnasium.make(environment)
+    limit = None if gymnasium.spec(environment).max_episode_steps else MAX_EPISODE_STEPS
+    return gymnasium.make(environment, max_episode_steps=limit)
 
 
 @torch.no_grad()

@@ -105,6 +105,11 @@ class ReinforcementModule(FamilyModule):
         """Act for `steps_per_epoch` environment steps, yielding the training batches."""
         raise NotImplementedError
 
+    def exact_test_metrics(self) -> dict[str, float]:
+        """Test metrics computed exactly rather than from episodes (`test/...`), where the family can: a
+        tabular policy's value from the environment's transition model. None by default."""
+        return {}
+
     def rollout_state(self) -> dict:
         """Tensors and numbers that let a resumed training go on (buffer, counters, generator state)."""
         return {}

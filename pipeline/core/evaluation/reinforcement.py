@@ -1,5 +1,6 @@
 """A reinforcement-learning family's evaluation: greedy test episodes in its environment, their
-returns aggregated with torchmetrics, a histogram of them."""
+returns aggregated with torchmetrics, a histogram of them; and the metrics the family computes exactly
+(`exact_test_metrics`: a table's policy value on the environment's model)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
         "test/std_return": float(every.compute().double().std()),
         "test/min_return": float(low.compute()),
         "test/max_return": float(high.compute()),
+        **model.exact_test_metrics(),
     }
     write_csv(context.predictions, ["actual", "predicted"], (("greedy policy", return_bucket(r)) for r in returns.tolist()))
     fig.return_histogram(returns, context.figures / "test_returns.png",

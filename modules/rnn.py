@@ -26,6 +26,13 @@ check that they give the fused layers' outputs.
 The network: the recurrent stack over the sequence, then the final state of the top layer (its
 forward state after x_T and, if bidirectional, its backward state after x_1), dropout and an
 affine layer to the task's scores.
+
+On token data (the `sequence` task) it is a language model (a char-RNN): tokens enter one-hot, and
+the state after x_t gives the scores of x_{t+1}, p(x_{t+1} | x_1, …, x_t) = softmax(W h_t + b), at the
+input's last L positions (L the target length); training minimises the cross-entropy of every target
+token, whose exponential is the perplexity. `generate` carries the state forward one token at a time
+(greedy, or sampled from softmax(scores / τ)). Only a forward recurrence may read the tokens: a
+bidirectional one would see the tokens it predicts.
 """
 
 from __future__ import annotations
@@ -33,11 +40,12 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from pipeline.spec import DataSpec
 from pipeline.config import OptimizerConfig, SchedulerConfig
-from pipeline.core.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule, sequence_examples
 
 Cell = Literal["rnn", "lstm", "gru"]
 LAYERS: dict[str, type[nn.RNNBase]] = {"rnn": nn.RNN, "lstm": nn.LSTM, "gru": nn.GRU}
@@ -99,9 +107,10 @@ def explicit_forward(layer: nn.RNNBase, x: torch.Tensor) -> torch.Tensor:
 
 
 class RecurrentNetwork(SupervisedModule):
-    """x (B, T, D) -> recurrent stack -> final state of the top layer -> dropout -> affine -> (B, K)."""
+    """x (B, T, D) -> recurrent stack -> final state of the top layer -> dropout -> affine -> (B, K);
+    tokens (B, T) -> one-hot -> recurrent stack -> each of the last L states -> dropout -> affine -> (B, L, K)."""
 
-    TASKS = ("regression", "binary", "multiclass")
+    TASKS = ("regression", "binary", "multiclass", "sequence")
     SEQUENCE_INPUT = True
     CHAPTER = 7
 
@@ -118,7 +127,9 @@ class RecurrentNetwork(SupervisedModule):
         dropout: float,  # between stacked layers and before the affine head, in [0, 1)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
-        _, features = data.input_shape
+        self.tokens = data.task == "sequence"
+        features = data.vocab_size if self.tokens else data.input_shape[1]
+        self.target_length = data.target_length
         self.hidden_size = hidden_size
         self.recurrent = LAYERS[cell](
             features, hidden_size, num_layers=num_layers, batch_first=True, bidirectional=bidirectional,
@@ -134,6 +145,8 @@ class RecurrentNetwork(SupervisedModule):
         for key in ("hidden_size", "num_layers"):
             if model[key] < 1:
                 raise ValueError(f"{key}: must be a positive integer, got {model[key]}")
+        if model["bidirectional"] and data is not None and data.task == "sequence":
+            raise ValueError("bidirectional: must be false on token sequences (a language model may not read the tokens it predicts)")
 
     @staticmethod
     def small_config(model: dict) -> dict:
@@ -147,8 +160,34 @@ class RecurrentNetwork(SupervisedModule):
         return torch.cat([forward, outputs[:, 0, self.hidden_size :]], dim=-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.tokens:
+            outputs, _ = self.recurrent(F.one_hot(x, self.recurrent.input_size).float())  # (B, T, H)
+            return self.head(outputs[:, -self.target_length :])  # (B, L, K)
         outputs, _ = self.recurrent(x)  # (B, T, H · directions)
         return self.head(self.final_state(outputs))  # (B, K)
+
+    @torch.no_grad()
+    def generate(
+        self, prompt: torch.Tensor, steps: int, temperature: float = 0.0, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Tokens: extend prompt (B, P) by `steps` tokens (B, steps), the state carried from step to step;
+        greedily when temperature is 0, else sampled from softmax(scores / temperature)."""
+        one_hot = lambda tokens: F.one_hot(tokens, self.recurrent.input_size).float()  # noqa: E731
+        outputs, state = self.recurrent(one_hot(prompt))
+        generated = []
+        for _ in range(steps):
+            last = self.head(outputs[:, -1])  # (B, K)
+            if temperature == 0:
+                token = last.argmax(dim=-1, keepdim=True)
+            else:
+                token = torch.multinomial((last / temperature).softmax(dim=-1), 1, generator=generator)
+            generated.append(token)
+            outputs, state = self.recurrent(one_hot(token), state)
+        return torch.cat(generated, dim=1)
+
+    def examples(self, x: torch.Tensor, y: torch.Tensor, meta: dict, count: int = 8) -> str | None:
+        """Tokens: the first test prompts with their targets, greedy continuations and samples (sequence_examples)."""
+        return sequence_examples(self.generate, x, y, self.target_length, meta, count) if self.tokens else None
 
 
 MODEL = RecurrentNetwork

@@ -33,7 +33,7 @@ from torch import nn
 from modules._feedforward import feedforward
 from pipeline.spec import DataSpec
 from pipeline.config import OptimizerConfig, SchedulerConfig
-from pipeline.core.supervised import SupervisedModule
+from pipeline.core.supervised import SupervisedModule, sequence_examples
 
 Norm = Literal["pre", "post"]
 
@@ -213,17 +213,9 @@ class Transformer(SupervisedModule):
             tokens = torch.cat([tokens, token], dim=1)
         return tokens[:, prompt.shape[1] :]
 
-    def examples(self, x: torch.Tensor, y: torch.Tensor, count: int = 8) -> str | None:
-        """Decoder: the first test prompts with their targets, greedy outputs and samples at temperature 1."""
-        if not self.causal:
-            return None
-        prompt = x[:count, : x.shape[1] - self.target_length + 1]
-        greedy = self.generate(prompt, self.target_length)
-        sampled = self.generate(prompt, self.target_length, 1.0, torch.Generator().manual_seed(0))
-        text = lambda row: " ".join(map(str, row.tolist()))  # noqa: E731
-        lines = ["prompt | target | greedy | sampled (temperature 1)"]
-        lines += [" | ".join(text(t) for t in row) for row in zip(prompt, y[:count], greedy, sampled)]
-        return "\n".join(lines) + "\n"
+    def examples(self, x: torch.Tensor, y: torch.Tensor, meta: dict, count: int = 8) -> str | None:
+        """Decoder: the first test prompts with their targets, greedy outputs and samples (sequence_examples)."""
+        return sequence_examples(self.generate, x, y, self.target_length, meta, count) if self.causal else None
 
 
 MODEL = Transformer

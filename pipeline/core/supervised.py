@@ -36,6 +36,28 @@ def task_prediction(task: str, scores: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(scores) if task == "binary" else scores
 
 
+def sequence_examples(generate, x: torch.Tensor, y: torch.Tensor, target_length: int, meta: dict, count: int = 8,
+                      temperature: float = 1.0) -> str:
+    """Text for people to read: the first `count` test inputs' prompts, the true continuations, the greedy ones
+    and samples at `temperature` from `generate(prompt, steps, temperature, generator)`, a line each.
+
+    The prompt is what comes before the target (a source and its separator), or, where every input token
+    is also a target (a language model), the first half of the window; the continuation runs to the
+    window's end. Tokens show as the characters of meta["vocabulary"] where the data is a text, else as
+    numbers."""
+    steps = target_length if x.shape[1] > target_length else x.shape[1] - x.shape[1] // 2 + 1
+    prompt, target = x[:count, : x.shape[1] + 1 - steps], y[:count, -steps:]
+    greedy = generate(prompt, steps)
+    sampled = generate(prompt, steps, temperature, torch.Generator().manual_seed(0))
+    if "vocabulary" in meta:
+        text = lambda row: repr("".join(meta["vocabulary"][token] for token in row.tolist()))  # noqa: E731
+    else:
+        text = lambda row: " ".join(map(str, row.tolist()))  # noqa: E731
+    lines = [f"prompt | target | greedy | sampled (temperature {temperature:g})"]
+    lines += [" | ".join(text(t) for t in row) for row in zip(prompt, target, greedy, sampled)]
+    return "\n".join(lines) + "\n"
+
+
 class SupervisedModule(FamilyModule):
     """Training and validation steps for every task; epoch-level metrics only (no per-step logging).
 
@@ -76,8 +98,9 @@ class SupervisedModule(FamilyModule):
         example = data.load_split(meta["dataset"], "val")[0][:2]  # the input example MLflow keeps and checks
         return served.log_raw_input_model(self, run_id, checkpoint, meta, example)
 
-    def examples(self, x: torch.Tensor, y: torch.Tensor) -> str | None:
-        """A few test samples as text for people to read (evaluate saves it beside the figures); none by default."""
+    def examples(self, x: torch.Tensor, y: torch.Tensor, meta: dict) -> str | None:
+        """A few test samples as text for people to read (evaluate logs it to MLflow), given the prepared
+        data's meta.json; none by default."""
         return None
 
     def training_step(self, batch, batch_idx):

@@ -134,7 +134,7 @@ def test_the_decoder_learns_to_reverse_a_small_batch():
 def test_examples_show_prompt_target_greedy_and_sampled_outputs():
     decoder = make_decoder().eval()
     x, y = reverse_batch(10, 9)
-    lines = decoder.examples(x, y, count=4).splitlines()
+    lines = decoder.examples(x, y, {}, count=4).splitlines()
     assert len(lines) == 5 and lines[0].startswith("prompt | target | greedy")
     prompt, target, greedy, _ = lines[1].split(" | ")
     assert prompt.split() == [str(t) for t in x[0, : LENGTH + 1].tolist()]

@@ -32,7 +32,7 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
     actual, predicted = _plot_labels(spec.task, prediction, y)
     write_csv(context.predictions, ["actual", "predicted"], zip(actual, predicted))
     with torch.no_grad():
-        context.examples = model.examples(context.x, context.y)  # text for MLflow only: DVC renders plots/figures
+        context.examples = model.examples(context.x, context.y, meta)  # text for MLflow only: DVC renders plots/figures
     if spec.task == "regression":
         fig.predicted_vs_actual(prediction, y, context.figures / "predicted_vs_actual.png", experiment.name)
     else:

@@ -1,0 +1,109 @@
+"""English text for a character-level language model (ch. 7): the standard library's documentation strings.
+
+The text is the docstrings of a fixed list of pure-Python standard-library modules, in a fixed order:
+each module's docstring, then in definition order its public classes (the class's docstring, then
+its public methods') and functions, each docstring cleaned of indentation (inspect.cleandoc), the
+first occurrence of a repeated one kept, joined by blank lines. The docstrings change between Python
+releases, so the text (and every number measured on it) belongs to the Python version that prepared
+it: meta.json records that version and the text's sha256.
+
+Characters are tokens over a fixed alphabet: newline and printable ASCII; any other character is the
+one unknown token. The text is cut by position, never shuffled across a boundary: the first part
+trains, the next validates, the last tests (fractions from params.yaml's data section). Each part is
+cut into windows of T characters with stride T; a window's input is c_i … c_{i+T-1} and its target
+c_{i+1} … c_{i+T}, so every character of a part but its first is a target exactly once, predicted from
+the characters of its window before it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.spec import Dataset, DataSpec
+
+MODULES = (
+    "argparse", "collections", "csv", "dataclasses", "difflib", "fractions", "functools", "heapq", "json", "logging",
+    "pathlib", "pprint", "random", "shlex", "statistics", "string", "textwrap", "unittest", "zipfile", "tarfile",
+    "calendar", "configparser", "contextlib", "copy", "datetime", "enum", "fnmatch", "gettext", "glob", "gzip",
+    "ipaddress", "mailbox", "numbers", "operator", "optparse", "pickle", "queue", "sched", "shutil", "tempfile",
+    "threading", "timeit", "tokenize", "traceback", "uuid", "warnings", "weakref",
+)
+ALPHABET = "\n" + "".join(chr(code) for code in range(32, 127))  # tokens 0 .. 95; token 96 is any other character
+UNKNOWN = "\N{CURRENCY SIGN}"  # how the unknown token is shown
+VOCABULARY = ALPHABET + UNKNOWN
+WINDOW = 64  # T, characters per window
+
+
+def docstrings(module) -> list[str]:
+    """The module's docstring, then its public classes' (each followed by its public methods') and
+    functions', in definition order; only objects defined in the module itself."""
+    import inspect
+
+    found = [module.__doc__]
+    for name, value in vars(module).items():
+        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+            continue
+        if inspect.isclass(value):
+            found.append(value.__doc__)
+            found += [m.__doc__ for n, m in vars(value).items() if not n.startswith("_") and inspect.isfunction(m)]
+        elif inspect.isfunction(value):
+            found.append(value.__doc__)
+    return found
+
+
+def corpus(modules: tuple[str, ...] = MODULES) -> str:
+    """The modules' docstrings, cleaned, each once, joined by blank lines."""
+    import importlib
+    import inspect
+
+    kept = {}
+    for name in modules:
+        for doc in docstrings(importlib.import_module(name)):
+            if doc and doc.strip():
+                kept.setdefault(inspect.cleandoc(doc), None)
+    return "\n\n".join(kept)
+
+
+def encode(text: str) -> np.ndarray:
+    """Characters -> token ids (n,): a character's index in ALPHABET, or len(ALPHABET) for any other."""
+    index = {character: token for token, character in enumerate(ALPHABET)}
+    return np.array([index.get(character, len(ALPHABET)) for character in text], dtype=np.int64)
+
+
+def decode(tokens) -> str:
+    return "".join(VOCABULARY[token] for token in tokens)
+
+
+def windows(tokens: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (n, T) = c_i … c_{i+T-1} and targets (n, T) = c_{i+1} … c_{i+T}, for i = 0, T, 2T, …"""
+    count = (len(tokens) - 1) // window
+    inputs = tokens[: count * window].reshape(count, window)
+    targets = tokens[1 : count * window + 1].reshape(count, window)
+    return inputs, targets
+
+
+def make_splits(config) -> tuple[dict, dict]:
+    """The text cut by position (train, then val, then test), windows inside each part only."""
+    import hashlib
+    import platform
+
+    text = corpus()
+    tokens = encode(text)
+    n_test, n_val = int(len(tokens) * config.test_fraction), int(len(tokens) * config.val_fraction)
+    cuts = {"train": tokens[: -n_val - n_test], "val": tokens[-n_val - n_test : -n_test], "test": tokens[-n_test:]}
+    facts = {
+        "python_version": platform.python_version(),
+        "text_sha256": hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        "characters": len(text),
+        "unknown_characters": int((tokens == len(ALPHABET)).sum()),
+        "vocabulary": VOCABULARY,
+        "modules": list(MODULES),
+    }
+    return {name: windows(part, WINDOW) for name, part in cuts.items()}, facts
+
+
+DATASET = Dataset(
+    DataSpec("sequence", (WINDOW,), len(VOCABULARY), vocab_size=len(VOCABULARY), target_length=WINDOW), None,
+    f"the docstrings of {len(MODULES)} standard-library modules, characters in windows of {WINDOW}, split by position",
+    "none", make_splits,
+)

@@ -1,0 +1,56 @@
+"""The docstrings text (pipeline/datasets/docstrings.py): a fixed alphabet, windows whose targets are
+their inputs shifted by one character, and a split by position that keeps the text's order."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from pipeline.datasets import docstrings
+from pipeline.references.docstrings import KneserNey
+
+
+def test_characters_outside_the_alphabet_are_the_one_unknown_token():
+    tokens = docstrings.encode("Ab 1\n\té")
+    assert tokens.tolist()[:5] == [docstrings.ALPHABET.index(c) for c in "Ab 1\n"]
+    assert tokens.tolist()[5:] == [len(docstrings.ALPHABET)] * 2
+    assert docstrings.decode(tokens) == "Ab 1\n" + docstrings.UNKNOWN * 2
+
+
+def test_windows_predict_each_character_of_a_part_but_the_first_exactly_once():
+    tokens = np.arange(23)
+    x, y = docstrings.windows(tokens, 5)
+    assert x.shape == y.shape == (4, 5)
+    np.testing.assert_array_equal(y, x + 1)  # the target is the next character
+    np.testing.assert_array_equal(y.flatten(), tokens[1:21])
+
+
+def test_the_split_cuts_the_text_by_position_in_order():
+    config = types.SimpleNamespace(val_fraction=0.1, test_fraction=0.2)
+    parts, facts = docstrings.make_splits(config)
+    text = docstrings.corpus()
+    assert facts["characters"] == len(text) and facts["vocabulary"] == docstrings.VOCABULARY
+    n_test, n_val = int(len(text) * 0.2), int(len(text) * 0.1)
+    starts = {"train": 0, "val": len(text) - n_val - n_test, "test": len(text) - n_test}
+    for name, (x, y) in parts.items():
+        shown = docstrings.decode(x.flatten().tolist() + y[-1, -1:].tolist())
+        assert shown == docstrings.decode(docstrings.encode(text[starts[name] : starts[name] + len(shown)])), name
+        assert x.shape[1] == docstrings.WINDOW
+
+
+def test_the_docstrings_are_english_text():
+    text = docstrings.corpus()
+    assert text.count(" the ") > 1000
+    assert (docstrings.encode(text) == len(docstrings.ALPHABET)).mean() < 1e-3  # the alphabet covers nearly all of it
+    assert text == docstrings.corpus()  # the same text each time
+
+
+def test_the_kneser_ney_model_is_a_distribution_over_the_docstrings_vocabulary():
+    from pipeline.references.docstrings import ngram_counts
+
+    train = docstrings.corpus()[:20_000]
+    model = KneserNey(*ngram_counts(train, 4), 4, len(docstrings.VOCABULARY))
+    for history in ("the", "xq#", "\n\n "):
+        assert sum(model.probability(history, c) for c in docstrings.VOCABULARY) == pytest.approx(1.0)

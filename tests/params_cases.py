@@ -98,7 +98,9 @@ BAD_EDITS = [
          r"^experiments\.lstm_seq_digits\.dataset: family 'rnn' needs sequences \(T steps, D features, or tokens\), "
          r"but dataset 'digits' has samples of shape \(1, 8, 8\)$"),
         (lambda p: p["experiments"]["lstm_seq_digits"].update(dataset="reverse_digits"),
-         r"^experiments\.lstm_seq_digits: family 'rnn' handles regression/binary/multiclass data, but dataset 'reverse_digits' is sequence$"),
+         r"^experiments\.lstm_seq_digits\.model\.bidirectional: must be false on token sequences"),
+        (lambda p: p["experiments"]["mlp_digits"].update(dataset="reverse_digits"),
+         r"^experiments\.mlp_digits: family 'mlp' handles regression/binary/multiclass data, but dataset 'reverse_digits' is sequence$"),
         (lambda p: p["experiments"]["lstm_seq_digits"]["model"].update(cell="elman"),
          r"^experiments\.lstm_seq_digits\.model\.cell: unknown value 'elman'; allowed: rnn, lstm, gru$"),
         (lambda p: p["experiments"]["transformer_seq_digits"]["model"].update(heads=5),

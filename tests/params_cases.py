@@ -35,7 +35,7 @@ NAME_RULE = r"up to 64 letters, digits, '\.', '_' and '-', starting with a lette
 # tests/e2e/test_cli_errors.py runs each through the train stage too (exit 2, nothing written).
 BAD_EDITS = [
         (lambda p: p["experiments"]["mlp_digits"].update(family="mlpp"),
-         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, gcn, .*least_squares_classifier, linear_regression, logistic_ovr, .*mlp"),
+         r"^experiments\.mlp_digits\.family: unknown family 'mlpp'; allowed: autoencoder, cnn, ddpm, dqn, gan, .*gcn, .*least_squares_classifier, linear_regression, logistic_ovr, .*mlp"),
         (lambda p: p["experiments"]["mlp_digits"].update(dataset="imagenet"),
          r"^experiments\.mlp_digits\.dataset: unknown dataset 'imagenet'; allowed: ar_series, breast_cancer, cartpole, .*, digits, .*, sbm"),
         (lambda p: p["experiments"]["mlp_digits"]["optimizer"].update(name="adamax"),

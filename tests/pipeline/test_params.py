@@ -30,7 +30,8 @@ def test_default_params_are_valid_and_name_the_experiments():
         "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
         "transformer_seq2seq", "gru_docstrings", "transformer_docstrings", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
         "dqn_cartpole", "ppo_cartpole", "reinforce_cartpole", "q_learning_frozen_lake", "q_learning_cliff_walking",
-        "gcn_sbm", "gcn_karate", "sage_sbm", "gin_connectivity",
+        "gcn_sbm", "gcn_karate", "sage_sbm", "gat_sbm", "gat_karate",
+        "gcn_sbm_inductive", "sage_sbm_inductive", "gat_sbm_inductive", "gin_connectivity",
     ]
     assert {config.experiments[f"{cell}_seq_digits"].model["cell"] for cell in ("rnn", "lstm", "gru")} == {"rnn", "lstm", "gru"}
     mlp = config.experiments["mlp_digits"]

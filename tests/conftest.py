@@ -86,8 +86,8 @@ def dvc(*args: str, cwd: Path, check: bool = True, extra_env: dict | None = None
 # Two halves, one `dvc repro` each, in two test files that pytest-xdist runs at once
 # (tests/e2e/test_pipeline_e2e.py, tests/e2e/test_pipeline_e2e_more.py).
 E2E_HALVES = (("linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
-               "lstm_ar_series", "transformer_seq2seq"),
-              ("transformer_seq_digits", "gcn_sbm", "dqn_cartpole", "ppo_cartpole", "siamese_digits"))
+               "lstm_ar_series", "transformer_seq2seq", "gin_connectivity"),
+              ("transformer_seq_digits", "gcn_sbm", "dqn_cartpole", "ppo_cartpole", "siamese_digits", "q_learning_cliff_walking"))
 E2E_EXPERIMENTS = E2E_HALVES[0] + E2E_HALVES[1]
 
 

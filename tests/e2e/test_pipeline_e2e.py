@@ -28,6 +28,9 @@ TEST_KEYS = {  # by dataset: its task's metrics (the AR series adds its error ov
     "reverse_digits": {"test/token_accuracy", "test/exact_match", "test/perplexity"},
     "sbm": CLASSIFICATION_KEYS | {"test/accuracy_mean", "test/accuracy_std"},  # over the re-fits with seeds 0-9
     "cartpole": {"test/mean_return", "test/std_return", "test/min_return", "test/max_return"},  # 100 greedy episodes
+    # and on a known model, the greedy policy's exact value beside value iteration's optimum
+    "cliff_walking": {"test/mean_return", "test/std_return", "test/min_return", "test/max_return",
+                      "test/policy_value", "test/optimal_value"},
     "digits_oneshot": {"test/oneshot_accuracy", "test/oneshot_accuracy_stderr",  # unseen classes, and new images of the seen ones
                        "test/seen_classes_oneshot_accuracy", "test/seen_classes_oneshot_accuracy_stderr"},
 }
@@ -137,9 +140,9 @@ def test_the_run_summarys_throughput_is_the_fits_work_over_its_seconds(repro):
     project, params, _ = repro
     for name, experiment in params["experiments"].items():
         run = json.loads((project / "runs" / f"{name}.json").read_text())
-        kind = "rl" if experiment["dataset"] == "cartpole" else DATASETS[experiment["dataset"]].kind
+        kind = "rl" if DATASETS[experiment["dataset"]].is_environment else DATASETS[experiment["dataset"]].kind
         assert run["throughput_unit"] == {"rl": "environment steps per second", "graph": "training nodes per second",
-                                          "samples": "samples per second"}[kind], name
+                                          "graphs": "training graphs per second", "samples": "samples per second"}[kind], name
         if kind == "rl":
             rows = list(csv.DictReader((project / "plots" / "validation" / f"{name}.csv").open()))
             work = float(rows[-1]["train/env_steps"])

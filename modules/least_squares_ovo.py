@@ -45,8 +45,9 @@ from modules.linear_regression import check_l2, ridge_penalty
 
 
 def class_pairs(num_classes: int) -> torch.Tensor:
-    """The M = K(K−1)/2 pairs (k, l), k < l, in lexicographic order: (M, 2) int."""
-    return torch.combinations(torch.arange(num_classes), 2)
+    """The M = K(K−1)/2 pairs (k, l), k < l, in lexicographic order: (M, 2) int. The upper triangle's
+    indices, row by row: a factory that also runs on the meta device (train's model-size check)."""
+    return torch.triu_indices(num_classes, num_classes, offset=1).T
 
 
 def pairwise_targets(y: torch.Tensor, pairs: torch.Tensor, dtype=torch.float32) -> torch.Tensor:

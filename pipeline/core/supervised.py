@@ -1,6 +1,7 @@
 """The plumbing every supervised family shares: task losses, the shared step, epoch metrics (the
 test metrics and plots are pipeline.core.evaluation's). A family subclasses `SupervisedModule` and writes only its
-model (`forward` returning scores of shape (B, K), K = `data.num_outputs`).
+model (`forward` returning scores of shape (B, K), K = `data.num_outputs`, or other scores with its own
+`predict_scores` of them).
 """
 
 from __future__ import annotations
@@ -87,8 +88,13 @@ class SupervisedModule(FamilyModule):
         """A regularization term added to the training loss only (none by default)."""
         return 0.0
 
+    def predict_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """What the validation metrics consume from `forward`'s scores: task_prediction's by default; a
+        family whose scores are not one per class (one-vs-one's pairwise scores) maps them to (B, K) here."""
+        return task_prediction(self.data_spec.task, scores)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        return task_prediction(self.data_spec.task, self(x))
+        return self.predict_scores(self(x))
 
     def log_mlflow_model(self, run_id, checkpoint, meta):
         """A pyfunc model that takes raw samples: it standardizes them as prepare did (pipeline.core.served)."""
@@ -111,7 +117,7 @@ class SupervisedModule(FamilyModule):
         x, y = batch
         scores = self(x)
         self.val_loss.update(self.loss(scores, y), weight=len(y))
-        prediction = task_prediction(self.data_spec.task, scores)
+        prediction = self.predict_scores(scores)
         if self.data_spec.task == "sequence":  # every target token is one classification
             prediction, y = prediction.flatten(0, 1), y.flatten()
         self.val_metric.update(prediction, y)

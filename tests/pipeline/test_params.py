@@ -26,7 +26,8 @@ def load_with(tmp_path: Path, edit) -> Config:
 def test_default_params_are_valid_and_name_the_experiments():
     config = params.load()
     assert list(config.experiments) == [
-        "linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits", "siamese_digits",
+        "linear_diabetes", "logistic_breast_cancer", "softmax_digits",
+        "least_squares_digits", "least_squares_ovo_digits", "logistic_ovr_digits", "logistic_ovo_digits", "mlp_digits", "cnn_digits", "siamese_digits",
         "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
         "transformer_seq2seq", "gru_docstrings", "transformer_docstrings", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
         "dqn_cartpole", "ppo_cartpole", "reinforce_cartpole", "q_learning_frozen_lake", "q_learning_cliff_walking",
@@ -64,13 +65,22 @@ def test_numbers_written_1e_3_are_numbers(tmp_path):
 
 def test_examples_are_validated_but_are_not_experiments():
     config = params.load()
-    assert list(config.examples) == ["mnist_least_squares", "mnist_logistic_ovr", "mnist_softmax", "mnist_mlp", "mnist_cnn"]
+    assert list(config.examples) == ["mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr",
+                                     "mnist_logistic_ovo", "mnist_softmax", "mnist_mlp", "mnist_cnn"]
     assert not set(config.examples) & set(config.experiments)
     assert [config.examples[name].family for name in config.examples] == [
-        "least_squares_classifier", "logistic_ovr", "softmax_regression", "mlp", "cnn"]
+        "least_squares_classifier", "least_squares_ovo", "logistic_ovr", "logistic_ovo", "softmax_regression", "mlp", "cnn"]
     assert config.examples["mnist_mlp"].optimizer.lr == pytest.approx(2e-3)  # merged over defaults, typed
     with pytest.raises(ConfigError, match=r"^'mnist_cnn' is an example, disabled; enable it first: python -m pipeline\.examples enable mnist_cnn$"):
         params.load_experiment("mnist_cnn")
+
+
+def test_an_examples_targets_are_validated_and_wait_until_it_is_enabled():
+    """The MNIST examples carry the book's Table 3.1 figures as targets; the report checks them once run."""
+    config = params.load()
+    assert set(config.targets) - set(config.experiments) == {
+        "mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr", "mnist_logistic_ovo", "mnist_softmax"}
+    assert config.targets["mnist_least_squares_ovo"] == [{"metric": "test/accuracy", "book": 0.9297, "at_least_delta": -0.01}]
 
 
 def test_an_example_on_a_downloaded_dataset_needs_no_opt_in_until_enabled(tmp_path):
@@ -82,8 +92,14 @@ def test_an_example_on_a_downloaded_dataset_needs_no_opt_in_until_enabled(tmp_pa
 
 
 def test_params_without_examples_are_valid(tmp_path):
-    assert load_with(tmp_path, lambda p: p.pop("examples")).examples == {}
-    assert load_with(tmp_path, lambda p: p.update(examples=None)).examples == {}
+    def without_examples(p, value):  # and without the examples' targets, which would name nothing
+        p["targets"] = {name: targets for name, targets in p["targets"].items() if name not in p["examples"]}
+        p["examples"] = value
+
+    assert load_with(tmp_path, lambda p: without_examples(p, {})).examples == {}
+    assert load_with(tmp_path, lambda p: without_examples(p, None)).examples == {}
+    with pytest.raises(ConfigError, match=r"^targets\.mnist_least_squares: no such experiment or example; known: "):
+        load_with(tmp_path, lambda p: p.pop("examples"))
 
 
 def test_dvc_stages_come_from_experiments_only():

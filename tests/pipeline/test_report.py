@@ -19,6 +19,8 @@ from pipeline.report import check_target, target_threshold
         ({"metric": "test/accuracy", "baseline": "svc", "at_least_delta": -0.01}, 0.974, False),
         ({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 1.0}, 18.0, True),
         ({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 1.0}, 19.0, False),
+        ({"metric": "test/accuracy", "book": 0.9297, "at_least_delta": -0.01}, 0.9198, True),
+        ({"metric": "test/accuracy", "book": 0.9297, "at_least_delta": -0.01}, 0.9196, False),
         ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, 3.0, True),
         ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, 5.0, False),  # not below the VAE's 4.0
         ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, None, False),
@@ -46,6 +48,9 @@ def test_each_target_form_has_the_threshold_its_statement_names():
     assert target_threshold(delta, baselines) == pytest.approx(0.975)
     assert target_threshold({"metric": "test/fid", "baseline": "gaussian_pixels", "at_most_ratio": 0.5}, baselines) == 9.25
     assert target_threshold({"metric": "test/fid", "baseline": "nope", "at_most_ratio": 1.0}, baselines) is None
+    book = {"metric": "test/accuracy", "book": 0.9297, "at_least_delta": -0.01}
+    assert target_threshold(book, baselines) == pytest.approx(0.9197)
+    assert check_target(book, 0.93, baselines)[0] == "test/accuracy >= book 0.9297 -0.01 = 0.9197"
     assert target_threshold({"metric": "test/fid", "lowest_among": ["vae"]}, baselines) is None
 
 

@@ -27,7 +27,7 @@ def test_default_params_are_valid_and_name_the_experiments():
     config = params.load()
     assert list(config.experiments) == [
         "linear_diabetes", "logistic_breast_cancer", "softmax_digits", "mlp_digits", "cnn_digits",
-        "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
+        "resnet_digits", "inception_digits", "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
         "transformer_seq2seq", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
         "dqn_cartpole", "ppo_cartpole",
         "gcn_sbm", "gcn_karate", "sage_sbm",

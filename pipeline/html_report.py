@@ -86,7 +86,7 @@ class Check:
     metric: str
     statement: str
     value: float | None
-    threshold: float | None  # the line a figure draws; None for a target against other experiments
+    threshold: float | None  # the line a figure draws; None for `lowest_among` (several experiments)
     ok: bool | None  # None: could not be checked
 
 

@@ -268,6 +268,7 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
 _TARGET_FORMS = ({"metric", "at_least"}, {"metric", "at_most"},
                  {"metric", "baseline", "at_least_delta"}, {"metric", "baseline", "at_most_ratio"},
                  {"metric", "book", "at_least_delta"},  # the book's figure, printed beside ours
+                 {"metric", "experiment", "at_least_delta"}, {"metric", "experiment", "at_most_ratio"},
                  {"metric", "lowest_among"})
 
 
@@ -281,6 +282,10 @@ def _check_target(target: Any, path: str, experiments: dict) -> None:
             unknown = [name for name in target[key] if name not in experiments]
             if unknown or not target[key]:
                 raise ConfigError(f"{path}.{key}: must list experiments of params.yaml; unknown: {', '.join(unknown) or '(empty list)'}")
+        elif key == "experiment":  # another experiment's value is the reference
+            target[key] = _coerce(value, str, f"{path}.{key}")
+            if target[key] not in experiments:
+                raise ConfigError(f"{path}.{key}: must name an experiment of params.yaml; unknown: {target[key]}")
         elif key in ("metric", "baseline"):  # a metric's name, or a baseline's in the report
             target[key] = _coerce(value, str, f"{path}.{key}")
         else:

@@ -129,7 +129,7 @@ def _over_seeds(model, x_train, y_train, x_test, y_test) -> dict[str, float]:
 def check_target(target: dict, value: float | None, baseline_values: dict[str, float],
                  experiment_values: dict[str, float | None] | None = None) -> tuple[str, bool | None]:
     """A target of params.yaml -> (its statement, whether it holds; None if it could not be checked).
-    `experiment_values`: the metric of every experiment, for `lowest_among`."""
+    `experiment_values`: the metric of every experiment, for `lowest_among` and `experiment`."""
     metric = target["metric"]
     if "lowest_among" in target:
         others = {name: (experiment_values or {}).get(name) for name in target["lowest_among"]}
@@ -137,30 +137,42 @@ def check_target(target: dict, value: float | None, baseline_values: dict[str, f
         if any(v is None for v in others.values()):
             return statement + " (some have no value)", None
         return statement, value is not None and all(value < v for v in others.values())
-    threshold = target_threshold(target, baseline_values)
+    threshold = target_threshold(target, baseline_values, experiment_values)
+    reference = target.get("baseline", target.get("experiment"))
     if "at_least" in target:
         statement = f"{metric} >= {target['at_least']}"
     elif "at_most" in target:
         statement = f"{metric} <= {target['at_most']}"
     elif threshold is None:
-        return f"{metric} vs missing baseline {target['baseline']}", None
+        return f"{metric} vs missing {'baseline' if 'baseline' in target else 'experiment'} {reference}", None
     elif "book" in target:
-        statement = f"{metric} >= book {target['book']:g} {target['at_least_delta']:+g} = {threshold:.4f}"
+        statement = f"{metric} >= book {target['book']:g} {target['at_least_delta']:+g} = {_number(threshold)}"
     elif "at_least_delta" in target:
-        statement = f"{metric} >= {target['baseline']} {target['at_least_delta']:+g} = {threshold:.4f}"
+        statement = f"{metric} >= {reference} {target['at_least_delta']:+g} = {_number(threshold)}"
     else:
-        statement = f"{metric} <= {target['at_most_ratio']:g} x {target['baseline']} = {threshold:.4f}"
+        statement = f"{metric} <= {target['at_most_ratio']:g} x {reference} = {_number(threshold)}"
     at_least = "at_least" in target or "at_least_delta" in target
     ok = value is not None and (value >= threshold if at_least else value <= threshold)
     return statement, ok
 
 
-def target_threshold(target: dict, baseline_values: dict[str, float]) -> float | None:
-    """The value a target's metric must reach (at_least*) or stay under (at_most*); None for `lowest_among` or
-    a missing baseline. `book`: the book's figure stands in for a baseline's value."""
+def _number(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.0f}"  # a count (parameters) without decimals
+
+
+def target_threshold(target: dict, baseline_values: dict[str, float],
+                     experiment_values: dict[str, float | None] | None = None) -> float | None:
+    """The value a target's metric must reach (at_least*) or stay under (at_most*): fixed, the book's figure
+    (`book`), or from a baseline's or another experiment's value of the same metric; None for `lowest_among` or a
+    reference without a value."""
     if "at_least" in target or "at_most" in target:
         return target.get("at_least", target.get("at_most"))
-    reference = target["book"] if "book" in target else baseline_values.get(target.get("baseline"))
+    if "book" in target:
+        reference = target["book"]
+    elif "experiment" in target:
+        reference = (experiment_values or {}).get(target["experiment"])
+    else:
+        reference = baseline_values.get(target.get("baseline"))
     if reference is None:
         return None
     if "at_least_delta" in target:
@@ -416,7 +428,7 @@ def main(argv: list[str] | None = None) -> int:
             value = model_row.get(target["metric"])
             statement, ok = check_target(target, value, reference, by_experiment)
             checks.append(html_report.Check(name, target["metric"], statement, value,
-                                            target_threshold(target, reference), ok))
+                                            target_threshold(target, reference, by_experiment), ok))
             verdict = {True: "yes", False: "**no**", None: "unchecked"}[ok]
             lines.append(f"| {name} | {statement} | {fmt(value)} | {verdict} |")
     failures = sum(check.ok is False for check in checks)

@@ -120,6 +120,10 @@ BAD_EDITS = [
          r"^targets\.mlp_digits\[0\]\.lowest_among: must list experiments of params\.yaml; unknown: nope$"),
         (lambda p: p["targets"].update(mlp_digits=[{"metric": "test/accuracy", "lowest_among": "cnn_digits"}]),
          r"^targets\.mlp_digits\[0\]\.lowest_among: must be a list, got 'cnn_digits'$"),
+        (lambda p: p["targets"].update(mlp_digits=[{"metric": "test/accuracy", "experiment": "cnn", "at_least_delta": 0}]),
+         r"^targets\.mlp_digits\[0\]\.experiment: must name an experiment of params\.yaml; unknown: cnn$"),
+        (lambda p: p["targets"].update(mlp_digits=[{"metric": "test/accuracy", "experiment": "cnn_digits", "at_least": 0.9}]),
+         r"^targets\.mlp_digits\[0\]: a target is one of .*\{at_least_delta, experiment, metric\}"),
         (lambda p: p["data"].update(test_fraction=1.5), r"^data\.test_fraction: must be between 0 and 1, got 1\.5$"),
         (lambda p: p["experiments"]["mlp_digits"]["trainer"].update(devices=0) if "trainer" in p["experiments"]["mlp_digits"]
          else p["experiments"]["mlp_digits"].update(trainer={"devices": 0}),

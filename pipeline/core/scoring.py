@@ -30,8 +30,8 @@ SCORERS = ROOT / "scorers"
 SEED = 0
 EPOCHS = 20
 BATCH_SIZE = 64
-ARCHITECTURE = dict(channels=[32, 64, 64], kernel_size=3, padding=1, stride=1, pool="max", batch_norm=True,
-                    residual=False, dropout=0.2)  # 8x8 -> 4 -> 2 -> 1: 64 features
+ARCHITECTURE = dict(channels=[32, 64, 64], block="plain", units_per_block=1, kernel_size=3, padding=1, stride=1,
+                    dilation=1, pool="max", batch_norm=True, dropout=0.2)  # 8x8 -> 4 -> 2 -> 1: 64 features
 OPTIMIZER = OptimizerConfig(name="adamw", lr=3e-3, weight_decay=1e-2, momentum=0.0, nesterov=False)
 SCHEDULER = SchedulerConfig(name="cosine", step_size=1, gamma=1.0, warmup_epochs=0)
 

@@ -27,7 +27,8 @@ def test_default_params_are_valid_and_name_the_experiments():
     config = params.load()
     assert list(config.experiments) == [
         "linear_diabetes", "logistic_breast_cancer", "softmax_digits",
-        "least_squares_digits", "least_squares_ovo_digits", "logistic_ovr_digits", "logistic_ovo_digits", "mlp_digits", "cnn_digits", "siamese_digits",
+        "least_squares_digits", "least_squares_ovo_digits", "logistic_ovr_digits", "logistic_ovo_digits", "mlp_digits", "cnn_digits",
+        "resnet_digits", "inception_digits", "siamese_digits",
         "rnn_seq_digits", "lstm_seq_digits", "gru_seq_digits", "transformer_seq_digits", "lstm_ar_series",
         "transformer_seq2seq", "gru_docstrings", "transformer_docstrings", "linear_ae_digits", "ae_digits", "denoising_ae_digits", "vae_digits", "gan_digits", "ddpm_digits",
         "dqn_cartpole", "ppo_cartpole", "reinforce_cartpole", "q_learning_frozen_lake", "q_learning_cliff_walking",

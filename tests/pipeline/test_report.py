@@ -24,11 +24,18 @@ from pipeline.report import check_target, target_threshold
         ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, 3.0, True),
         ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, 5.0, False),  # not below the VAE's 4.0
         ({"metric": "test/fid", "lowest_among": ["vae", "gan"]}, None, False),
+        ({"metric": "test/fid", "experiment": "vae", "at_most_ratio": 1.5}, 6.0, True),
+        ({"metric": "test/fid", "experiment": "vae", "at_most_ratio": 1.5}, 6.5, False),
+        ({"metric": "parameters", "experiment": "cnn", "at_most_ratio": 0.5}, 50_000, True),
+        ({"metric": "parameters", "experiment": "cnn", "at_most_ratio": 0.5}, 50_001, False),
+        ({"metric": "test/accuracy", "experiment": "cnn", "at_least_delta": -0.005}, 0.985, True),
+        ({"metric": "test/accuracy", "experiment": "cnn", "at_least_delta": -0.005}, 0.98, False),
+        ({"metric": "test/accuracy", "experiment": "cnn", "at_least_delta": -0.005}, None, False),
     ],
 )
 def test_each_target_form_holds_or_not(target, value, holds):
     baselines = {"svc": 0.985, "gaussian_pixels": 18.5}
-    experiments = {"vae": 4.0, "gan": 9.0}
+    experiments = {"vae": 4.0, "gan": 9.0, "cnn": {"parameters": 100_000}.get(target["metric"], 0.9889)}
     statement, ok = check_target(target, value, baselines, experiments)
     assert ok is holds
     assert statement.startswith(target["metric"])
@@ -38,6 +45,8 @@ def test_a_target_that_cannot_be_checked_says_so():
     assert check_target({"metric": "test/fid", "baseline": "nope", "at_most_ratio": 1.0}, 3.0, {}, {})[1] is None
     statement, ok = check_target({"metric": "test/fid", "lowest_among": ["vae"]}, 3.0, {}, {"vae": None})
     assert ok is None and "no value" in statement
+    statement, ok = check_target({"metric": "test/fid", "experiment": "vae", "at_most_ratio": 1.0}, 3.0, {}, {"vae": None})
+    assert (statement, ok) == ("test/fid vs missing experiment vae", None)
 
 
 def test_each_target_form_has_the_threshold_its_statement_names():
@@ -52,6 +61,21 @@ def test_each_target_form_has_the_threshold_its_statement_names():
     assert target_threshold(book, baselines) == pytest.approx(0.9197)
     assert check_target(book, 0.93, baselines)[0] == "test/accuracy >= book 0.9297 -0.01 = 0.9197"
     assert target_threshold({"metric": "test/fid", "lowest_among": ["vae"]}, baselines) is None
+    experiments = {"svc": 0.5, "cnn": 0.9889}  # an experiment's value, never a baseline's of the same name
+    assert target_threshold({**delta, "baseline": "svc"}, baselines, experiments) == pytest.approx(0.975)
+    delta = {"metric": "test/accuracy", "experiment": "svc", "at_least_delta": -0.01}
+    assert target_threshold(delta, baselines, experiments) == pytest.approx(0.49)
+    ratio = {"metric": "parameters", "experiment": "cnn", "at_most_ratio": 0.5}
+    assert target_threshold(ratio, baselines, {"cnn": 94_000}) == 47_000
+
+
+def test_a_statement_against_an_experiment_names_it_and_its_threshold():
+    statement, ok = check_target({"metric": "parameters", "experiment": "cnn_digits", "at_most_ratio": 0.6}, 40_000, {},
+                                 {"cnn_digits": 94_282})
+    assert (statement, ok) == ("parameters <= 0.6 x cnn_digits = 56,569", True)
+    statement, _ = check_target({"metric": "test/accuracy", "experiment": "cnn_digits", "at_least_delta": -0.005}, 0.99,
+                                {}, {"cnn_digits": 0.988889})
+    assert statement == "test/accuracy >= cnn_digits -0.005 = 0.9839"
 
 
 def test_a_large_training_split_is_subsampled_for_the_baselines_stratified():

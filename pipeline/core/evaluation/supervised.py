@@ -30,7 +30,7 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
         y = y * meta["target_std"] + meta["target_mean"]
     results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes, meta.get("noise_variance"))
     if spec.task == "sequence" and spec.pad_token is not None:  # sources of several lengths: each one's exact match
-        results.update(_by_length(model, x, y, prediction, meta, context))
+        results = dict(sorted({**results, **_by_length(model, x, y, prediction, meta, context)}.items()))
     actual, predicted = _plot_labels(spec.task, prediction, y)
     write_csv(context.predictions, ["actual", "predicted"], zip(actual, predicted))
     with torch.no_grad():
@@ -55,7 +55,7 @@ def _by_length(model, x, y, prediction, meta, context) -> dict[str, float]:
         if meta.get("alignment") == "mirrored":
             results["test/attention_mirrored"] = metrics.mirrored_attention(weights, source, spec.pad_token)
         fig.attention(weights, source, spec.pad_token, context.figures / "attention.png", context.experiment.name)
-    return dict(sorted(results.items()))
+    return results
 
 
 def _predict_distributed(model, x, experiment):

@@ -71,7 +71,7 @@ class Seq2SeqRNN(SupervisedModule):
         attention: Attention,  # none: c_t = the encoder's final states; additive: Bahdanau's c_t
         embedding_size: int,  # width of the token embedding E
         hidden_size: int,  # H, the encoder's state width in each direction; the decoder's is 2H
-        attention_size: int,  # A, the width of W s and U h in the additive score
+        attention_size: int,  # A, the width of W s and U h in the additive score (unused without attention)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.target_length, self.pad_token = data.target_length, data.pad_token
@@ -83,9 +83,10 @@ class Seq2SeqRNN(SupervisedModule):
         annotation, state = 2 * hidden_size, 2 * hidden_size
         self.init_state = nn.Linear(annotation, state)  # W_init
         self.decoder = decoder_cell(embedding_size + annotation, state)
-        self.w = nn.Linear(state, attention_size, bias=False)  # W
-        self.u = nn.Linear(annotation, attention_size)  # U (its bias is the score's one bias)
-        self.v = nn.Parameter(torch.randn(attention_size) / attention_size**0.5)
+        if self.uses_attention:
+            self.w = nn.Linear(state, attention_size, bias=False)  # W
+            self.u = nn.Linear(annotation, attention_size)  # U (its bias is the score's one bias)
+            self.v = nn.Parameter(torch.randn(attention_size) / attention_size**0.5)
         self.head = nn.Linear(state + annotation, data.num_outputs)  # W_o
 
     @staticmethod
@@ -120,7 +121,7 @@ class Seq2SeqRNN(SupervisedModule):
         """Teacher-forced scores (B, L, K) and the attention weights α (B, L, S) (None without attention)."""
         source, inputs = self.split(x)
         h, c, mask = self.encode(source)
-        u_h = self.u(h)  # (B, S, A): U h_j once per source
+        u_h = self.u(h) if self.uses_attention else None  # (B, S, A): U h_j once per source
         embedded = self.embed(inputs)  # (B, L, E)
         s = torch.tanh(self.init_state(c))
         memory = torch.zeros_like(s) if self.is_lstm else None  # the LSTM's cell state

@@ -13,7 +13,7 @@ from modules.seq2seq_transformer import Seq2SeqTransformer, explicit_decoder_lay
 from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core import metrics
 from pipeline.datasets._seq2seq import PAD, SEPARATOR, layout
-from pipeline.datasets.add_8_16_32 import add
+from pipeline.datasets.long_addition_8_16_32 import add
 from pipeline.datasets.reverse_8_16_32 import reverse
 from pipeline.spec import DataSpec
 

@@ -14,7 +14,7 @@ must pass through 2H numbers, and exact match falls as sources get longer. With 
     e_tj = vᵀ tanh(W s_{t-1} + U h_j),   α_tj = exp(e_tj) / Σ_k exp(e_tk),   c_t = Σ_j α_tj h_j,
 the sum over the source's own positions (padding gets α = 0).
 
-Inputs follow the sequence task's layout (pipeline/datasets/reverse_digits.py, seq2seq_digits.py): the
+Inputs follow the sequence task's layout (pipeline/datasets/_seq2seq.py): the
 source, then the separator and the target shifted right (teacher forcing); the scores (B, L, K) are for
 the last L positions.
 """

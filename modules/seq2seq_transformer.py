@@ -7,6 +7,11 @@ cross-attention: queries from the target positions, keys and values from the enc
     CrossAttention(Y, Z) = softmax((Y W_Q)(Z W_K)ᵀ / √d_k + M) (Z W_V),
 in h heads joined by W_O, where M is −∞ at the source's padding. Pre-norm blocks (x + Sublayer(LN(x))).
 
+Positions. Sources have different lengths n, so a position counted from the start alone does not say
+where the mirror image n − 1 − t of target position t lies. Each source token therefore carries its
+position from both ends, [P[j]; P[n − 1 − j]], and each target token [P[t]; P[t]] (P the sinusoids of
+width d / 2): one query-key match then finds source position t or n − 1 − t.
+
 Training uses PyTorch's fused layers (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer, built on
 scaled_dot_product_attention); `explicit_decoder_layer` is one decoder block written out with
 `explicit_attention` on the same weights, and the tests check they agree, masks included.
@@ -16,8 +21,6 @@ separator and the target shifted right; the scores (B, L, K) are for the last L 
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 import torch.nn.functional as F
@@ -73,7 +76,8 @@ class Seq2SeqTransformer(SupervisedModule):
         self.target_length, self.pad_token = data.target_length, data.pad_token
         source_length = data.input_shape[0] - data.target_length
         self.embed = nn.Embedding(data.vocab_size, width)
-        self.register_buffer("positions", sinusoidal_positions(max(source_length, self.target_length), width), persistent=False)
+        steps = max(source_length, self.target_length)
+        self.register_buffer("positions", sinusoidal_positions(steps, width // 2), persistent=False)
         block = dict(d_model=width, nhead=heads, dim_feedforward=ff_size, dropout=0.0, activation="gelu",
                      batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(nn.TransformerEncoderLayer(**block), encoder_layers,
@@ -87,8 +91,8 @@ class Seq2SeqTransformer(SupervisedModule):
         for key in ("width", "heads", "encoder_layers", "decoder_layers", "ff_size"):
             if model[key] < 1:
                 raise ValueError(f"{key}: must be a positive integer, got {model[key]}")
-        if model["width"] % model["heads"] or model["width"] % 2:
-            raise ValueError(f"width: must be even and a multiple of heads ({model['heads']}), got {model['width']}")
+        if model["width"] % model["heads"] or model["width"] % 4:
+            raise ValueError(f"width: must be a multiple of 4 and of heads ({model['heads']}), got {model['width']}")
 
     @staticmethod
     def small_config(model: dict) -> dict:
@@ -98,19 +102,28 @@ class Seq2SeqTransformer(SupervisedModule):
         """x (B, S + L) -> source (B, S), decoder inputs (B, L): the separator, then the target shifted right."""
         return x[:, : -self.target_length], x[:, -self.target_length :]
 
-    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T) -> (B, T, d): √d E x_t + P[t]."""
-        return self.embed(tokens) * math.sqrt(self.embed.embedding_dim) + self.positions[: tokens.shape[1]]
+    def embed_target(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, L) -> (B, L, d): E y_t + [P[t]; P[t]]."""
+        p = self.positions[: tokens.shape[1]]
+        return self.embed(tokens) + torch.cat([p, p], dim=-1)
+
+    def embed_source(self, tokens: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """(B, S) -> (B, S, d): E x_j + [P[j]; P[n - 1 - j]], n the source's length: its position
+        counted from both ends, so target position t can find source position t or n - 1 - t by one match."""
+        j = torch.arange(tokens.shape[1], device=tokens.device)
+        from_end = (mask.sum(dim=1, keepdim=True) - 1 - j).clamp(min=0)  # (B, S); padding clamped to 0, masked anyway
+        p = torch.cat([self.positions[j].expand(len(tokens), -1, -1), self.positions[from_end]], dim=-1)
+        return self.embed(tokens) + p
 
     def encode(self, source: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """source (B, S) -> states z (B, S, d) and the mask (B, S), True at the source's own positions."""
         mask = source_mask(source, self.pad_token)
-        return self.encoder(self.embed_tokens(source), src_key_padding_mask=~mask), mask
+        return self.encoder(self.embed_source(source, mask), src_key_padding_mask=~mask), mask
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         source, inputs = self.split(x)
         z, mask = self.encode(source)
-        y = self.decoder(self.embed_tokens(inputs), z, tgt_mask=self.causal, tgt_is_causal=True,
+        y = self.decoder(self.embed_target(inputs), z, tgt_mask=self.causal, tgt_is_causal=True,
                          memory_key_padding_mask=~mask)
         return self.head(y)  # (B, L, K)
 
@@ -118,7 +131,7 @@ class Seq2SeqTransformer(SupervisedModule):
         """The last decoder block's cross-attention weights, averaged over its heads, (B, L, S)."""
         source, inputs = self.split(x)
         z, mask = self.encode(source)
-        y = self.embed_tokens(inputs)
+        y = self.embed_target(inputs)
         *earlier, last = self.decoder.layers
         for layer in earlier:
             y = layer(y, z, tgt_mask=self.causal, tgt_is_causal=True, memory_key_padding_mask=~mask)

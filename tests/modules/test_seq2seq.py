@@ -10,10 +10,11 @@ import torch
 
 from modules.seq2seq_rnn import Seq2SeqRNN, additive_attention
 from modules.seq2seq_transformer import Seq2SeqTransformer, explicit_decoder_layer
+from modules.transformer import sinusoidal_positions
 from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core import metrics
 from pipeline.datasets._seq2seq import PAD, SEPARATOR, layout
-from pipeline.datasets.long_addition_8_16_32 import add
+from pipeline.datasets.every_other_8_16_32 import every_other
 from pipeline.datasets.reverse_8_16_32 import reverse
 from pipeline.spec import DataSpec
 
@@ -145,6 +146,24 @@ def test_the_recurrent_encoder_decoder_learns_short_reversal_with_attention():
         assert (model(x).argmax(-1) == y).float().mean() > 0.95
 
 
+def test_the_transformer_numbers_source_positions_from_both_ends():
+    """Source position j of a source of n tokens gets [P[j]; P[n - 1 - j]], target position t gets [P[t]; P[t]]
+    (P the sinusoids of width d / 2): t matches source position t in the first half, n - 1 - t in the second."""
+    model = make(Seq2SeqTransformer)
+    lengths = (3, 5, 8)
+    x, _ = reversal_batch(3, lengths, 7)
+    source, inputs = x[:, :LONGEST], x[:, LONGEST:]
+    P = sinusoidal_positions(LONGEST, TRANSFORMER["width"] // 2)
+    with torch.no_grad():
+        source_positions = model.embed_source(source, source != PAD) - model.embed(source)
+        target_positions = model.embed_target(inputs) - model.embed(inputs)
+    for b, n in enumerate(lengths):
+        for j in range(n):
+            torch.testing.assert_close(source_positions[b, j], torch.cat([P[j], P[n - 1 - j]]))
+    for t in range(LONGEST):
+        torch.testing.assert_close(target_positions[0, t], torch.cat([P[t], P[t]]))
+
+
 def test_mirrored_attention_counts_rows_whose_argmax_is_the_mirrored_position():
     source = torch.tensor([[1, 2, 3, PAD], [4, 5, PAD, PAD]])
     weights = torch.zeros(2, 4, 4)
@@ -155,8 +174,8 @@ def test_mirrored_attention_counts_rows_whose_argmax_is_the_mirrored_position():
 
 
 def test_the_datasets_targets_and_layout():
-    sources = np.array([[1, 2, 3, 4, 9, 9]])  # a = 931, b = 942, their digits interleaved least significant first
-    assert add(sources).tolist() == [[3, 7, 8, 1]]  # 1873
+    assert every_other(np.array([[1, 2, 3, 4, 5, 6]])).tolist() == [[1, 3, 5]]
+    assert reverse(np.array([[1, 2, 3]])).tolist() == [[3, 2, 1]]
     x, y = layout([np.array([1, 2, 3])], [np.array([3, 2, 1])], 4)
     assert x.tolist() == [[1, 2, 3] + [PAD] * (LONGEST - 3) + [SEPARATOR, 3, 2, 1]]
     assert y.tolist() == [[3, 2, 1, PAD]]
@@ -168,7 +187,7 @@ def test_the_datasets_targets_and_layout():
         (Seq2SeqRNN, "cell", "rnn", "cell: must be one of gru, lstm, got 'rnn'"),
         (Seq2SeqRNN, "attention", "dot", "attention: must be none or additive, got 'dot'"),
         (Seq2SeqRNN, "hidden_size", 0, "hidden_size: must be a positive integer, got 0"),
-        (Seq2SeqTransformer, "width", 15, r"width: must be even and a multiple of heads \(2\), got 15"),
+        (Seq2SeqTransformer, "width", 18, r"width: must be a multiple of 4 and of heads \(2\), got 18"),
         (Seq2SeqTransformer, "decoder_layers", 0, "decoder_layers: must be a positive integer, got 0"),
     ],
 )

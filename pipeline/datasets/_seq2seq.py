@@ -16,7 +16,7 @@ import numpy as np
 from pipeline.spec import Dataset, DataSpec
 
 LENGTHS = (8, 16, 32)  # source lengths
-SAMPLES_PER_LENGTH = 4_000
+SAMPLES_PER_LENGTH = 3_000
 PAD, SEPARATOR = 10, 11  # after the digits 0..9; PAD is the eleventh target class
 NUM_CLASSES, VOCAB_SIZE = 11, 12
 

@@ -30,6 +30,7 @@ class DataSpec:
     num_classes: int  # 0 for regression; the target tokens' vocabulary for sequence; control: the number of discrete actions; oneshot: training classes
     vocab_size: int = 0  # sequence: input tokens are 0 .. vocab_size - 1 (targets are the first num_classes of them)
     target_length: int = 0  # sequence: target tokens per sample, predicted at the input's last positions
+    pad_token: int | None = None  # sequence: the token after a shorter source's end and a shorter target's (a target class: predicting it ends the output); None: one length
     environment: str = ""  # control: the gymnasium environment id the agent acts in (no prepared splits)
 
     @property

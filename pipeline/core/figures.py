@@ -74,6 +74,20 @@ def predicted_vs_actual(prediction, target, png_path: Path, title: str) -> None:
     save(figure, png_path)
 
 
+def attention(weights, source, pad_token: int, png_path: Path, title: str) -> None:
+    """Heatmaps of attention weights (N, L, S), one for the first test sample of each source length: rows
+    are target positions, columns source positions, both cut at the source's length (its padding has
+    weight 0, and the positions after a target's end emit padding)."""
+    lengths = (source != pad_token).sum(dim=1)
+    shown = [int((lengths == n).nonzero()[0]) for n in lengths.unique().tolist()]
+    figure, axes = plt.subplots(1, len(shown), figsize=(3.6 * len(shown), 3.6), squeeze=False)
+    for ax, index in zip(axes[0], shown):
+        n = int(lengths[index])
+        ax.imshow(weights[index, :n, :n].numpy(), cmap="viridis", vmin=0.0, vmax=1.0)
+        ax.set(xlabel="source position j", ylabel="target position t", title=f"{title}: source length {n}")
+    save(figure, png_path)
+
+
 def sample_grid(images, png_path: Path, title: str) -> None:
     """Generated images (n, 1, H, W) in a square grid, each scaled to its own grey range."""
 

@@ -66,6 +66,25 @@ def _sequence(prediction: torch.Tensor, target: torch.Tensor, num_classes: int) 
     }
 
 
+def exact_match_per_length(prediction: torch.Tensor, target: torch.Tensor, source: torch.Tensor, pad_token: int) -> dict[str, float]:
+    """exact_match_<n> for each source length n (the count of a source's tokens before its padding):
+    the share of those samples whose every target token, the padding that ends the output included, is
+    the most probable one given the true tokens before it. prediction (N, L, K), target (N, L), source (N, S)."""
+    lengths = (source != pad_token).sum(dim=1)
+    right = (prediction.argmax(dim=-1) == target).all(dim=1)
+    return {f"test/exact_match_{n}": round(float(right[lengths == n].float().mean()), 6) for n in lengths.unique().tolist()}
+
+
+def mirrored_attention(weights: torch.Tensor, source: torch.Tensor, pad_token: int) -> float:
+    """The share of attention rows, over every target position i < n of every sample (n its source
+    length), whose largest weight is on the mirrored source position n - 1 - i. weights (N, L, S), source (N, S)."""
+    lengths = (source != pad_token).sum(dim=1, keepdim=True)  # (N, 1)
+    rows = torch.arange(weights.shape[1])[None, :]  # (1, L)
+    counted = rows < lengths  # (N, L)
+    mirrored = weights.argmax(dim=-1) == lengths - 1 - rows
+    return round(float(mirrored[counted].float().mean()), 6)
+
+
 TEST_METRICS = {"regression": _regression, "binary": _binary, "multiclass": _multiclass}
 
 

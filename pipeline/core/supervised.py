@@ -104,6 +104,11 @@ class SupervisedModule(FamilyModule):
         example = data.load_split(meta["dataset"], "val")[0][:2]  # the input example MLflow keeps and checks
         return served.log_raw_input_model(self, run_id, checkpoint, meta, example)
 
+    def attention(self, x: torch.Tensor) -> torch.Tensor | None:
+        """Sequence task: the attention weights (B, L, S) of each target position over the source
+        positions, for evaluate's figure; None for a family without attention (the default)."""
+        return None
+
     def examples(self, x: torch.Tensor, y: torch.Tensor, meta: dict) -> str | None:
         """A few test samples as text for people to read (evaluate logs it to MLflow), given the prepared
         data's meta.json; none by default."""

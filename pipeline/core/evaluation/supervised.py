@@ -29,6 +29,8 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
         prediction = prediction * meta["target_std"] + meta["target_mean"]
         y = y * meta["target_std"] + meta["target_mean"]
     results = metrics.test_metrics(spec.task, prediction, y, spec.num_classes, meta.get("noise_variance"))
+    if spec.task == "sequence" and spec.pad_token is not None:  # sources of several lengths: each one's exact match
+        results = dict(sorted({**results, **_by_length(model, x, y, prediction, meta, context)}.items()))
     actual, predicted = _plot_labels(spec.task, prediction, y)
     write_csv(context.predictions, ["actual", "predicted"], zip(actual, predicted))
     with torch.no_grad():
@@ -38,6 +40,21 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
     else:
         matrix = metrics.confusion_matrix(spec.task, prediction, y, spec.num_classes)
         fig.confusion(matrix, context.figures / "confusion_matrix.png", experiment.name)
+    return results
+
+
+def _by_length(model, x, y, prediction, meta, context) -> dict[str, float]:
+    """Exact match per source length; with attention, a figure of the first test samples' weights (and,
+    where the dataset's alignment is the mirror image, the share of rows whose argmax is mirrored)."""
+    spec = model.data_spec
+    source = x[:, : -spec.target_length]
+    results = metrics.exact_match_per_length(prediction, y, source, spec.pad_token)
+    with torch.no_grad():
+        weights = model.attention(x)
+    if weights is not None:
+        if meta.get("alignment") == "mirrored":
+            results["test/attention_mirrored"] = metrics.mirrored_attention(weights, source, spec.pad_token)
+        fig.attention(weights, source, spec.pad_token, context.figures / "attention.png", context.experiment.name)
     return results
 
 

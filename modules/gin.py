@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from modules._feedforward import feedforward
 from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.graph_level import GraphLevelModule
 from pipeline.spec import DataSpec
@@ -55,7 +56,7 @@ class GINLayer(nn.Module):
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.epsilon = nn.Parameter(torch.zeros(()))  # ε⁽ℓ⁾
-        self.mlp = nn.Sequential(nn.Linear(in_features, out_features), nn.ReLU(), nn.Linear(out_features, out_features))
+        self.mlp = feedforward([in_features, out_features, out_features], "relu")
 
     def forward(self, h: torch.Tensor, edge_index: torch.Tensor) -> torch.Tensor:
         return self.mlp((1 + self.epsilon) * h + neighbour_sum(h, edge_index))
@@ -80,10 +81,7 @@ class GraphIsomorphismNetwork(GraphLevelModule):
         widths = [data.input_shape[0], *[hidden_size] * layers]
         self.layers = nn.ModuleList(GINLayer(fan_in, fan_out) for fan_in, fan_out in zip(widths[:-1], widths[1:]))
         self.pooling = pooling
-        self.head = nn.Sequential(
-            nn.Linear(layers * hidden_size, hidden_size), nn.ReLU(), nn.Dropout(dropout),
-            nn.Linear(hidden_size, data.num_outputs),
-        )
+        self.head = feedforward([layers * hidden_size, hidden_size, data.num_outputs], "relu", dropout=dropout)
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:

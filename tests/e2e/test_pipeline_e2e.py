@@ -184,7 +184,8 @@ def test_mlflow_holds_one_complete_run_per_experiment(repro):
         assert tags["dvc.stage"] == f"train@{name}" and tags["dvc.evaluated"] == "true"
         assert re.fullmatch(r"[0-9a-f]{40}", tags["mlflow.source.git.commit"])
         assert int(tags["book.chapter"]) in (2, 3, 5, 6, 7, 8)  # 8: gcn_sbm
-        assert run.data.params["optimizer.name"] == params["experiments"][name]["optimizer"]["name"]
+        optimizer = {**params["defaults"]["optimizer"], **params["experiments"][name].get("optimizer", {})}  # as merged
+        assert run.data.params["optimizer.name"] == optimizer["name"]
         assert run.data.params["max_epochs"] == str(params["experiments"][name]["max_epochs"])
         experiment = params["experiments"][name]
         monitor = family_class(experiment["family"]).monitors(DATASETS[experiment["dataset"]].spec)[0]  # val/loss, val/mean_return

@@ -5,7 +5,7 @@
 What it does, each step printed as it goes:
 
 1. `git clone` of this repository's HEAD (commit first: work in progress is not measured) into a
-   temporary folder, then the whole default `dvc repro` there (prepare, scorer, every experiment's
+   temporary folder, then the whole default `dvc repro` there (prepare, scorer, baselines, every experiment's
    train and evaluate, report), with this interpreter's environment on PATH and its own MLflow store.
    Every stage process appends its start-up, peak memory and heavy imports to a file
    (pipeline/stagestats.py, switched on by the MEDL_STAGE_STATS variable). Also read: each experiment's
@@ -383,7 +383,7 @@ def render(commit, full, records, held, total, noops, status, floors, loops, par
         lines += [
             f"## Parallel: `dvc exp run --queue`, `dvc queue start -j {parallel['jobs']}`",
             "",
-            "bench/parallel.py in a second clean clone: prepare and scorer in the workspace, then the experiments split "
+            "bench/parallel.py in a second clean clone: prepare, scorer and baselines in the workspace, then the experiments split "
             f"over {len(parallel['groups'])} queued DVC experiments by their training seconds in the first clone, run "
             f"{parallel['jobs']} at a time with OMP_NUM_THREADS={parallel['omp_num_threads']} (two trainings with a "
             "thread per core each on the same cores run many times slower), then their results collected into the "

@@ -4,7 +4,7 @@
 
 Clones the committed HEAD into a temporary folder and, there:
 
-1. `dvc repro prepare scorer` in the workspace: the inputs every experiment shares, now in the
+1. `dvc repro prepare scorer baselines` in the workspace: the inputs every experiment (and the report) shares, now in the
    clone's DVC cache (a queued copy checks them out from it instead of rebuilding them);
 2. one `dvc exp run --queue train@A evaluate@A train@B evaluate@B ...` per worker, the experiments
    split by cost (`balance`), then `dvc queue start -j JOBS`, polling `dvc queue status` until all
@@ -231,9 +231,9 @@ def run_parallel(clone: Path, jobs: int = 2, python_bin_dir: Path | None = None,
     timings: dict[str, float] = {}
     total_start = time.perf_counter()
 
-    log("phase 1: dvc repro prepare scorer")
+    log("phase 1: dvc repro prepare scorer baselines")
     start = time.perf_counter()
-    run(["dvc", "repro", "prepare", "scorer"], clone, env)
+    run(["dvc", "repro", "prepare", "scorer", "baselines"], clone, env)
     timings["prepare_scorer"] = time.perf_counter() - start
     log(f"phase 1 done in {timings['prepare_scorer']:.1f} s")
 
@@ -299,7 +299,7 @@ def run_parallel(clone: Path, jobs: int = 2, python_bin_dir: Path | None = None,
 def table(result: dict) -> str:
     seconds = result["seconds"]
     rows = [
-        ("`dvc repro prepare scorer` (workspace)", seconds["prepare_scorer"]),
+        ("`dvc repro prepare scorer baselines` (workspace)", seconds["prepare_scorer"]),
         (f"{len(result['groups'])} × `dvc exp run --queue train@… evaluate@…`, `dvc queue start -j {result['jobs']}`", seconds["queue"]),
         ("collect results (`git checkout` from the exp refs, dvc.lock entries, `dvc checkout`) + `dvc repro` (report only)", seconds["final_repro"]),
         ("total (after the clone)", seconds["total"]),

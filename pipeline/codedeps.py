@@ -10,7 +10,7 @@ Imports are read with `ast`, at any depth of a file (function-level imports coun
 what the process may import, whichever branch it takes. The dataset registry (pipeline/datasets/) imports
 every file of its folder by listing it, which no import statement shows: those files count as imported
 by it, so adding or editing a dataset reruns the stages that read the registry, prepare among them;
-so do the report's reference files (pipeline/references/).
+so do the baselines stage's reference files (pipeline/references/).
 Likewise the evaluate stage imports the evaluation its family's kind names (`EVALUATION = "graph"` in a
 class is pipeline/core/evaluation/graph.py): the name is read from the family's files, so a family's
 evaluate stage depends on its own kind's evaluation only.
@@ -38,7 +38,8 @@ EVALUATIONS = "pipeline.core.evaluation"  # imports its module named by the kind
 
 # Each stage's entry module. Train and evaluate also import their experiment's family by name
 # (params.family_class), so they get one file per family (family_entries).
-STAGES = {"prepare": "pipeline.prepare", "scorer": "pipeline.scorer", "report": "pipeline.report"}
+STAGES = {"prepare": "pipeline.prepare", "scorer": "pipeline.scorer", "baselines": "pipeline.baselines",
+          "report": "pipeline.report"}
 
 
 def module_path(name: str, root: Path = ROOT) -> Path | None:

@@ -23,8 +23,8 @@ from typing import BinaryIO, Iterator
 from pipeline.base import ROOT, ConfigError
 
 # Relative to ROOT. A path strictly inside one of these may be written or deleted; the folder itself may not.
-OWNED = ("checkpoints", "models", "data/prepared", "data/raw", "scorers", "plots", "metrics", "reports", "sweeps",
-         "mlruns", "codedeps", "runs")
+OWNED = ("checkpoints", "models", "data/prepared", "data/raw", "scorers", "baselines", "plots", "metrics", "reports",
+         "sweeps", "mlruns", "codedeps", "runs")
 FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors of a full disk or an exhausted quota
 
 

@@ -18,112 +18,28 @@ import argparse
 import json
 import math
 import sys
-import warnings
 from pathlib import Path
 
-from pipeline import cli, codedeps, data, files, html_report, references, stagestats
+from pipeline import cli, codedeps, data, files, html_report, stagestats
 from pipeline.html_report import SWEEP_INTRO, fmt
 from pipeline.params import ROOT, ConfigError, load
+from pipeline.spec import BASELINES
 
 REPORTS = ROOT / "reports"
+
+
+def baseline_rows(dataset: str) -> list[dict]:
+    """The reference rows the baselines stage fitted for `dataset` (pipeline.baselines): read, never refitted."""
+    path = BASELINES / f"{dataset}.json"  # BASELINES looked up here, when called: tests point it elsewhere
+    if not path.exists():
+        raise ConfigError(f"{data.shown(path)}: missing; run `dvc repro baselines` to build it")
+    return json.loads(path.read_text())
+
+
 def metric_columns(rows: list[dict]) -> list[str]:
     """The test metrics the rows hold, in the order they first appear. The columns come from what the
     experiments and baselines wrote, so a new `test/...` metric shows without a list to update."""
     return list(dict.fromkeys(key for row in rows for key in row if key.startswith("test/")))
-
-
-def baselines(dataset: str) -> dict[str, object]:
-    """scikit-learn models fitted on the training split, by name; the task decides which."""
-    # scikit-learn, torch and the scorer inside functions: a report of supervised experiments alone
-    # needs none of the generative or graph parts, and a params error none at all.
-    from sklearn.linear_model import LinearRegression, LogisticRegression
-    from sklearn.neural_network import MLPClassifier
-    from sklearn.svm import SVC
-
-    warnings.filterwarnings("ignore", category=FutureWarning)  # SVC(probability=True) is deprecated, still exact Platt scaling
-    task = data.DATASETS[dataset].spec.task
-    if task in ("sequence", "oneshot"):  # no scikit-learn model generates sequences or names classes it never saw
-        return {}
-    if task == "regression":
-        return {"least_squares": LinearRegression()}
-    return {
-        "logistic_regression": LogisticRegression(max_iter=5000),
-        "svc": SVC(probability=True, random_state=0),
-        "mlp_classifier": MLPClassifier(max_iter=2000, random_state=0),
-    }
-
-
-BASELINE_MAX_TRAIN = 10_000  # training samples a classifier baseline is fitted on at most (a kernel SVC is quadratic in them)
-
-
-def baseline_training_set(x_train, y_train) -> tuple:
-    """A classification training split, or a stratified subsample of BASELINE_MAX_TRAIN of it (seed 0)
-    where it is larger: the opt-in MNIST, Fashion-MNIST and CIFAR-10 (the SVC's Platt scaling and the
-    MLP on all 54,000 MNIST images would take the report stage the better part of an hour)."""
-    if len(y_train) <= BASELINE_MAX_TRAIN:
-        return x_train, y_train
-    from sklearn.model_selection import train_test_split
-
-    x_train, _, y_train, _ = train_test_split(x_train, y_train, train_size=BASELINE_MAX_TRAIN, random_state=0, stratify=y_train)
-    return x_train, y_train
-
-
-def baseline_rows(dataset: str) -> list[dict]:
-    """Each baseline's test metrics: the dataset's own references (pipeline/references/), then the
-    scikit-learn models'. On a dataset of graphs they see each graph's node and edge counts
-    and sorted degrees (pipeline.data.graph_invariants). On a graph dataset the baselines see the node
-    features alone (not the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
-    the graph families are re-fitted, pipeline.core.evaluation.graph.SEEDS) for test/accuracy_mean and test/accuracy_std.
-    A classification training split larger than BASELINE_MAX_TRAIN is subsampled to it (the family column
-    says so); the regression baseline, least squares, fits the whole split."""
-    import torch
-
-    from pipeline.core import metrics
-
-    spec = data.DATASETS[dataset].spec
-    rows = [{**row, "kind": "baseline", "dataset": dataset} for row in references.reference_rows(dataset)]
-    if data.DATASETS[dataset].is_environment:  # no split to fit a scikit-learn model on
-        return rows
-    meta = data.load_meta(dataset)
-    x_train, y_train = (t.flatten(1).numpy() if t.dim() > 1 else t.numpy() for t in data.load_features(dataset, "train"))
-    n_train = len(y_train)
-    if spec.task in ("binary", "multiclass"):
-        x_train, y_train = baseline_training_set(x_train, y_train)
-    x_test, y_test = data.load_features(dataset, "test")
-    if "noise_variance" in meta:  # the least mean squared error any forecaster can reach
-        rows.append({"name": "noise_floor", "kind": "baseline", "family": "σ² of the series' noise", "dataset": dataset,
-                     "test/mse": meta["noise_variance"], "test/mse_over_noise": 1.0})
-    for name, model in baselines(dataset).items():
-        model.fit(x_train, y_train)
-        if spec.task == "regression":
-            prediction = torch.tensor(model.predict(x_test.flatten(1).numpy()), dtype=torch.float64)
-            prediction = prediction * meta["target_std"] + meta["target_mean"]
-            target = y_test.double() * meta["target_std"] + meta["target_mean"]
-        else:
-            probabilities = torch.tensor(model.predict_proba(x_test.flatten(1).numpy()), dtype=torch.float32)
-            prediction = probabilities[:, 1] if spec.task == "binary" else probabilities
-            target = y_test
-        row = metrics.test_metrics(spec.task, prediction, target, spec.num_classes, meta.get("noise_variance"))
-        family = "scikit-learn" if len(y_train) == n_train else f"scikit-learn, {len(y_train):,} of {n_train:,} training samples"
-        if data.DATASETS[dataset].kind == "graph":
-            row.update(_over_seeds(model, x_train, y_train, x_test.flatten(1).numpy(), y_test.numpy()))
-            family = "scikit-learn, node features only"
-        elif data.DATASETS[dataset].kind == "graphs":  # pipeline.data.graph_invariants
-            family = "scikit-learn, node and edge counts and sorted degrees only"
-        rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset, **row})
-    return rows
-
-
-def _over_seeds(model, x_train, y_train, x_test, y_test) -> dict[str, float]:
-    """test/accuracy_mean and test/accuracy_std (n - 1) of `model` fitted with each random_state of SEEDS."""
-    import numpy as np
-    from sklearn.base import clone
-
-    from pipeline.core.evaluation.graph import SEEDS
-
-    accuracies = [clone(model).set_params(random_state=seed).fit(x_train, y_train).score(x_test, y_test) for seed in SEEDS]
-    return {"test/accuracy_mean": round(float(np.mean(accuracies)), 6),
-            "test/accuracy_std": round(float(np.std(accuracies, ddof=1)), 6)}
 
 
 def check_target(target: dict, value: float | None, baseline_values: dict[str, float],
@@ -178,37 +94,6 @@ def target_threshold(target: dict, baseline_values: dict[str, float],
     if "at_least_delta" in target:
         return reference + target["at_least_delta"]
     return reference * target["at_most_ratio"]
-
-
-def reference_rows(dataset: str, seed: int = 0) -> list[dict]:
-    """The report's reference rows, scored like the models (N = the test split's size):
-    the floor, N training images against the test images; and a Gaussian fitted to the training
-    pixels (mean and full covariance), N samples from it."""
-    import torch
-
-    from pipeline.core import scoring
-
-    x_train, _ = data.load_split(dataset, "train")
-    x_test, _ = data.load_split(dataset, "test")
-    scorer = scoring.load_scorer(dataset)
-    generator = torch.Generator().manual_seed(seed)
-    n = len(x_test)
-    train_images = x_train[torch.randperm(len(x_train), generator=generator)[:n]]
-    flat = x_train.flatten(1).double()
-    mean = flat.mean(0)
-    covariance = torch.cov(flat.T) + 1e-6 * torch.eye(flat.shape[1], dtype=flat.dtype)
-    gaussian = torch.distributions.MultivariateNormal(mean, covariance)
-    torch.manual_seed(seed)
-    gaussian_images = gaussian.sample((n,)).float().reshape(n, *x_train.shape[1:])
-    rows = []
-    for name, family, images in (
-        ("train_images", "floor: training images vs test images", train_images),
-        ("gaussian_pixels", "Gaussian fitted to the training pixels", gaussian_images),
-    ):
-        scores = scoring.sample_scores(images, x_test, scorer, seed)
-        rows.append({"name": name, "kind": "baseline", "family": family, "dataset": dataset,
-                     **{f"test/{k}": v for k, v in scores.items()}})
-    return rows
 
 
 def scorer_accuracy(dataset: str) -> float | None:
@@ -356,7 +241,6 @@ def _training(config, name: str, checkpoint) -> dict:
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(prog="python -m pipeline.report", description=__doc__.splitlines()[0]).parse_args(argv)
     config = load(family_checks=False)  # the report builds no model: the train stages checked each family
-    cli.set_threads(config.threads)
     stagestats.mark("work")
     chapters = json.loads((codedeps.OUT / codedeps.CHAPTERS).read_text())  # the codedeps stage's
     rows = []
@@ -381,13 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     generative = {row["name"] for row in rows if "test/fid" in row}
     supervised_datasets = sorted({row["dataset"] for row in rows if row["name"] not in generative})
     generative_datasets = sorted({row["dataset"] for row in rows if row["name"] in generative})
-    steps = len(supervised_datasets) + len(generative_datasets)
-    for index, dataset in enumerate(supervised_datasets, 1):
-        print(f"[{index}/{steps}] fitting scikit-learn baselines on {dataset}", flush=True)
-        rows.extend(baseline_rows(dataset))
-    for index, dataset in enumerate(generative_datasets, len(supervised_datasets) + 1):
-        print(f"[{index}/{steps}] scoring the reference samples of {dataset}", flush=True)
-        rows.extend({**row, "generative": True} for row in reference_rows(dataset))
+    for dataset in supervised_datasets:  # the baselines stage fitted them; here they are only read
+        rows.extend(row for row in baseline_rows(dataset) if not row.get("generative"))
+    for dataset in generative_datasets:
+        rows.extend(row for row in baseline_rows(dataset) if row.get("generative"))
     is_generative = lambda row: row["name"] in generative or row.get("generative")  # noqa: E731
     supervised_rows = [row for row in rows if not is_generative(row)]
     generative_rows = [row for row in rows if is_generative(row)]

@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # models gain nothing from more, pytest's workers run stages side by side, and float sums, hence
 # metrics compared digit for digit, depend on the thread count.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
-OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "dvc.lock", "mlflow.db", "dvc_plots")
+OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "baselines", "dvc.lock", "mlflow.db", "dvc_plots")
 
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")

@@ -81,7 +81,8 @@ def test_repro_runs_every_stage_in_order(repro):
     ran = stages_run(result.stdout)
     names = list(params["experiments"])
     assert ran[:2] == ["codedeps", "prepare"] and ran[-1] == "report"
-    assert sorted(ran[2:-1]) == sorted(["scorer"] + [f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
+    assert sorted(ran[2:-1]) == sorted(["scorer", "baselines"] + [f"train@{n}" for n in names] + [f"evaluate@{n}" for n in names])
+    assert ran.index("scorer") < ran.index("baselines")  # the generative reference rows are scored with it
     for name in names:
         assert ran.index(f"train@{name}") < ran.index(f"evaluate@{name}")
         assert ran.index("scorer") < ran.index(f"evaluate@{name}")
@@ -273,17 +274,19 @@ def test_a_code_edit_reruns_exactly_the_stages_whose_processes_import_it(repro):
             dvc("repro", "codedeps", cwd=project)
 
     assert stale_after_editing("pipeline/report.py") == ["report"]
+    # the report reads the baselines; only their own stage fits them, once per change of data or code
+    assert stale_after_editing("pipeline/references/digits_oneshot.py") == ["baselines"]
     assert stale_after_editing("pipeline/html_report.py") == ["report"]
     users = sorted(f"{kind}@{name}" for name, experiment in params["experiments"].items()
                    if experiment["family"] in MLP_USERS for kind in ("train", "evaluate"))
     assert users and stale_after_editing("modules/mlp.py") == users
     cnn = sorted(f"{kind}@{name}" for name, experiment in params["experiments"].items()
                  if experiment["family"] == "cnn" for kind in ("train", "evaluate"))
-    # the scorer is a CNN: the report scores its reference samples with it, and the generative families'
-    # evaluation scores their samples with it; no other kind's evaluation imports it
+    # the scorer is a CNN: the baselines stage scores the reference samples with it (the report quotes its
+    # accuracy), and the generative families' evaluation scores their samples with it; no other kind's evaluation imports it
     generative = [f"evaluate@{name}" for name, experiment in params["experiments"].items()
                   if family_class(experiment["family"]).EVALUATION == "generative"]
-    assert cnn and stale_after_editing("modules/cnn.py") == sorted({"report", "scorer", *cnn, *generative})
+    assert cnn and stale_after_editing("modules/cnn.py") == sorted({"baselines", "report", "scorer", *cnn, *generative})
     assert json.loads(dvc("status", "--json", cwd=project).stdout) == {}
 
 
@@ -327,4 +330,4 @@ def test_each_stage_imported_only_files_of_its_derived_code_dependencies(repro):
         name = f"{kind}/{params['experiments'][experiment]['family']}" if experiment else kind
         declared = json.loads((project / "codedeps" / f"{name}.json").read_text())
         assert set(record["files"]) <= set(declared), f"{stage} imported {set(record['files']) - set(declared)}"
-    assert {"codedeps", "prepare", "scorer", "report"} | {f"{k}@{n}" for k in ("train", "evaluate") for n in params["experiments"]} <= seen
+    assert {"codedeps", "prepare", "scorer", "baselines", "report"} | {f"{k}@{n}" for k in ("train", "evaluate") for n in params["experiments"]} <= seen

@@ -32,7 +32,7 @@ def test_owned_paths_lie_strictly_inside_a_folder_the_project_writes(root, monke
                "/etc/passwd"]
     for path in refused:
         with pytest.raises(ValueError, match=r"^refusing to write or delete .*: outside the folders the project owns "
-                                             r"\(checkpoints, models, data/prepared, data/raw, scorers, plots, "):
+                                             r"\(checkpoints, models, data/prepared, data/raw, scorers, baselines, plots, "):
             files.owned(path)
 
 

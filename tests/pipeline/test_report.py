@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline import report
+from pipeline import baselines, report
 from pipeline.report import check_target, target_threshold
 
 
@@ -84,15 +84,15 @@ def test_a_large_training_split_is_subsampled_for_the_baselines_stratified():
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(10), [3000 if c == 0 else 1000 for c in range(10)])  # 12,000, one class 3x the others
     x = rng.normal(size=(len(y), 4))
-    x_sub, y_sub = report.baseline_training_set(x, y)
-    assert len(y_sub) == report.BASELINE_MAX_TRAIN == 10_000
+    x_sub, y_sub = baselines.baseline_training_set(x, y)
+    assert len(y_sub) == baselines.BASELINE_MAX_TRAIN == 10_000
     expected = np.bincount(y) * 10_000 / len(y)  # stratified: each class in its share of the split
     assert np.all(np.abs(np.bincount(y_sub) - expected) <= 1)
     rows = {tuple(row) for row in x.round(12).tolist()}
     assert all(tuple(row) in rows for row in x_sub.round(12).tolist())  # rows of the split, not new ones
-    again = report.baseline_training_set(x, y)
+    again = baselines.baseline_training_set(x, y)
     assert np.array_equal(again[0], x_sub)  # seeded
-    small_x, small_y = report.baseline_training_set(x[:500], y[:500])
+    small_x, small_y = baselines.baseline_training_set(x[:500], y[:500])
     assert np.array_equal(small_x, x[:500]) and np.array_equal(small_y, y[:500])  # a small split as it is
 
 
@@ -137,7 +137,7 @@ def test_the_accuracy_overview_shows_a_bar_at_one_half(tmp_path, monkeypatch):
 
 
 def test_a_datasets_reference_file_adds_its_rows_as_baselines(tmp_path, monkeypatch):
-    """A file pipeline/references/DATASET.py is the report's way to a reference no scikit-learn model gives."""
+    """A file pipeline/references/DATASET.py is the way to a reference no scikit-learn model gives."""
     import sys
     import types
 
@@ -147,8 +147,22 @@ def test_a_datasets_reference_file_adds_its_rows_as_baselines(tmp_path, monkeypa
     module.reference_rows = lambda dataset: [{"name": "random_policy", "family": "uniform actions", "test/mean_return": 22.0}]
     monkeypatch.setitem(sys.modules, "pipeline.references.cartpole", module)
     monkeypatch.setattr(references, "DATASETS", ("cartpole",))
-    rows = report.baseline_rows("cartpole")
+    rows = baselines.baseline_rows("cartpole")
     assert rows == [{"name": "random_policy", "family": "uniform actions", "test/mean_return": 22.0,
                      "kind": "baseline", "dataset": "cartpole"}]
     monkeypatch.setattr(references, "DATASETS", ())
-    assert report.baseline_rows("cartpole") == []
+    assert baselines.baseline_rows("cartpole") == []
+
+
+def test_the_report_reads_the_baselines_stages_rows_and_names_that_stage_when_they_are_missing(tmp_path, monkeypatch):
+    import json
+
+    from pipeline.params import ConfigError
+
+    monkeypatch.setattr(report, "BASELINES", tmp_path / "baselines")
+    with pytest.raises(ConfigError, match=r"baselines/digits.json: missing; run `dvc repro baselines` to build it"):
+        report.baseline_rows("digits")
+    rows = [{"name": "svc", "kind": "baseline", "dataset": "digits", "test/accuracy": 0.9833}]
+    (tmp_path / "baselines").mkdir()
+    (tmp_path / "baselines" / "digits.json").write_text(json.dumps(rows))
+    assert report.baseline_rows("digits") == rows

@@ -11,7 +11,7 @@ import pytest
 import torch
 from scipy import linalg, stats
 
-from pipeline import data, files, report, scorer
+from pipeline import baselines, data, files, scorer
 from pipeline.core import scoring
 from pipeline.params import ConfigError, load
 from pipeline.prepare import prepare
@@ -83,10 +83,10 @@ def test_real_images_score_far_better_than_noise(digits):
 
 
 def test_reference_rows_put_the_gaussian_between_the_floor_and_noise(digits):
-    floor, gaussian = report.reference_rows("digits")
+    floor, gaussian = baselines.generative_rows("digits")
     assert (floor["name"], gaussian["name"]) == ("train_images", "gaussian_pixels")
     assert floor["test/fid"] < gaussian["test/fid"]
-    assert report.reference_rows("digits") == [floor, gaussian]  # seeded: the same rows each time
+    assert baselines.generative_rows("digits") == [floor, gaussian]  # seeded: the same rows each time
 
 
 def test_missing_scorer_names_the_stage_to_run(tmp_path, monkeypatch):

@@ -23,7 +23,7 @@ from pathlib import Path
 from pipeline import cli, codedeps, data, files, html_report, stagestats
 from pipeline.html_report import SWEEP_INTRO, fmt
 from pipeline.params import ROOT, ConfigError, load
-from pipeline.spec import BASELINES
+from pipeline.spec import BASELINES, SCORERS
 
 REPORTS = ROOT / "reports"
 
@@ -97,9 +97,7 @@ def target_threshold(target: dict, baseline_values: dict[str, float],
 
 
 def scorer_accuracy(dataset: str) -> float | None:
-    from pipeline.core import scoring
-
-    facts = scoring.SCORERS / f"{dataset}.json"
+    facts = SCORERS / f"{dataset}.json"
     return json.loads(facts.read_text())["test/accuracy"] if facts.exists() else None
 
 

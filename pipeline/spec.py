@@ -13,6 +13,7 @@ from pipeline.base import ROOT
 
 PREPARED = ROOT / "data" / "prepared"  # data/prepared/<dataset>/: written by prepare, read by pipeline.data
 BASELINES = ROOT / "baselines"  # baselines/<dataset>.json: the rows the baselines stage fits, the report reads
+SCORERS = ROOT / "scorers"  # scorers/<dataset>.pt and .json: written by the scorer stage (pipeline.core.scoring)
 SPLITS = ("train", "val", "test")
 KINDS = {  # a dataset's kind -> what its samples are, in words (a family takes one kind: its DATA_KIND)
     "samples": "independent samples",

@@ -20,11 +20,10 @@ from torch import nn
 
 from modules.cnn import ConvolutionalNetwork
 from pipeline import data
-from pipeline.spec import DataSpec
+from pipeline.spec import SCORERS, DataSpec
 from pipeline.config import OptimizerConfig, SchedulerConfig
-from pipeline.params import ROOT, ConfigError
+from pipeline.params import ConfigError
 
-SCORERS = ROOT / "scorers"
 # The scorer's fixed configuration, independent of params.yaml's experiments: tuning an experiment
 # never moves the yardstick.
 SEED = 0

@@ -175,6 +175,8 @@ def handover() -> None:
 
 def send_request(connection: socket.socket, replies, module: str) -> int | None:
     """Send the command and its streams; the child's pid once the server has started it, else None."""
+    import signal
+
     try:
         here = os.open(".", os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -182,7 +184,9 @@ def send_request(connection: socket.socket, replies, module: str) -> int | None:
     umask = os.umask(0o022)
     os.umask(umask)
     request = json.dumps({"module": module, "argv": sys.argv[1:], "orig_argv": sys.orig_argv, "path": sys.path,
-                          "environ": dict(os.environ), "umask": umask, "pid": os.getpid()}).encode()
+                          "environ": dict(os.environ), "umask": umask, "pid": os.getpid(),
+                          # a background job or nohup ignores some: the stage must too
+                          "ignored": [name for name in FORWARDED if signal.getsignal(getattr(signal, name)) == signal.SIG_IGN]}).encode()
     try:
         socket.send_fds(connection, [HEADER.pack(len(request))], [0, 1, 2, here])
         connection.sendall(request)
@@ -205,7 +209,8 @@ def wait_for(connection: socket.socket, replies, pid: int) -> dict:
             pass
 
     for name in FORWARDED:
-        signal.signal(getattr(signal, name), forward)
+        if signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
+            signal.signal(getattr(signal, name), forward)
     reply = replies.readline()
     if not reply:  # the server's side died: the child must not outlive the command
         try:
@@ -294,6 +299,8 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:  # another client started this key's server first
         return
+    os.ftruncate(lock, 0)
+    os.write(lock, f"{os.getpid()}\n".encode())  # who to stop (kill PID: it cleans up)
     printed = os.fstat(1).st_size + os.fstat(2).st_size
     environ = dict(os.environ)
     problem = preload(printed)
@@ -468,6 +475,7 @@ def run_stage(request: dict, imported: dict) -> None:
     global _client
     import importlib
     import runpy
+    import signal
 
     stdin, stdout, stderr, here = request["fds"]
     for fd, target in ((stdin, 0), (stdout, 1), (stderr, 2)):
@@ -477,6 +485,10 @@ def run_stage(request: dict, imported: dict) -> None:
         if fd > 2:
             os.close(fd)
     os.umask(request["umask"])
+    for name in FORWARDED:  # as the interpreter sets them at start-up, from what the command inherited
+        number = getattr(signal, name)
+        default = signal.default_int_handler if number == signal.SIGINT else signal.SIG_DFL
+        signal.signal(number, signal.SIG_IGN if name in request["ignored"] else default)
     os.environ.clear()
     os.environ.update(request["environ"])
     for variable, value in imported.items():

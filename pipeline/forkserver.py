@@ -303,7 +303,8 @@ def main() -> None:
     os.write(lock, f"{os.getpid()}\n".encode())  # who to stop (kill PID: it cleans up)
     printed = os.fstat(1).st_size + os.fstat(2).st_size
     environ = dict(os.environ)
-    problem = preload(printed)
+    # another pipeline/forkserver.py than the client's (it found the package elsewhere on sys.path)
+    problem = "this server's key is not the client's" if key(environ, path) != name else preload(printed)
     if problem:  # the log stays: clients of this key run cold and do not start it again
         print(f"not serving: {problem}", file=sys.stderr)
         cleanup(where, name, None, keep_log=True)
@@ -465,7 +466,7 @@ def handle(connection: socket.socket):
                     os.kill(child, number)
                 except OSError:
                     pass
-    except OSError:
+    except (OSError, ValueError):  # a client gone, or not one of ours
         pass
     os._exit(0)
 

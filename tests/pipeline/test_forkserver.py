@@ -25,8 +25,10 @@ PROBE = '''
 import json, os, signal, sys, time
 
 def record():
+    from pipeline import forkserver
+
     with open(os.environ["MEDL_PROBE_OUT"], "w") as out:
-        json.dump({"pid": os.getpid(), "ppid": os.getppid()}, out)
+        json.dump({"pid": os.getpid(), "client": forkserver.client_pid()}, out)
 
 if __name__ == "__main__":
     record()
@@ -90,7 +92,9 @@ class Probe:
         """The command's result, and whether the server ran it."""
         process = self.start(*args, **extra)
         stdout, stderr = process.communicate(timeout=120)
-        served = json.loads(self.out.read_text())["pid"] != process.pid
+        seen = json.loads(self.out.read_text())
+        assert seen["client"] == process.pid  # what watch_parent starts from: the command's process
+        served = seen["pid"] != process.pid
         return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), served
 
 
@@ -207,6 +211,20 @@ def test_a_changed_key_starts_another_server_which_exits_when_idle_leaving_nothi
     assert set(probe.where.glob("*")) == before  # the first server is untouched
 
 
+def parent_of(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return int(stat.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError):
+        return -1
+
+
+def served_children(servers: set[int]) -> list[int]:
+    """Every process whose grandparent is one of `servers` (a connection's process forked it)."""
+    pids = [int(entry) for entry in os.listdir("/proc") if entry.isdigit()]
+    return [pid for pid in pids if parent_of(parent_of(pid)) in servers]
+
+
 @pytest.mark.slow
 def test_metrics_are_byte_identical_with_and_without_the_server(tmp_path):
     """softmax_digits trained and evaluated cold and in a server's children."""
@@ -215,20 +233,28 @@ def test_metrics_are_byte_identical_with_and_without_the_server(tmp_path):
     where = Path(tempfile.mkdtemp(prefix="fs-", dir="/tmp")) / "s"
     environ = {**env(), "MEDL_FORKSERVER_DIR": str(where), "MEDL_FORKSERVER_IDLE": "300"}
 
-    def stage(project: Path, *command: str, **extra) -> None:
-        result = subprocess.run([sys.executable, "-m", *command], cwd=project, env={**environ, **extra},
-                                capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, result.stderr[-3000:]
+    def stage(project: Path, *command: str, **extra) -> bool:
+        """Run the stage; whether a server's child ran it (a grandchild of the server, seen while it runs)."""
+        servers = {int(lock.read_text()) for lock in where.glob("*.lock")}
+        served = False
+        with subprocess.Popen([sys.executable, "-m", *command], cwd=project, env={**environ, **extra},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) as process:
+            while process.poll() is None:
+                served = served or bool(served_children(servers))
+                time.sleep(0.05)
+            stderr = process.stderr.read()
+        assert process.returncode == 0, stderr[-3000:]
+        return served
 
     try:
-        stage(prepared, "pipeline.prepare")  # cold, and starts the server
+        assert not stage(prepared, "pipeline.prepare")  # cold, and starts the server
         assert wait_for(lambda: any(where.glob("*.sock")))
         metrics = {}
         for name, extra in (("cold", {"MEDL_FORKSERVER": "0"}), ("served", {})):
             project = tmp_path / name
             shutil.copytree(prepared, project)
-            stage(project, "pipeline.train", "softmax_digits", **extra)
-            stage(project, "pipeline.evaluate", "softmax_digits", **extra)
+            assert stage(project, "pipeline.train", "softmax_digits", **extra) == (name == "served")
+            assert stage(project, "pipeline.evaluate", "softmax_digits", **extra) == (name == "served")
             metrics[name] = (project / "metrics" / "softmax_digits.json").read_bytes()
         assert metrics["cold"] == metrics["served"]
     finally:

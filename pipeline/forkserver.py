@@ -155,8 +155,9 @@ def handover() -> None:
         name = key()
         connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         connection.connect(os.path.join(where, f"{name}.sock"))
-    except FileNotFoundError:  # none yet; or one starting, or one that refused (its log says why)
-        if not os.path.exists(os.path.join(where, f"{name}.log")):
+    except FileNotFoundError:  # none yet, or one starting; or one that refused, which its log says why
+        log = os.path.join(where, f"{name}.log")
+        if not held(os.path.join(where, f"{name}.lock")) and not (os.path.exists(log) and os.path.getsize(log)):
             start_server(where, name)
         return
     except ConnectionRefusedError:  # a server killed without cleaning up: a new one takes its place
@@ -255,29 +256,31 @@ def start_server(where: str, name: str) -> None:
             os.dup2(log, 1)
             os.dup2(log, 2)
             os.closerange(3, os.sysconf("SC_OPEN_MAX"))
-            os.execv(sys.executable, [sys.executable, "-c", "from pipeline.forkserver import main; main()", name, *[entry or os.getcwd() for entry in sys.path[:1]]])
+            os.execv(sys.executable, [sys.executable, "-c", "from pipeline.forkserver import main; main()", name,
+                                      sys.path[0] or os.getcwd()])
     finally:
         os._exit(0)
 
 
-def live_servers(where: str) -> int:
-    """How many servers hold their lock in `where` (starting or serving)."""
+def held(lock: str) -> bool:
+    """Whether a server (starting or serving) holds the lock file `lock`."""
     import fcntl
 
-    count = 0
-    for entry in os.listdir(where):
-        if entry.endswith(".lock"):
-            try:
-                fd = os.open(os.path.join(where, entry), os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                count += 1
-            finally:
-                os.close(fd)
-    return count
+    try:
+        fd = os.open(lock, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def live_servers(where: str) -> int:
+    return sum(held(os.path.join(where, entry)) for entry in os.listdir(where) if entry.endswith(".lock"))
 
 
 # ---------------------------------------------------------------------------------------------- server

@@ -260,3 +260,25 @@ def test_metrics_are_byte_identical_with_and_without_the_server(tmp_path):
     finally:
         stop_servers(where)
         shutil.rmtree(where.parent, ignore_errors=True)
+
+
+def test_an_install_changes_the_key_and_the_old_server_exits(tmp_path):
+    """A distribution installed on sys.path (here a *.dist-info in a PYTHONPATH folder): the next
+    command does not use the old server, which exits within seconds though not idle for long."""
+    site = tmp_path / "site"
+    site.mkdir()
+    where = Path(tempfile.mkdtemp(prefix="fs-", dir="/tmp")) / "s"
+    probe = Probe(probe_project(tmp_path / "project"), where)
+    probe.env["PYTHONPATH"] = str(site)
+    try:
+        probe.run("echo")
+        assert wait_for(lambda: any(where.glob("*.sock")))
+        old = next(where.glob("*.sock"))
+        assert probe.run("echo")[1]
+        (site / "extra-1.0.dist-info").mkdir()
+        result, served = probe.run("echo", MEDL_FORKSERVER="0")  # cold: starts no server of the new key
+        assert not served
+        assert wait_for(lambda: not old.exists(), 60)
+    finally:
+        stop_servers(where)
+        shutil.rmtree(where.parent, ignore_errors=True)

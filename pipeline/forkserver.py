@@ -16,7 +16,7 @@ What a cold process gives, kept:
   one exception is this module (the server's own code, and in its key).
 - The server's key (the socket's name) hashes the interpreter, the installed distributions (names
   and mtimes of *.dist-info, *.egg-info, *.pth on sys.path), this file, the environment but for the
-  variables that differ from run to run and that no library reads at import (PER_RUN), and the
+  variables that differ from run to run and that nothing reads at start-up or import (PER_RUN), and the
   process's CPU affinity, nice value, resource limits, groups and cgroup: a change starts another
   server, and an old one exits when idle, or at once when its installation changed.
 - No CUDA, no Python thread, no torch op before the fork: the server checks and refuses to serve
@@ -54,10 +54,10 @@ IDLE_DEFAULT = 600.0
 MAX_SERVERS = 4  # per user: each holds the libraries' memory; more keys than this run cold
 # A launcher or a distributed run: its processes are started and watched by something else.
 LAUNCHED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "TORCHELASTIC_RUN_ID", "MASTER_ADDR")
-# Variables that differ from one stage run to the next and that no preloaded library reads at import
+# Variables that differ from one stage run to the next and that nothing reads at start-up or import
 # (the project's own code reads them when it runs); every other variable is in the key.
-PER_RUN = ("DVC_", "MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_", "MLFLOW_RUN_ID", "MEDL_", "PYTEST_CURRENT_TEST")
-PER_RUN_NAMES = ("PWD", "OLDPWD", "SHLVL", "_")
+PER_RUN = ("DVC_", "MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_", "MLFLOW_RUN_ID", "PYTEST_CURRENT_TEST")
+PER_RUN_NAMES = ("PWD", "OLDPWD", "SHLVL", "_", SWITCH, DIRECTORY, IDLE, "MEDL_STAGE_STATS", "MEDL_WATCHED_PARENT")
 PRELOAD = (
     "numpy", "scipy", "scipy.signal", "torch", "lightning", "lightning.pytorch", "torchmetrics", "mlflow",
     "sklearn", "matplotlib", "matplotlib.pyplot", "networkx", "gymnasium", "torch_geometric",
@@ -309,16 +309,19 @@ def main() -> None:
     # another pipeline/forkserver.py than the client's (it found the package elsewhere on sys.path)
     problem = "this server's key is not the client's" if key(environ, path) != name else preload(printed)
     if problem:  # the log stays: clients of this key run cold and do not start it again
-        print(f"not serving: {problem}", file=sys.stderr)
+        print(f"not serving: {problem}", file=sys.stderr, flush=True)
         cleanup(where, name, None, keep_log=True)
-        return
+        os._exit(0)
     # What the imports did to the environment (libraries set defaults there), done again over each
     # command's environment, as the same imports would in a cold process
     imported = {variable: os.environ.get(variable) for variable in set(environ) | set(os.environ)
                 if os.environ.get(variable) != environ.get(variable)}
     request = serve(where, name, environ, path, idle, lock)
-    if request is not None:
-        run_stage(request, imported)
+    if request is None:
+        # The server's end. The atexit handlers it holds (the libraries', a sitecustomize's) are the
+        # stages' children's, which run them as a cold process would; here they would act for no stage.
+        os._exit(0)
+    run_stage(request, imported)
 
 
 def preload(printed: int) -> str | None:

@@ -33,11 +33,11 @@ def record():
 if __name__ == "__main__":
     record()
     if sys.argv[1] == "echo":
-        print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "value": os.environ.get("MEDL_PROBE_VALUE"),
+        print(json.dumps({"argv": sys.argv, "cwd": os.getcwd(), "value": os.environ.get("DVC_EXP_NAME"),
                           "umask": os.umask(0), "tty": sys.stdout.isatty(), "line_buffering": sys.stdout.line_buffering}))
         print("to stderr", file=sys.stderr)
         sys.stdout.flush()
-        os._exit(int(os.environ.get("MEDL_PROBE_EXIT", "0")))  # as the stages leave (pipeline.cli.run_and_exit)
+        os._exit(3 if "--fail" in sys.argv else 0)  # as the stages leave (pipeline.cli.run_and_exit)
     def caught(number, frame):
         print(f"caught {number}", flush=True)
         os._exit(10 + number)
@@ -112,13 +112,13 @@ def probe(tmp_path_factory):
 
 
 def test_exit_code_output_argv_cwd_environment_as_cold(probe):
-    extra = {"MEDL_PROBE_EXIT": "3", "MEDL_PROBE_VALUE": "x y"}
-    served, through = probe.run("echo", "a", "--b=1", **extra)
-    cold, cold_through = probe.run("echo", "a", "--b=1", MEDL_FORKSERVER="0", **extra)
+    extra = {"DVC_EXP_NAME": "x y"}  # a variable that differs from run to run (not in the key)
+    served, through = probe.run("echo", "a", "--fail", **extra)
+    cold, cold_through = probe.run("echo", "a", "--fail", MEDL_FORKSERVER="0", **extra)
     assert through and not cold_through
     assert (served.returncode, served.stdout, served.stderr) == (cold.returncode, cold.stdout, cold.stderr)
     seen = json.loads(served.stdout)
-    assert seen["argv"] == [str(probe.root / "pipeline" / "probe.py"), "echo", "a", "--b=1"]
+    assert seen["argv"] == [str(probe.root / "pipeline" / "probe.py"), "echo", "a", "--fail"]
     assert (seen["cwd"], seen["value"], served.returncode, served.stderr) == (str(probe.root), "x y", 3, "to stderr\n")
 
 

@@ -33,9 +33,11 @@ What a cold process gives, kept:
   its socket, lock and log. MEDL_FORKSERVER=0: no server is started and none is asked.
 
 What differs from a cold process: the traceback of an uncaught exception starts with this file's
-and runpy's frames; the child's parent is the server (`client_pid()` names the command's process);
-its sys.modules holds every preloaded library, imported or not by the stage; its hash seed is the
-server's.
+and runpy's frames; the child's parent is a server's process (`client_pid()` names the command's),
+and it is in a process group and session of its own; its sys.modules holds every preloaded library,
+imported or not by the stage (a KeyboardInterrupt then ends with status 1, as once Lightning is
+imported, not by SIGINT); its hash seed, and the ids libraries draw at import (MLflow's telemetry
+session), are the server's; SIGTSTP (Ctrl-Z) stops the command, not the child.
 """
 
 from __future__ import annotations
@@ -300,8 +302,11 @@ def main() -> None:
     lock = os.open(os.path.join(where, f"{name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another client started this key's server first
-        return
+        # a server ending removes its lock file: one opened before that is no lock any more
+        if os.stat(os.path.join(where, f"{name}.lock")).st_ino != os.fstat(lock).st_ino:
+            os._exit(0)
+    except OSError:  # another client started this key's server first
+        os._exit(0)
     os.ftruncate(lock, 0)
     os.write(lock, f"{os.getpid()}\n".encode())  # who to stop (kill PID: it cleans up)
     printed = os.fstat(1).st_size + os.fstat(2).st_size
@@ -371,12 +376,19 @@ def serve(where: str, name: str, environ: dict, path: list, idle: float, lock: i
                 handlers.discard(pid)
         now = time.monotonic()
         if ready:
-            connection, _ = listener.accept()
+            try:
+                connection, _ = listener.accept()
+            except OSError:  # the client gave up meanwhile
+                continue
             uid = struct.unpack("3i", connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")))[1]
             if uid != os.getuid():
                 connection.close()
                 continue
-            pid = os.fork()
+            try:
+                pid = os.fork()
+            except OSError:  # no process to spare: the client, seeing no pid, runs cold
+                connection.close()
+                continue
             if pid == 0:
                 listener.close()
                 os.close(lock)  # the lock must end with the server, not with a long stage
@@ -421,6 +433,7 @@ def handle(connection: socket.socket):
     import signal
 
     try:
+        connection.settimeout(60)  # a client that never sends must not keep the server from idling
         size_bytes, fds, _, _ = socket.recv_fds(connection, HEADER.size, 4)
         size = HEADER.unpack(size_bytes)[0]
         data = b""
@@ -429,6 +442,7 @@ def handle(connection: socket.socket):
             if not chunk:
                 os._exit(0)
             data += chunk
+        connection.settimeout(None)
         request = json.loads(data)
         request["fds"] = fds
         go_read, go_write = os.pipe()

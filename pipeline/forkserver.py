@@ -100,10 +100,10 @@ def private_directory() -> str:
     return where
 
 
-def installed() -> list:
-    """Each distribution on sys.path by name and mtime: pip rewrites these on any install."""
+def installed(path: list) -> list:
+    """Each distribution on `path` by name and mtime: pip rewrites these on any install."""
     found = []
-    for entry in sys.path:
+    for entry in path:
         try:
             with os.scandir(entry or ".") as listing:
                 found.extend((entry, item.name, item.stat().st_mtime_ns) for item in listing
@@ -135,7 +135,7 @@ def key_parts(environ: dict | None, path: list | None) -> dict:
     return {
         "python": [sys.executable, sys.version, path],
         "code": code,
-        "packages": installed(),
+        "packages": installed(path),  # not the command's directory: a project's own egg-info is not the server's
         "environment": sorted((name, value) for name, value in environ.items()
                               if not name.startswith(PER_RUN) and name not in PER_RUN_NAMES),
         "process": [os.getuid(), os.getgid(), sorted(os.getgroups()), sorted(os.sched_getaffinity(0)),

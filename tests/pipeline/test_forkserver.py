@@ -53,6 +53,7 @@ def probe_project(path: Path) -> Path:
     for name in ("__init__.py", "forkserver.py"):
         shutil.copy2(ROOT / "pipeline" / name, path / "pipeline" / name)
     (path / "pipeline" / "probe.py").write_text(PROBE)
+    (path / "medl.egg-info").mkdir()  # as `pip install -e .` leaves in a checkout: not part of the server's key
     return path
 
 

@@ -44,6 +44,7 @@ if __name__ == "__main__":
     signal.signal(signal.SIGTERM, caught)
     signal.signal(signal.SIGUSR1, caught)
     print("ready", flush=True)
+    print(os.getpid(), flush=True)
     time.sleep(60)
 '''
 
@@ -141,6 +142,7 @@ def test_an_edited_project_file_is_what_runs(probe):
 def test_signals_reach_the_child(probe, sent, status):
     process = probe.start("sleep")
     assert process.stdout.readline() == "ready\n"
+    process.stdout.readline()
     assert json.loads(probe.out.read_text())["pid"] != process.pid  # served
     process.send_signal(sent)
     stdout, stderr = process.communicate(timeout=60)
@@ -151,6 +153,7 @@ def test_signals_reach_the_child(probe, sent, status):
 def test_kill_9_of_the_command_kills_the_child(probe):
     process = probe.start("sleep")
     assert process.stdout.readline() == "ready\n"
+    process.stdout.readline()
     child = json.loads(probe.out.read_text())["pid"]
     assert child != process.pid
     process.kill()
@@ -283,3 +286,18 @@ def test_an_install_changes_the_key_and_the_old_server_exits(tmp_path):
     finally:
         stop_servers(where)
         shutil.rmtree(where.parent, ignore_errors=True)
+
+
+def test_commands_run_side_by_side(probe):
+    """Three commands at once (pytest-xdist runs stages so): each in a child of its own, each told its signal."""
+    processes = [probe.start("sleep") for _ in range(3)]
+    children = []
+    for process in processes:
+        assert process.stdout.readline() == "ready\n"
+        children.append(int(process.stdout.readline()))
+    assert len(set(children)) == 3 and not set(children) & {process.pid for process in processes}  # all served
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        stdout, _ = process.communicate(timeout=60)
+        assert (process.returncode, stdout) == (10 + signal.SIGTERM, f"caught {signal.SIGTERM}\n")

@@ -417,11 +417,14 @@ def watch_parent(experiment: ExperimentConfig) -> None:
     the stage's command with; processes a launcher starts watch the same one (PARENT_ENV)."""
     import psutil  # a dependency of DVC
 
+    from pipeline import forkserver
+
     watched = os.environ.get(PARENT_ENV)
     if watched is None:
         if not os.environ.get("DVC_STAGE"):  # not started by DVC: a user's own shell, nohup, sbatch
             return
-        parent = psutil.Process().parent()
+        # the command's process: under the fork server this process's parent is the server's
+        parent = psutil.Process(forkserver.client_pid()).parent()
         while parent is not None and parent.name() in ("sh", "dash", "bash", "zsh", "fish") and "-c" in parent.cmdline():
             parent = parent.parent()
         if parent is None:

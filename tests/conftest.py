@@ -23,6 +23,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # models gain nothing from more, pytest's workers run stages side by side, and float sums, hence
 # metrics compared digit for digit, depend on the thread count.
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+# The stage commands the tests start use the fork server as a user's would (pipeline/forkserver.py); the servers
+# they start leave a minute after the last stage, not ten, so a finished run leaves nothing behind for long.
+os.environ.setdefault("MEDL_FORKSERVER_IDLE", "60")
 OUTPUTS = ("data", "models", "metrics", "plots", "reports", "scorers", "baselines", "dvc.lock", "mlflow.db", "dvc_plots")
 
 

@@ -13,6 +13,11 @@ trains, the next validates, the last tests (fractions from params.yaml's data se
 cut into windows of T characters with stride T; a window's input is c_i … c_{i+T-1} and its target
 c_{i+1} … c_{i+T}, so every character of a part but its first is a target exactly once, predicted from
 the characters of its window before it.
+
+`make_splits(config, window, targets)` also cuts windows of T characters whose last L < T positions
+alone are targets, with stride L: each target then has at least T - L characters of context, and
+every character of a part from position T - L + 1 on is a target exactly once
+(docstrings_long.py uses it).
 """
 
 from __future__ import annotations
@@ -74,15 +79,15 @@ def decode(tokens) -> str:
     return "".join(VOCABULARY[token] for token in tokens)
 
 
-def windows(tokens: np.ndarray, window: int) -> tuple[np.ndarray, np.ndarray]:
-    """Inputs (n, T) = c_i … c_{i+T-1} and targets (n, T) = c_{i+1} … c_{i+T}, for i = 0, T, 2T, …"""
-    count = (len(tokens) - 1) // window
-    inputs = tokens[: count * window].reshape(count, window)
-    targets = tokens[1 : count * window + 1].reshape(count, window)
-    return inputs, targets
+def windows(tokens: np.ndarray, window: int, targets: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Inputs (n, T) = c_i … c_{i+T-1} and targets (n, L) = c_{i+T-L+1} … c_{i+T}, the next character of
+    each of the input's last L positions, for i = 0, L, 2L, … (L = T unless given)."""
+    step = window if targets is None else targets
+    starts = step * np.arange((len(tokens) - window - 1) // step + 1)[:, None]  # the last target is c_{n-1} at most
+    return tokens[starts + np.arange(window)], tokens[starts + np.arange(window - step + 1, window + 1)]
 
 
-def make_splits(config) -> tuple[dict, dict]:
+def make_splits(config, window: int = WINDOW, targets: int | None = None) -> tuple[dict, dict]:
     """The text cut by position (train, then val, then test), windows inside each part only."""
     import hashlib
     import platform
@@ -99,7 +104,7 @@ def make_splits(config) -> tuple[dict, dict]:
         "vocabulary": VOCABULARY,
         "modules": list(MODULES),
     }
-    return {name: windows(part, WINDOW) for name, part in cuts.items()}, facts
+    return {name: windows(part, window, targets) for name, part in cuts.items()}, facts
 
 
 DATASET = Dataset(

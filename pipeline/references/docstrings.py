@@ -14,7 +14,9 @@ Since Σ_w max(c(h w) - D, 0) = c(h) - D · N₁₊(h •) when every seen count
 P_k(· | h) sums to 1.
 
 The test perplexity is the models': exp of the mean negative log-likelihood of every test character
-but the first, here given up to n - 1 characters before it (which may lie before the model's window).
+the models predict (all but the first in windows that are all targets, all from position T - L + 1 in
+windows of T whose last L are targets), here given up to n - 1 characters before it (which may lie
+before the model's window). The order is chosen the same way on the validation text.
 """
 
 from __future__ import annotations
@@ -65,40 +67,43 @@ class KneserNey:
                 p = max(followers.get(character, 0) - d, 0.0) / total + d * distinct / total * p
         return p
 
-    def perplexity(self, text: str) -> float:
-        """exp(-(1 / (N - 1)) Σ_{t ≥ 1} log P(c_t | c_{t-n+1} … c_{t-1})) over text c_0 … c_{N-1}."""
+    def perplexity(self, text: str, start: int = 1) -> float:
+        """exp(-(1 / (N - s)) Σ_{t ≥ s} log P(c_t | c_{t-n+1} … c_{t-1})) over text c_0 … c_{N-1}, s = start."""
         context = self.order - 1
-        total = sum(math.log(self.probability(text[max(0, t - context) : t], text[t])) for t in range(1, len(text)))
-        return math.exp(-total / (len(text) - 1))
+        total = sum(math.log(self.probability(text[max(0, t - context) : t], text[t])) for t in range(start, len(text)))
+        return math.exp(-total / (len(text) - start))
 
 
-def fit(train: str, val: str, vocabulary_size: int, max_order: int = MAX_ORDER) -> KneserNey:
-    """The model of the order 1 .. max_order with the lowest validation perplexity."""
+def fit(train: str, val: str, vocabulary_size: int, max_order: int = MAX_ORDER, start: int = 1) -> KneserNey:
+    """The model of the order 1 .. max_order with the lowest validation perplexity (val's characters from start on)."""
     raw, continuation = ngram_counts(train, max_order)
     models = [KneserNey(raw, continuation, order, vocabulary_size) for order in range(1, max_order + 1)]
-    return min(models, key=lambda model: model.perplexity(val))
+    return min(models, key=lambda model: model.perplexity(val, start))
 
 
 def split_text(dataset: str, name: str) -> str:
-    """A split's text, from its windows: the inputs' characters, then the last target character."""
+    """A split's text, from its windows (T characters, the last L targets, stride L): the first window's
+    characters before its first target's, then every target in order."""
     from pipeline import data
     from pipeline.datasets import DATASETS, docstrings
 
     x, y = data.load_split(dataset, name)
     if DATASETS[dataset].spec.vocab_size != len(docstrings.VOCABULARY):
         raise ValueError(f"{dataset}: not a text over the docstrings vocabulary")
-    return docstrings.decode(x.flatten().tolist() + y[-1, -1:].tolist())
+    return docstrings.decode(x[0, : x.shape[1] - y.shape[1] + 1].tolist() + y.flatten().tolist())
 
 
 def reference_rows(dataset: str) -> list[dict]:
     """kneser_ney, the baseline to beat (its order chosen on the validation text), and kneser_ney_bigram,
     what one character of context gives."""
-    from pipeline.datasets import docstrings
+    from pipeline.datasets import DATASETS, docstrings
 
+    spec = DATASETS[dataset].spec
+    start = spec.input_shape[0] - spec.target_length + 1  # the first character the models predict
     train, val, test = (split_text(dataset, name) for name in ("train", "val", "test"))
-    best = fit(train, val, len(docstrings.VOCABULARY))
+    best = fit(train, val, len(docstrings.VOCABULARY), start=start)
     bigram = KneserNey(*ngram_counts(train, 2), 2, len(docstrings.VOCABULARY))
     return [{"name": "kneser_ney", "family": f"interpolated Kneser-Ney {best.order}-gram (order chosen on val)",
-             "test/perplexity": round(best.perplexity(test), 6)},
+             "test/perplexity": round(best.perplexity(test, start), 6)},
             {"name": "kneser_ney_bigram", "family": "interpolated Kneser-Ney bigram",
-             "test/perplexity": round(bigram.perplexity(test), 6)}]
+             "test/perplexity": round(bigram.perplexity(test, start), 6)}]

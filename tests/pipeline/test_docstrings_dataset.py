@@ -27,6 +27,32 @@ def test_windows_predict_each_character_of_a_part_but_the_first_exactly_once():
     np.testing.assert_array_equal(y.flatten(), tokens[1:21])
 
 
+def test_windows_with_fewer_targets_overlap_and_predict_each_character_from_position_t_minus_l_plus_1_once():
+    tokens = np.arange(23)
+    x, y = docstrings.windows(tokens, 5, 2)  # T = 5, L = 2: stride 2, at least 3 characters of context
+    assert x.shape == (9, 5) and y.shape == (9, 2)
+    np.testing.assert_array_equal(x[:, 0], np.arange(0, 18, 2))
+    np.testing.assert_array_equal(y, x[:, -2:] + 1)  # the next character of the input's last L positions
+    np.testing.assert_array_equal(y.flatten(), tokens[4:22])
+    same = docstrings.windows(tokens, 5, 5)
+    np.testing.assert_array_equal(same[0], docstrings.windows(tokens, 5)[0])
+
+
+def test_docstrings_long_cuts_the_same_parts_into_longer_windows():
+    from pipeline.datasets import docstrings_long
+
+    config = types.SimpleNamespace(val_fraction=0.1, test_fraction=0.2)
+    short, _ = docstrings.make_splits(config)
+    long, _ = docstrings_long.make_splits(config)
+    T, L = docstrings_long.WINDOW, docstrings_long.TARGETS
+    for name, (x, y) in long.items():
+        assert x.shape[1] == T and y.shape[1] == L
+        text = x[0, : T - L + 1].tolist() + y.flatten().tolist()  # what the reference's split_text decodes
+        part = short[name][0].flatten().tolist()
+        assert text[: len(part)] == part[: len(text)], name  # the same characters, in order
+        assert len(text) > len(part) - T, name  # at most one window's worth of the part is cut off
+
+
 def test_the_split_cuts_the_text_by_position_in_order():
     config = types.SimpleNamespace(val_fraction=0.1, test_fraction=0.2)
     parts, facts = docstrings.make_splits(config)

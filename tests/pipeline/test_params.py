@@ -69,20 +69,23 @@ def test_numbers_written_1e_3_are_numbers(tmp_path):
 def test_examples_are_validated_but_are_not_experiments():
     config = params.load()
     assert list(config.examples) == ["mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr",
-                                     "mnist_logistic_ovo", "mnist_softmax", "mnist_mlp", "mnist_cnn"]
+                                     "mnist_logistic_ovo", "mnist_softmax", "mnist_mlp", "mnist_cnn",
+                                     "gru_docstrings_large"]
     assert not set(config.examples) & set(config.experiments)
     assert [config.examples[name].family for name in config.examples] == [
-        "least_squares_classifier", "least_squares_ovo", "logistic_ovr", "logistic_ovo", "softmax_regression", "mlp", "cnn"]
+        "least_squares_classifier", "least_squares_ovo", "logistic_ovr", "logistic_ovo", "softmax_regression", "mlp", "cnn", "rnn"]
     assert config.examples["mnist_mlp"].optimizer.lr == pytest.approx(2e-3)  # merged over defaults, typed
     with pytest.raises(ConfigError, match=r"^'mnist_cnn' is an example, disabled; enable it first: python -m pipeline\.examples enable mnist_cnn$"):
         params.load_experiment("mnist_cnn")
 
 
 def test_an_examples_targets_are_validated_and_wait_until_it_is_enabled():
-    """The MNIST examples carry the book's Table 3.1 figures as targets; the report checks them once run."""
+    """The MNIST examples carry the book's Table 3.1 figures as targets, the large language models the
+    Kneser-Ney n-gram's; the report checks them once run."""
     config = params.load()
     assert set(config.targets) - set(config.experiments) == {
-        "mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr", "mnist_logistic_ovo", "mnist_softmax"}
+        "mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr", "mnist_logistic_ovo", "mnist_softmax",
+        "gru_docstrings_large"}
     assert config.targets["mnist_least_squares_ovo"] == [{"metric": "test/accuracy", "book": 0.9297, "at_least_delta": -0.01}]
 
 

@@ -43,6 +43,13 @@ def test_a_bigram_model_of_abab_matches_the_hand_computation():
     assert bigram.perplexity("aba") == pytest.approx(math.sqrt(1 / (8 / 9 * 7 / 9)))
 
 
+def test_perplexity_from_a_start_averages_over_the_characters_from_there_on():
+    bigram = model("abab", 2, 3)
+    # "caba" from position 2: P(b | a) P(a | b), the first two characters context only
+    assert bigram.perplexity("caba", start=2) == pytest.approx(math.sqrt(1 / (8 / 9 * 7 / 9)))
+    assert bigram.perplexity("aba", start=1) == bigram.perplexity("aba")
+
+
 @pytest.mark.parametrize("order", [1, 2, 3, 4])
 def test_probabilities_sum_to_one_over_the_vocabulary_in_every_context(order):
     vocabulary = "abcd"

@@ -1,8 +1,9 @@
 """English text for a character-level language model (ch. 7): the standard library's documentation strings.
 
-The text is the docstrings of a fixed list of pure-Python standard-library modules, in a fixed order:
-each module's docstring, then in definition order its public classes (the class's docstring, then
-its public methods') and functions, each docstring cleaned of indentation (inspect.cleandoc), the
+The text is the docstrings of a fixed list of pure-Python standard-library modules, in a fixed order,
+read from their source files: each module's docstring, then in definition order its top-level public
+classes (the class's docstring, then its undecorated public methods') and undecorated public functions,
+each docstring cleaned of indentation (inspect.cleandoc), the
 first occurrence of a repeated one kept, joined by blank lines. The docstrings change between Python
 releases, so the text (and every number measured on it) belongs to the Python version that prepared
 it: meta.json records that version and the text's sha256.
@@ -39,31 +40,39 @@ VOCABULARY = ALPHABET + UNKNOWN
 WINDOW = 64  # T, characters per window
 
 
-def docstrings(module) -> list[str]:
-    """The module's docstring, then its public classes' (each followed by its public methods') and
-    functions', in definition order; only objects defined in the module itself."""
-    import inspect
+def docstrings(source: str) -> list[str]:
+    """The docstrings of a module's source: the module's, then, in definition order, its top-level public
+    classes' (each followed by its undecorated public methods') and undecorated public functions'.
 
-    found = [module.__doc__]
-    for name, value in vars(module).items():
-        if name.startswith("_") or getattr(value, "__module__", None) != module.__name__:
+    Read from the source file, not from the imported module: a library imported earlier in the same
+    process may have replaced a module's function (a warnings hook, say), and the text must not depend
+    on what else the process imported (a stage run cold, or forked from a server that preloaded them)."""
+    import ast
+
+    tree = ast.parse(source)
+    found = [ast.get_docstring(tree, clean=False)]
+    for node in tree.body:
+        if not isinstance(node, (ast.ClassDef, ast.FunctionDef)) or node.name.startswith("_"):
             continue
-        if inspect.isclass(value):
-            found.append(value.__doc__)
-            found += [m.__doc__ for n, m in vars(value).items() if not n.startswith("_") and inspect.isfunction(m)]
-        elif inspect.isfunction(value):
-            found.append(value.__doc__)
+        if isinstance(node, ast.ClassDef):
+            found.append(ast.get_docstring(node, clean=False))
+            found += [ast.get_docstring(item, clean=False) for item in node.body
+                      if isinstance(item, ast.FunctionDef) and not item.name.startswith("_") and not item.decorator_list]
+        elif isinstance(node, ast.FunctionDef) and not node.decorator_list:
+            found.append(ast.get_docstring(node, clean=False))
     return found
 
 
 def corpus(modules: tuple[str, ...] = MODULES) -> str:
     """The modules' docstrings, cleaned, each once, joined by blank lines."""
-    import importlib
+    import importlib.util
     import inspect
+    from pathlib import Path
 
     kept = {}
     for name in modules:
-        for doc in docstrings(importlib.import_module(name)):
+        source = Path(importlib.util.find_spec(name).origin).read_text(encoding="utf-8")
+        for doc in docstrings(source):
             if doc and doc.strip():
                 kept.setdefault(inspect.cleandoc(doc), None)
     return "\n\n".join(kept)

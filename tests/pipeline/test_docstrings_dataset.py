@@ -4,6 +4,7 @@ their inputs shifted by one character, and a split by position that keeps the te
 from __future__ import annotations
 
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,3 +81,19 @@ def test_the_kneser_ney_model_is_a_distribution_over_the_docstrings_vocabulary()
     model = KneserNey(*ngram_counts(train, 4), 4, len(docstrings.VOCABULARY))
     for history in ("the", "xq#", "\n\n "):
         assert sum(model.probability(history, c) for c in docstrings.VOCABULARY) == pytest.approx(1.0)
+
+
+def test_the_text_does_not_depend_on_what_the_process_imported_before():
+    """A library may replace a standard module's function when imported (one replaces a warnings hook):
+    the text read from the imported modules then depended on whether the stage ran cold or in a fork
+    server's child that had preloaded it (pipeline/forkserver.py). Read from the sources, it cannot."""
+    import subprocess
+    import sys
+
+    script = ("import hashlib; from pipeline.datasets import docstrings as d; "
+              "print(hashlib.sha256(d.corpus().encode()).hexdigest()); "
+              "import torch, lightning, torchmetrics, mlflow, sklearn, scipy.signal, matplotlib.pyplot, networkx, gymnasium; "
+              "print(hashlib.sha256(d.corpus().encode()).hexdigest())")
+    cold, preloaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                                     cwd=Path(__file__).resolve().parents[2]).stdout.split()
+    assert cold == preloaded

@@ -211,9 +211,11 @@ def wait_for(connection: socket.socket, replies, pid: int) -> dict:
         except OSError:
             pass
 
+    # Every one, those the command ignored too: the child starts ignoring them as a cold process would,
+    # but a stage may install its own handler (the train stage does for SIGINT and SIGTERM), and then
+    # a cold process would receive them.
     for name in FORWARDED:
-        if signal.getsignal(getattr(signal, name)) != signal.SIG_IGN:
-            signal.signal(getattr(signal, name), forward)
+        signal.signal(getattr(signal, name), forward)
     reply = replies.readline()
     if not reply:  # the server's side died: the child must not outlive the command
         try:

@@ -41,7 +41,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pipeline import codedeps, files
+from pipeline import codedeps, files, forkserver
 from pipeline.data import shown
 from pipeline.config import ExperimentConfig
 from pipeline.params import ROOT, ConfigError
@@ -405,7 +405,8 @@ def hold_lock(experiment: ExperimentConfig) -> None:
                           f"or stop it, then rerun") from None
     os.ftruncate(fd, 0)
     started = time.strftime("%Y-%m-%d %H:%M:%S")
-    os.pwrite(fd, f"process {os.getpid()} on {socket.gethostname()}, since {started}\n".encode(), 0)
+    # the command's process, which the user sees and may stop (a fork server's child is not it)
+    os.pwrite(fd, f"process {forkserver.client_pid()} on {socket.gethostname()}, since {started}\n".encode(), 0)
     os.set_inheritable(fd, True)  # a launcher this process becomes (exec) keeps holding it
     _HELD.append(fd)
 

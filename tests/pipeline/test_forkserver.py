@@ -86,9 +86,16 @@ class Probe:
         self.env = {**env(), "MEDL_FORKSERVER_DIR": str(where), "MEDL_FORKSERVER_IDLE": "300",
                     "MEDL_PROBE_OUT": str(self.out)}
 
-    def start(self, *args: str, **extra) -> subprocess.Popen:
+    def start(self, *args: str, ignore: signal.Signals | None = None, **extra) -> subprocess.Popen:
+        """The probe's command, with SIGINT at its default (as from a terminal, however pytest was started:
+        a background job ignores it) and `ignore` ignored (as under nohup)."""
+        def dispositions():
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            if ignore is not None:
+                signal.signal(ignore, signal.SIG_IGN)
+
         return subprocess.Popen([sys.executable, "-m", "pipeline.probe", *args], cwd=self.root, env={**self.env, **extra},
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=dispositions)
 
     def run(self, *args: str, **extra) -> tuple[subprocess.CompletedProcess, bool]:
         """The command's result, and whether the server ran it."""
@@ -133,6 +140,18 @@ def test_an_edited_project_file_is_what_runs(probe):
         assert served and result.stderr == "edited\n"
     finally:
         source.write_text(original)
+
+
+def test_a_signal_the_command_ignored_reaches_a_handler_the_stage_installs(probe):
+    """A cold process that starts ignoring SIGTERM and then installs a handler for it receives it; so must the
+    served child, whose client forwards every signal, ignored or not."""
+    process = probe.start("sleep", ignore=signal.SIGTERM)
+    assert process.stdout.readline() == "ready\n"
+    process.stdout.readline()
+    assert json.loads(probe.out.read_text())["pid"] != process.pid  # served
+    process.send_signal(signal.SIGTERM)
+    stdout, _ = process.communicate(timeout=60)
+    assert (process.returncode, stdout) == (10 + signal.SIGTERM, f"caught {signal.SIGTERM}\n")
 
 
 @pytest.mark.parametrize("sent, status", [(signal.SIGTERM, {10 + signal.SIGTERM}), (signal.SIGUSR1, {10 + signal.SIGUSR1}),

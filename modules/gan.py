@@ -91,6 +91,9 @@ class GenerativeAdversarialNetwork(GenerativeModule):
     """z (B, m) -> G -> images (B, C, H, W) -> D -> scores (B,)."""
 
     CHAPTER = 8
+    MANUAL_OPTIMIZATION = True  # the generator and the critic, each stepped by its own optimizer in training_step
+    OPTIMIZERS = 2
+    UNUSED_PARAMETERS = True  # the critic's backward leaves the generator without gradients
 
     def __init__(
         self,
@@ -108,7 +111,6 @@ class GenerativeAdversarialNetwork(GenerativeModule):
         betas: list[float],  # Adam's (β₁, β₂) for both networks (adam and adamw only)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
-        self.automatic_optimization = False  # two optimizers, stepped in training_step
         self.latent_size = latent_size
         self.loss_name = loss
         self.n_critic = n_critic
@@ -140,14 +142,6 @@ class GenerativeAdversarialNetwork(GenerativeModule):
     def small_config(model: dict) -> dict:
         return {**model, "generator_sizes": small_widths(model["generator_sizes"]),
                 "critic_sizes": small_widths(model["critic_sizes"])}
-
-    @classmethod
-    def check_experiment(cls, experiment) -> None:
-        # Lightning clips and accumulates only under automatic optimization; it would refuse at fit time.
-        if experiment.trainer.gradient_clip_val:
-            raise ValueError("trainer.gradient_clip_val: the GAN's manual optimization cannot clip through Lightning; set it to 0")
-        if experiment.trainer.accumulate_grad_batches != 1:
-            raise ValueError("trainer.accumulate_grad_batches: the GAN's manual optimization steps every batch; set it to 1")
 
     # --- the two networks -----------------------------------------------------------------------
 

@@ -112,6 +112,8 @@ def epsilon_greedy(q_values: list[float], epsilon: float, explore_draw: float, c
 class TabularQLearning(ReinforcementModule):
     """Q-learning with a table Q (S, A): ε-greedy moves, TD updates in order, no gradient."""
 
+    MANUAL_OPTIMIZATION = True  # the TD rule computes the new table; one optimizer step moves there
+
     def __init__(
         self,
         *,
@@ -130,7 +132,6 @@ class TabularQLearning(ReinforcementModule):
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler, steps_per_epoch=steps_per_epoch,
                          val_episodes=val_episodes, solved_return=solved_return)
-        self.automatic_optimization = False  # the TD rule computes the new table; one optimizer step moves there
         self.alpha, self.gamma = alpha, gamma
         self.epsilon_start, self.epsilon_end, self.exploration_steps = epsilon_start, epsilon_end, exploration_steps
         self.batch_steps = batch_steps

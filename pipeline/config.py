@@ -22,6 +22,7 @@ SchedulerName = Literal["none", "step", "cosine", "onecycle"]
 Precision = Literal["32-true", "16-mixed", "bf16-mixed", "bf16-true", "64-true"]
 Accelerator = Literal["cpu", "gpu", "cuda", "mps", "auto"]
 Strategy = Literal["auto", "ddp", "ddp_spawn", "fsdp", "deepspeed"]
+Deterministic = Literal[True, False, "warn"]  # warn: Lightning's deterministic="warn", for an op with no deterministic kernel
 
 MAX_THREADS = 1024
 MAX_SEED = 2**32 - 1  # numpy's and scikit-learn's seeds; Lightning's seed_everything draws a random one beyond
@@ -97,7 +98,7 @@ class TrainerConfig:
     accumulate_grad_batches: int
     sync_batchnorm: bool
     compile: bool
-    deterministic: bool
+    deterministic: Deterministic
     threads: int  # intra-op CPU threads (torch.set_num_threads): results depend on it, so it is a param
 
     def check(self, path: str) -> None:
@@ -107,6 +108,13 @@ class TrainerConfig:
         _positive(self.num_nodes, f"{path}.num_nodes")
         _non_negative(self.gradient_clip_val, f"{path}.gradient_clip_val")
         _positive(self.accumulate_grad_batches, f"{path}.accumulate_grad_batches")
+
+    def uses_cuda(self) -> bool:
+        """Whether the Trainer will run on CUDA GPUs: asked for, or `auto` on a machine that has one."""
+        import torch
+
+        return self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and torch.cuda.is_available()
+                                                        and torch.cuda.device_count() > 0)
 
     @property
     def world_size(self) -> int:
@@ -120,7 +128,7 @@ class TrainerConfig:
 
         environ = os.environ if environ is None else environ
         gpus = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        on_gpu = self.accelerator in ("gpu", "cuda") or (self.accelerator == "auto" and gpus > 0)
+        on_gpu = self.uses_cuda()
         if self.accelerator in ("gpu", "cuda") and gpus == 0:
             raise ConfigError(f"{path}.accelerator: {self.accelerator}, but this machine has no CUDA GPU; allowed here: cpu, auto")
         if self.accelerator == "mps" and not torch.backends.mps.is_available():
@@ -132,6 +140,10 @@ class TrainerConfig:
             raise ConfigError(f"{path}.devices: {self.devices} CPU processes per node, but this machine has {cores} core(s)")
         if not on_gpu and self.precision == "16-mixed":
             raise ConfigError(f"{path}.precision: 16-mixed needs a CUDA GPU; on cpu: 32-true, bf16-mixed, bf16-true, 64-true")
+        if on_gpu and self.precision.startswith("bf16") and not torch.cuda.is_bf16_supported(including_emulation=False):
+            major, minor = torch.cuda.get_device_capability()
+            raise ConfigError(f"{path}.precision: {self.precision} needs a GPU with bfloat16 (compute capability 8.0 or "
+                              f"newer), this one has {major}.{minor}; use 16-mixed")
         if not on_gpu and self.strategy == "fsdp":
             raise ConfigError(f"{path}.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn")
         if self.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:
@@ -178,6 +190,9 @@ class ExperimentConfig:
         _at_most(self.max_epochs, MAX_EPOCHS, f"{path}.max_epochs", "100000 (this project's bound on epochs)")
         for name in ("optimizer", "scheduler", "early_stopping", "trainer"):
             getattr(self, name).check(f"{path}.{name}")
+        if self.optimizer.name == "lbfgs" and self.trainer.precision == "16-mixed":  # Lightning refuses it at fit
+            raise ConfigError(f"{path}.trainer.precision: 16-mixed scales the loss, which L-BFGS's line search cannot "
+                              "take (optimizer lbfgs); allowed with lbfgs: 32-true, 64-true, bf16-mixed, bf16-true")
 
     def flat(self) -> dict[str, Any]:
         """The resolved config as flat `a.b.c` keys, for MLflow params."""

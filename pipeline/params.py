@@ -252,6 +252,7 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
             f"{path}.dataset: family {quoted(config.family)} needs sequences (T steps, D features, or tokens), "
             f"but dataset {quoted(config.dataset)} has samples of shape {spec_.input_shape}"
         )
+    _check_optimization(model_cls, config, f"{path}.trainer")
     monitors = model_cls.monitors(spec_)
     if config.early_stopping.monitor not in monitors:
         raise ConfigError(
@@ -263,6 +264,24 @@ def experiment(name: str, defaults: dict, spec: Any, family_checks: bool = True,
     except ValueError as error:
         raise ConfigError(f"{path}.{_cut(str(error))}") from None
     return dataclasses.replace(config, model=model)
+
+
+def _check_optimization(model_cls, config: ExperimentConfig, path: str) -> None:
+    """The Trainer settings and strategies a family's way of optimizing rules out (FamilyModule's
+    MANUAL_OPTIMIZATION and OPTIMIZERS), refused here rather than by Lightning once the run exists."""
+    family, trainer = quoted(config.family), config.trainer
+    if model_cls.MANUAL_OPTIMIZATION:
+        manual = f"family {family} steps its optimizers itself (manual optimization)"
+        if trainer.gradient_clip_val:
+            raise ConfigError(f"{path}.gradient_clip_val: {manual}, which Lightning cannot clip; set it to 0")
+        if trainer.accumulate_grad_batches != 1:
+            raise ConfigError(f"{path}.accumulate_grad_batches: {manual} every batch; set it to 1")
+        if trainer.strategy == "fsdp":  # Lightning #19685
+            raise ConfigError(f"{path}.strategy: fsdp cannot train family {family}, which steps its optimizers itself "
+                              "(manual optimization); allowed: auto, ddp, ddp_spawn")
+    if model_cls.OPTIMIZERS > 1 and trainer.strategy == "deepspeed":  # Lightning #19773
+        raise ConfigError(f"{path}.strategy: deepspeed takes one optimizer, family {family} has "
+                          f"{model_cls.OPTIMIZERS}; allowed: auto, ddp, ddp_spawn")
 
 
 _TARGET_FORMS = ({"metric", "at_least"}, {"metric", "at_most"},
@@ -369,8 +388,9 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     origin = typing.get_origin(annotation)
     if origin is Literal:
         allowed = typing.get_args(annotation)
-        if value not in allowed:
-            raise ConfigError(f"{key}: unknown value {quoted(value)}; allowed: {', '.join(map(str, allowed))}")
+        if not any(value == choice and type(value) is type(choice) for choice in allowed):  # 1 is not true
+            shown = (str(choice).lower() if isinstance(choice, bool) else str(choice) for choice in allowed)
+            raise ConfigError(f"{key}: unknown value {quoted(value)}; allowed: {', '.join(shown)}")
         return value
     if origin in (list, tuple):
         (item,) = typing.get_args(annotation)[:1]

@@ -66,6 +66,13 @@ class FamilyModule(L.LightningModule):
     DATA_KIND = "samples"  # the kind of dataset it learns from (pipeline.spec.KINDS): graph (pipeline.core.graph), graphs (pipeline.core.graph_level)
     CHAPTER = 0  # the book's chapter, a tag in MLflow
     STEP_METRIC: str | None = None  # the epoch metric whose value is MLflow's step (pipeline.core.trainer); None: the epoch
+    # How it optimizes, which decides the Trainer settings and strategies it can train with (pipeline.params):
+    MANUAL_OPTIMIZATION = False  # True: training_step steps its optimizers itself (Lightning's manual optimization)
+    OPTIMIZERS = 1  # how many optimizers configure_optimizers returns
+    UNUSED_PARAMETERS = False  # True: some backward pass leaves a trainable parameter without a gradient (DDP must look)
+    # Operations its training needs that have no deterministic CUDA kernel (PyTorch's
+    # torch.use_deterministic_algorithms list), with what they are for; empty when there are none.
+    NONDETERMINISTIC_ON_CUDA = ""
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
@@ -94,6 +101,7 @@ class FamilyModule(L.LightningModule):
         # are read with torch.load(weights_only=True), which refuses pickled classes. The pipeline logs
         # params to MLflow itself, hence logger=False.
         self.save_hyperparameters(logger=False)
+        self.automatic_optimization = not self.MANUAL_OPTIMIZATION
         self.hparams.update(data=dataclasses.asdict(data), optimizer=dataclasses.asdict(optimizer),
                             scheduler=dataclasses.asdict(scheduler))
         self.data_spec = data

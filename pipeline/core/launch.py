@@ -60,6 +60,19 @@ def check_experiment(experiment: ExperimentConfig) -> None:
     path = f"experiments.{experiment.name}"
     check(experiment, f"{path}.launcher")
     experiment.trainer.check_machine(f"{path}.trainer", launcher=experiment.launcher.name)
+    check_determinism(experiment, f"{path}.trainer.deterministic")
+
+
+def check_determinism(experiment: ExperimentConfig, path: str) -> None:
+    """With deterministic: true, PyTorch raises at the first operation that has no deterministic CUDA
+    kernel, mid-training; refused here instead, for a family that declares one (its
+    NONDETERMINISTIC_ON_CUDA), naming the setting that lets it run."""
+    from pipeline.params import family_class
+
+    needs = family_class(experiment.family).NONDETERMINISTIC_ON_CUDA
+    if needs and experiment.trainer.deterministic is True and experiment.trainer.uses_cuda():
+        raise ConfigError(f"{path}: family {experiment.family} uses {needs}, which has no deterministic CUDA kernel; "
+                          "set deterministic: warn to train it on a GPU (two runs may then differ), or accelerator: cpu")
 
 
 def launch(experiment: ExperimentConfig, module: str = "pipeline.train") -> None:

@@ -210,11 +210,12 @@ def build_trainer(
     if system_metrics and run_id is not None:
         callbacks.append(SystemMetrics(run_id, tracking_uri))
     t = experiment.trainer
+    family = family_class(experiment.family)
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
         num_nodes=t.num_nodes,
-        strategy=t.strategy,
+        strategy=strategy(t.strategy, t.world_size, family.UNUSED_PARAMETERS),
         sync_batchnorm=t.sync_batchnorm,
         precision=t.precision,
         max_epochs=experiment.max_epochs,
@@ -222,7 +223,7 @@ def build_trainer(
         accumulate_grad_batches=t.accumulate_grad_batches,
         deterministic=t.deterministic,
         use_distributed_sampler=False,
-        logger=EpochStepLogger(tracking_uri=tracking_uri, run_id=run_id, step_metric=family_class(experiment.family).STEP_METRIC),
+        logger=EpochStepLogger(tracking_uri=tracking_uri, run_id=run_id, step_metric=family.STEP_METRIC),
         callbacks=callbacks,
         default_root_dir=checkpoint_dir,
         num_sanity_val_steps=0,
@@ -231,6 +232,19 @@ def build_trainer(
         plugins=[SameFolderCheckpointIO()],
     )
     return trainer
+
+
+def strategy(name: str, world_size: int, unused_parameters: bool) -> str:
+    """Lightning's strategy for params' `trainer.strategy`. DDP by default expects every trainable
+    parameter to get a gradient in every backward pass and fails otherwise (a GAN's critic step leaves
+    the generator without one: Lightning #20328); a family that declares UNUSED_PARAMETERS gets DDP's
+    search for them, which costs a pass over the graph, so only where it is needed. `auto` on more than
+    one process is DDP."""
+    if not unused_parameters:
+        return name
+    if name == "auto" and world_size > 1:
+        name = "ddp"
+    return f"{name}_find_unused_parameters_true" if name in ("ddp", "ddp_spawn") else name
 
 
 def checkpoints(folder: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:

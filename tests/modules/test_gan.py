@@ -228,7 +228,7 @@ def test_one_cycle_is_stepped_once_a_batch_to_its_last_step():
      ({"accumulate_grad_batches": 2}, "gradient accumulation is not supported for manual optimization")],
 )
 def test_lightning_refuses_automatic_clipping_and_accumulation(setting, message):
-    # params.yaml never gets here (GenerativeAdversarialNetwork.check_experiment, tests/pipeline/test_params.py);
+    # params.yaml never gets here (pipeline.params refuses both for every manual family, tests/params_cases.py);
     # Lightning's own check at fit time is the second line of defence
     with pytest.raises(Exception, match=message):
         fit(make_gan(), batches=1, **setting)

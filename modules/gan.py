@@ -78,12 +78,20 @@ def generator_loss(loss: Loss, fake_scores: torch.Tensor) -> torch.Tensor:
     return -fake_scores.mean()
 
 
-def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor) -> torch.Tensor:
+def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, epsilon: torch.Tensor,
+                     scale: float = 1.0) -> torch.Tensor:
     """E (‖∇_x̂ D(x̂)‖₂ − 1)² at x̂ = ε x + (1 − ε) x̃, ε (B,) per sample; differentiable in the critic's
-    weights (create_graph), so the critic's step descends it."""
+    weights (create_graph), so the critic's step descends it. `scale`: 16-mixed training's loss scale,
+    by which D's output is multiplied before the inner gradient and the gradient divided after, so that
+    its half-precision terms do not underflow (PyTorch's AMP recipe for gradient penalties)."""
     shape = (-1,) + (1,) * (real.dim() - 1)
     mixed = (epsilon.view(shape) * real + (1 - epsilon.view(shape)) * fake).requires_grad_(True)
-    (gradient,) = torch.autograd.grad(critic(mixed).sum(), mixed, create_graph=True)
+    output = critic(mixed).sum()
+    if scale == 1.0:
+        (gradient,) = torch.autograd.grad(output, mixed, create_graph=True)
+    else:
+        (scaled,) = torch.autograd.grad(output * scale, mixed, create_graph=True)
+        gradient = scaled / scale
     return ((gradient.flatten(1).norm(dim=1) - 1) ** 2).mean()
 
 
@@ -167,7 +175,7 @@ class GenerativeAdversarialNetwork(GenerativeModule):
         loss = discriminator_loss(self.loss_name, real_scores, fake_scores)
         if self.loss_name == "wgan_gp" and self.gp_weight:
             epsilon = torch.rand(len(real), device=self.device)
-            loss = loss + self.gp_weight * gradient_penalty(self.critic, real, fake, epsilon)
+            loss = loss + self.gp_weight * gradient_penalty(self.critic, real, fake, epsilon, self.loss_scale())
         optimizer.zero_grad()
         self.manual_backward(loss)
         optimizer.step()
@@ -176,6 +184,11 @@ class GenerativeAdversarialNetwork(GenerativeModule):
                 for parameter in self.critic.parameters():
                     parameter.clamp_(-self.clip_value, self.clip_value)
         return divergence_estimate(self.loss_name, real_scores.detach(), fake_scores.detach())
+
+    def loss_scale(self) -> float:
+        """The GradScaler's current scale under 16-mixed (Lightning's MixedPrecision plugin), else 1."""
+        scaler = getattr(self.trainer.precision_plugin, "scaler", None)
+        return 1.0 if scaler is None else float(scaler.get_scale())
 
     def generator_step(self, batch_size: int, optimizer) -> torch.Tensor:
         """One step of G on L_G with fresh noise; the critic's weights get no gradient."""

@@ -70,3 +70,19 @@ def test_two_process_evaluation_counts_every_test_sample_once(project, name):
     if name == "linear_diabetes":
         meta = json.loads((project / "data" / "prepared" / "diabetes" / "meta.json").read_text())
         assert meta["sizes"]["test"] % 2 == 1
+
+
+@pytest.mark.slow
+def test_the_gan_trains_under_two_process_ddp(project):
+    # Its critic's backward leaves the generator without gradients, which DDP refuses unless it looks for
+    # unused parameters (GenerativeAdversarialNetwork.UNUSED_PARAMETERS, pipeline.core.trainer.strategy).
+    params_file = project / "params.yaml"
+    raw = yaml.safe_load(params_file.read_text())
+    raw["experiments"]["gan_digits"]["trainer"] = {"devices": 2, "strategy": "ddp"}
+    params_file.write_text(yaml.safe_dump(raw, sort_keys=False))
+    python("-m", "pipeline.prepare", cwd=project)
+
+    python("-m", "pipeline.train", "gan_digits", cwd=project)
+
+    summary = json.loads((project / "runs" / "gan_digits.json").read_text())
+    assert summary["world_size"] == 2 and summary["epochs_trained"] == raw["experiments"]["gan_digits"]["max_epochs"]

@@ -80,3 +80,74 @@ def test_the_train_stage_stops_before_any_run_on_an_impossible_combination(proje
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: experiments.mlp_digits.trainer.precision: 16-mixed needs a CUDA GPU")
     assert not (project / "mlflow.db").exists() and not (project / "models").exists()
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "bf16-true"])
+def test_bf16_on_a_gpu_without_it_names_16_mixed(two_gpus, monkeypatch, precision):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # emulated only
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (7, 0))
+    with pytest.raises(ConfigError, match=rf"^experiments\.mlp_digits\.trainer\.precision: {precision} needs a GPU with "
+                                          r"bfloat16 \(compute capability 8\.0 or newer\), this one has 7\.0; use 16-mixed$"):
+        trainer(accelerator="gpu", precision=precision).check_machine(PATH, environ={})
+    trainer(accelerator="gpu", precision="16-mixed").check_machine(PATH, environ={})
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    trainer(accelerator="auto", precision=precision).check_machine(PATH, environ={})
+
+
+def test_a_family_without_a_deterministic_cuda_kernel_is_refused_on_a_gpu_unless_warned(two_gpus, monkeypatch):
+    from modules.mlp import FeedforwardNetwork
+    from pipeline.core import launch
+
+    monkeypatch.setattr(FeedforwardNetwork, "NONDETERMINISTIC_ON_CUDA", "torch.cumsum of floats (a running sum)")
+    _, experiment = load_experiment("mlp_digits")
+
+    def on(**changes):
+        return dataclasses.replace(experiment, trainer=dataclasses.replace(experiment.trainer, **changes))
+
+    with pytest.raises(ConfigError, match=r"^experiments\.mlp_digits\.trainer\.deterministic: family mlp uses torch\.cumsum "
+                                          r"of floats \(a running sum\), which has no deterministic CUDA kernel; set "
+                                          r"deterministic: warn to train it on a GPU \(two runs may then differ\), or accelerator: cpu$"):
+        launch.check_experiment(on(accelerator="gpu", deterministic=True))
+    launch.check_experiment(on(accelerator="gpu", deterministic="warn"))
+    launch.check_experiment(on(accelerator="gpu", deterministic=False))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    launch.check_experiment(on(accelerator="cpu", deterministic=True))
+    launch.check_experiment(on(accelerator="auto", deterministic=True))  # auto without a GPU is the CPU
+
+
+@pytest.mark.parametrize("deterministic", [True, "warn"])
+def test_deterministic_sets_cublas_workspace_before_the_first_cuda_call(monkeypatch, tmp_path, deterministic):
+    # PyTorch raises at the first cuBLAS call under deterministic algorithms unless CUBLAS_WORKSPACE_CONFIG
+    # was set before it; Lightning's Trainer sets it, and build_trainer builds the Trainer before any fit.
+    from pipeline.core.trainer import LearningCurve, build_trainer
+
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    _, experiment = load_experiment("mlp_digits")
+    experiment = dataclasses.replace(experiment, trainer=dataclasses.replace(experiment.trainer, deterministic=deterministic))
+    try:
+        build_trainer(experiment, tmp_path, f"sqlite:///{tmp_path / 'mlflow.db'}", None, LearningCurve())
+        import os
+
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
+        assert torch.are_deterministic_algorithms_enabled()
+        assert torch.is_deterministic_algorithms_warn_only_enabled() is (deterministic == "warn")
+    finally:
+        torch.use_deterministic_algorithms(False)
+
+
+@pytest.mark.parametrize("name, world_size, unused, expected", [
+    ("ddp", 2, True, "ddp_find_unused_parameters_true"),
+    ("ddp_spawn", 2, True, "ddp_spawn_find_unused_parameters_true"),
+    ("auto", 2, True, "ddp_find_unused_parameters_true"),  # auto on two processes is DDP
+    ("auto", 1, True, "auto"),
+    ("ddp", 2, False, "ddp"),
+    ("fsdp", 2, False, "fsdp"),
+])
+def test_ddp_looks_for_unused_parameters_only_for_a_family_that_declares_them(name, world_size, unused, expected):
+    from lightning.pytorch.strategies import StrategyRegistry
+
+    from pipeline.core.trainer import strategy
+
+    assert strategy(name, world_size, unused) == expected
+    assert expected in StrategyRegistry or expected == "auto"

@@ -114,6 +114,14 @@ def test_gradient_penalty_matches_finite_differences_for_a_linear_critic():
     assert expected > 0.01  # a non-trivial penalty: the test can tell a wrong norm
 
 
+def test_gradient_penalty_under_a_loss_scale_is_the_same_penalty():
+    torch.manual_seed(0)
+    critic = nn.Sequential(nn.Flatten(), nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 1), nn.Flatten(0))
+    real, fake, epsilon = torch.randn(5, 1, 4, 4), torch.randn(5, 1, 4, 4), torch.rand(5)
+    plain = gradient_penalty(critic, real, fake, epsilon)
+    assert gradient_penalty(critic, real, fake, epsilon, scale=2.0**16).item() == pytest.approx(plain.item(), rel=1e-6)
+
+
 def test_gradient_penalty_is_differentiable_in_the_critic_weights():
     torch.manual_seed(0)
     critic = nn.Sequential(nn.Flatten(), nn.Linear(16, 1), nn.Flatten(0))

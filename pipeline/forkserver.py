@@ -152,6 +152,10 @@ def handover() -> None:
     module = stage_module()
     if module is None or os.environ.get(SWITCH) == "0" or any(name in os.environ for name in LAUNCHED):
         return
+    if idle_seconds() is None:  # here, in the command, not in the detached server, which has no terminal
+        print(f"error: {IDLE}: must be a positive number of seconds, got {os.environ[IDLE]!r} "
+              f"(unset: {IDLE_DEFAULT:g}; {SWITCH}=0 turns the server off)", file=sys.stderr, flush=True)
+        raise SystemExit(2)
     try:
         where = private_directory()
         name = key()
@@ -242,6 +246,17 @@ def end_as(status: dict) -> None:
     raise SystemExit(status["exit"])
 
 
+def idle_seconds() -> float | None:
+    """MEDL_FORKSERVER_IDLE as seconds (IDLE_DEFAULT when unset); None when it is not a positive number."""
+    import math
+
+    try:
+        seconds = float(os.environ.get(IDLE, IDLE_DEFAULT))
+    except ValueError:
+        return None
+    return seconds if math.isfinite(seconds) and seconds > 0 else None
+
+
 def start_server(where: str, name: str) -> None:
     """Start this key's server in the background (a new session, no standard stream of ours, no other
     inherited descriptor that a caller may be waiting on), unless there are MAX_SERVERS already."""
@@ -295,7 +310,7 @@ def main() -> None:
     import fcntl
 
     where, name = private_directory(), sys.argv[1]
-    idle = float(os.environ.get(IDLE, IDLE_DEFAULT))
+    idle = idle_seconds() or IDLE_DEFAULT  # the client checked it
     path = sys.path[1:]  # the key's, as the client saw it
     for variable in [v for v in os.environ if v.startswith(PER_RUN) or v in PER_RUN_NAMES]:
         del os.environ[variable]  # one run's values must not reach what the libraries keep from import

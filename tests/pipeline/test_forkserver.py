@@ -320,3 +320,13 @@ def test_commands_run_side_by_side(probe):
     for process in processes:
         stdout, _ = process.communicate(timeout=60)
         assert (process.returncode, stdout) == (10 + signal.SIGTERM, f"caught {signal.SIGTERM}\n")
+
+
+@pytest.mark.parametrize("value", ["ten", "-5", "0", "nan", "inf"])
+def test_a_bad_idle_time_is_one_line_in_the_command_before_any_work(probe, value):
+    # It was read by the detached server alone, which then exited at start with its error in a log.
+    process = probe.start("echo", MEDL_FORKSERVER_IDLE=value)
+    stdout, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2 and stdout == ""
+    assert stderr == (f"error: MEDL_FORKSERVER_IDLE: must be a positive number of seconds, got {value!r} "
+                      "(unset: 600; MEDL_FORKSERVER=0 turns the server off)\n")

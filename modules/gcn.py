@@ -47,6 +47,14 @@ def normalized_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tens
     return torch.sparse_coo_tensor(edge_index.flip(0), weight, (num_nodes, num_nodes), check_invariants=False).coalesce()
 
 
+def propagate(matrix: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """P H for a sparse propagation matrix P (N, N) and H (N, F), in P's float32 and outside autocast:
+    under bf16-mixed H is bfloat16, but sparse.mm takes one dtype (its backward fails under autocast),
+    and a sum over many neighbours wants the precision."""
+    with torch.autocast(h.device.type, enabled=False):
+        return torch.sparse.mm(matrix, h.to(matrix.dtype))
+
+
 class GCNLayer(nn.Module):
     """H (N, F_in) -> D̂^{-1/2} Â D̂^{-1/2} H W + b (N, F_out), before σ; W Glorot-initialized, b zero."""
 
@@ -57,7 +65,7 @@ class GCNLayer(nn.Module):
         nn.init.xavier_uniform_(self.linear.weight)
 
     def forward(self, h: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
-        return torch.sparse.mm(adjacency, self.linear(h)) + self.bias  # every node sums its messages at once
+        return propagate(adjacency, self.linear(h)) + self.bias  # every node sums its messages at once
 
 
 class GraphLayerStack(GraphModule):

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from modules.gcn import GraphLayerStack
+from modules.gcn import GraphLayerStack, propagate
 
 
 def mean_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
@@ -40,7 +40,7 @@ class SAGELayer(nn.Module):
         self.root = nn.Linear(in_features, out_features, bias=False)  # W_self
 
     def forward(self, h: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        return self.neighbours(torch.sparse.mm(mean, h)) + self.root(h)
+        return self.neighbours(propagate(mean, h)) + self.root(h)
 
 
 class GraphSAGE(GraphLayerStack):

@@ -144,6 +144,8 @@ class TrainerConfig:
             major, minor = torch.cuda.get_device_capability()
             raise ConfigError(f"{path}.precision: {self.precision} needs a GPU with bfloat16 (compute capability 8.0 or "
                               f"newer), this one has {major}.{minor}; use 16-mixed")
+        if not on_gpu and self.sync_batchnorm and self.world_size > 1:  # PyTorch refuses it at the first batch
+            raise ConfigError(f"{path}.sync_batchnorm: PyTorch's SyncBatchNorm runs on CUDA GPUs only; false on cpu")
         if not on_gpu and self.strategy == "fsdp":
             raise ConfigError(f"{path}.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn")
         if self.strategy == "deepspeed" and importlib.util.find_spec("deepspeed") is None:

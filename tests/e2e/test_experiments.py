@@ -164,3 +164,25 @@ def test_every_experiment_trains_a_few_batches_as_configured(name, prepared, mon
     assert family.NONDETERMINISTIC_ON_CUDA or not operations.found, (
         f"{sorted(operations.found)} have no deterministic CUDA kernel: use a deterministic formulation, or "
         "name them in NONDETERMINISTIC_ON_CUDA so that deterministic: true is refused on a GPU")
+
+
+# One experiment per family: the first in params.yaml.
+FIRST_OF_FAMILY = {}
+for _name, _experiment in CONFIG.experiments.items():
+    FIRST_OF_FAMILY.setdefault(_experiment.family, _name)
+
+
+@pytest.mark.parametrize("name", sorted(FIRST_OF_FAMILY.values()))
+def test_every_family_trains_at_bf16_mixed(name, prepared, monkeypatch):
+    # bf16-mixed is what a user's first GPU run is likely to ask for; on the CPU, Lightning's autocast
+    # runs the same bfloat16 casts, so a dtype the family mixes up fails here, not on the GPU.
+    monkeypatch.setattr(data, "PREPARED", prepared)
+    experiment = CONFIG.experiments[name]
+    cls = family_class(experiment.family)
+    torch.manual_seed(experiment.seed)
+    model = cls(data=data.DATASETS[experiment.dataset].spec, optimizer=experiment.optimizer,
+                scheduler=experiment.scheduler, **cls.small_config(experiment.model))
+    trainer = quiet_trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, precision="bf16-mixed",
+                            use_distributed_sampler=False)
+    trainer.fit(model, datamodule=datamodules.make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed))
+    assert math.isfinite(float(trainer.callback_metrics["train/loss"]))

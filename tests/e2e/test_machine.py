@@ -36,6 +36,9 @@ def two_gpus(monkeypatch):
         ({"precision": "16-mixed"}, r"^experiments\.mlp_digits\.trainer\.precision: 16-mixed needs a CUDA GPU; on cpu: 32-true, bf16-mixed, bf16-true, 64-true$"),
         ({"strategy": "fsdp", "devices": 2}, r"^experiments\.mlp_digits\.trainer\.strategy: fsdp needs a CUDA GPU; on cpu: auto, ddp, ddp_spawn$"),
         ({"devices": 10_000}, r"^experiments\.mlp_digits\.trainer\.devices: 10000 CPU processes per node, but this machine has \d+ core\(s\)$"),
+        # it passed, and PyTorch stopped the training at its first batch ("SyncBatchNorm layers only work with GPU modules")
+        ({"devices": 2, "strategy": "ddp", "sync_batchnorm": True},
+         r"^experiments\.mlp_digits\.trainer\.sync_batchnorm: PyTorch's SyncBatchNorm runs on CUDA GPUs only; false on cpu$"),
         ({"num_nodes": 2}, r"^experiments\.mlp_digits\.trainer\.num_nodes: 2 nodes need a launcher that starts the processes of every node \(srun or torchrun"),
     ],
 )
@@ -60,7 +63,8 @@ def test_deepspeed_must_be_installed(no_gpu, monkeypatch):
 
 def test_what_the_cpu_can_run_passes(no_gpu):
     trainer().check_machine(PATH, environ={})
-    trainer(devices=2, strategy="ddp", precision="bf16-mixed", sync_batchnorm=True).check_machine(PATH, environ={})
+    trainer(devices=2, strategy="ddp", precision="bf16-mixed").check_machine(PATH, environ={})
+    trainer(sync_batchnorm=True).check_machine(PATH, environ={})  # one process: nothing to synchronise
     trainer(num_nodes=2, strategy="ddp").check_machine(PATH, environ={"SLURM_NTASKS": "2"})  # started by srun
     trainer(num_nodes=2, strategy="ddp").check_machine(PATH, environ={"WORLD_SIZE": "2"})  # started by torchrun
 

@@ -12,7 +12,7 @@ max_epochs, which stays as configured, so its learning-rate schedule does too):
 
 1. 16-mixed for every experiment whose family steps its optimizers itself (FamilyModule's
    MANUAL_OPTIMIZATION: the GAN, tabular Q-learning) and for SUPERVISED;
-2. DDP on every GPU, sync_batchnorm on, for SUPERVISED and every experiment whose family leaves
+2. DDP on every GPU, sync_batchnorm on (GPU only), for SUPERVISED and every experiment whose family leaves
    parameters without gradients (UNUSED_PARAMETERS: the GAN), each in a process of its own, as
    Lightning's DDP launcher starts the other ranks by running this command line again
    (`--single EXPERIMENT --trainer JSON --out RESULT.json`); a hung collective ends at a timeout;
@@ -119,7 +119,8 @@ def plan(config, names: list[str], accelerator: str, epochs: int, ddp_devices: i
         return Row(name, e.family, what, {"accelerator": accelerator, **change}, min(epochs, e.max_epochs))
 
     rows = [row(n, "16-mixed", precision="16-mixed") for n in names if classes[n].MANUAL_OPTIMIZATION or n == SUPERVISED]
-    rows += [row(n, f"ddp × {ddp_devices}", strategy="ddp", devices=ddp_devices, sync_batchnorm=True)
+    synced = accelerator == "gpu"  # PyTorch's SyncBatchNorm runs on CUDA only
+    rows += [row(n, f"ddp × {ddp_devices}", strategy="ddp", devices=ddp_devices, sync_batchnorm=synced)
              for n in names if classes[n].UNUSED_PARAMETERS or n == SUPERVISED]
     rows += [row(n, "compile", compile=True) for n in names if n == COMPILED]
     firsts = {}

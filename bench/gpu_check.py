@@ -20,7 +20,8 @@ max_epochs, which stays as configured, so its learning-rate schedule does too):
 4. determinism: the first experiment of each kind of family (its base class in pipeline.core:
    supervised, embedding, generative, reinforcement, graph, graph_level) and SUPERVISED, fitted
    twice with `deterministic: true`: the final metrics and every weight must be identical;
-5. every experiment of params.yaml's `experiments:` at 32-true and at bf16-mixed.
+5. every experiment of params.yaml's `experiments:` at 32-true and at bf16-mixed: the first of each
+   family, then the others.
 
 Each row's experiment is params.yaml's with only the row's trainer keys changed (accelerator gpu
 and the row's precision, strategy, compile), and goes through what the train stage checks before
@@ -107,8 +108,8 @@ def kind(model_cls: type) -> str:
 
 
 def plan(config, names: list[str], accelerator: str, epochs: int, ddp_devices: int) -> list[Row]:
-    """The rows of the docstring's plan, in its order: the pitfalls first, so that a budget cut
-    leaves out repeats of the sweep rather than them."""
+    """The rows of the docstring's plan, in its order: the pitfalls first, then every family, so that
+    a budget cut leaves out the sweep's repeats of a family rather than them."""
     from pipeline.params import family_class
 
     experiments = {name: config.experiments[name] for name in names}
@@ -128,7 +129,11 @@ def plan(config, names: list[str], accelerator: str, epochs: int, ddp_devices: i
         firsts.setdefault(kind(classes[name]), name)
     chosen = [*firsts.values(), *([SUPERVISED] if SUPERVISED in names and SUPERVISED not in firsts.values() else [])]
     rows += [row(n, "determinism", deterministic=True) for n in chosen]
-    rows += [row(n, precision, precision=precision) for n in names for precision in PRECISIONS]
+    families = {}
+    for name in names:
+        families.setdefault(experiments[name].family, name)
+    sweep = [*families.values(), *(n for n in names if n not in families.values())]  # every family once, then the rest
+    rows += [row(n, precision, precision=precision) for n in sweep for precision in PRECISIONS]
     return rows
 
 
@@ -237,15 +242,15 @@ class Runner:
     """Runs rows in this process (DDP rows in a child process), each in its own checkpoint folder,
     keeping the CPU figure of each experiment and the distinct warnings the fits raised."""
 
-    def __init__(self, raw: dict, workdir: Path, args):
-        self.raw, self.workdir, self.args = raw, workdir, args
+    def __init__(self, raw: dict, workdir: Path, args, prefix: str = ""):
+        self.raw, self.workdir, self.args, self.prefix = raw, workdir, args, prefix
         self.cpu_rates: dict[str, float | None] = {}
         self.warnings: dict[str, str] = {}  # message -> the row that first raised it
         self.count = 0
 
     def folder(self) -> Path:
         self.count += 1
-        return self.workdir / "checkpoints" / str(self.count)
+        return self.workdir / "checkpoints" / f"{self.prefix}{self.count}"
 
     def fit(self, experiment, epochs: int, label: str) -> Fit:
         with warnings.catch_warnings(record=True) as caught:  # the filters stay: cli.quiet's, Python's once per place
@@ -342,7 +347,7 @@ def single(args) -> int:
     raw = read_params()
     use_store(args.workdir)
     use_prepared(args.workdir)
-    runner = Runner(raw, args.workdir, args)
+    runner = Runner(raw, args.workdir, args, prefix=f"{args.out.stem}-")  # the same folder on every rank
     change = json.loads(args.trainer)
     try:
         experiment = configure(raw, args.single, change)

@@ -73,8 +73,12 @@ def test_each_training_step_keeps_to_the_device_of_its_module_and_batch(family):
     if family in NOT_ON_META:
         pytest.skip(NOT_ON_META[family])
     model = build(experiment).to(META)
-    loss = model.training_step(meta_batch(experiment), 0)
+    x, y = meta_batch(experiment)
+    loss = model.training_step((x, y), 0)
     assert loss.device == META and loss.shape == ()
+    if hasattr(model, "predict"):  # what validation's metrics and the evaluation consume
+        with torch.no_grad():
+            assert model.predict(x).device == META
 
 
 @pytest.mark.parametrize("family", ["autoencoder", "vae", "gan", "ddpm"])

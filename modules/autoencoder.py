@@ -53,11 +53,12 @@ class GaussianCodes:
         codes = codes.double()
         self.mean = codes.mean(0)
         covariance = torch.cov(codes.T).reshape(codes.shape[1], codes.shape[1])  # (k, k), also for k = 1
-        self.scale = torch.linalg.cholesky(covariance + jitter * torch.eye(codes.shape[1], dtype=codes.dtype))
+        self.scale = torch.linalg.cholesky(covariance + jitter * torch.eye(codes.shape[1], dtype=codes.dtype, device=codes.device))
 
     def sample(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        eps = torch.randn(n, len(self.mean), generator=generator, dtype=self.mean.dtype)
-        return (self.mean + eps @ self.scale.T).float()
+        # drawn where the generator is (a CPU one by default), then beside the codes' statistics
+        eps = torch.randn(n, len(self.mean), generator=generator, dtype=self.mean.dtype, device=generator.device)
+        return (self.mean + eps.to(self.mean.device) @ self.scale.T).float()
 
 
 class Autoencoder(GenerativeModule):

@@ -34,7 +34,8 @@ def gcn_norm(edge_index: torch.Tensor, num_nodes: int) -> tuple[torch.Tensor, to
     loops = torch.arange(num_nodes, device=edge_index.device).expand(2, num_nodes)
     edge_index = torch.cat([edge_index, loops], dim=1)  # Â = A + I
     source, target = edge_index
-    degree = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, target, torch.ones(target.shape))  # d̂
+    ones = torch.ones(target.shape, device=edge_index.device)
+    degree = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, target, ones)  # d̂
     inv_sqrt_degree = degree.rsqrt()
     return edge_index, inv_sqrt_degree[target] * inv_sqrt_degree[source]
 

@@ -21,7 +21,7 @@ from pipeline.core.supervised import SupervisedModule
 
 def design_matrix(x: torch.Tensor) -> torch.Tensor:
     """X̃ = [1 X]: (n, p) -> (n, p + 1)."""
-    return torch.cat([torch.ones(len(x), 1, dtype=x.dtype), x], dim=1)
+    return torch.cat([torch.ones(len(x), 1, dtype=x.dtype, device=x.device), x], dim=1)
 
 
 def least_squares(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -242,9 +242,10 @@ class TabularQLearning(ReinforcementModule):
         squared = [q_learning_update(updated, *move, self.alpha, self.gamma) ** 2 for move in zip(*columns)]
         optimizer = self.optimizers()
         optimizer.zero_grad()
-        self.manual_backward(0.5 * (self.q_table - torch.tensor(updated, dtype=self.q_table.dtype)).pow(2).sum())
+        target = torch.tensor(updated, dtype=self.q_table.dtype, device=self.q_table.device)  # Q⁺, beside the table
+        self.manual_backward(0.5 * (self.q_table - target).pow(2).sum())
         optimizer.step()
-        return torch.tensor(sum(squared) / len(squared))
+        return torch.tensor(sum(squared) / len(squared), device=self.device)
 
     def exact_test_metrics(self) -> dict[str, float]:
         """The greedy policy's exact value from the start, and the optimum's, on the environment's model."""

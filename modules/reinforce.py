@@ -163,8 +163,18 @@ class Reinforce(ReinforcementModule):
         if self._envs is None:
             self._start_rollouts()
         start = self.env_steps
-        while self.env_steps - start < self.steps_per_epoch:
+        while not self._epoch_done(start):
             yield self._episodes_batch()
+
+    def _epoch_done(self, start: int) -> bool:
+        """Whether the epoch's `steps_per_epoch` environment steps are taken, by every process under DDP.
+        Whole episodes make each process's number of batches its own, and DDP needs the same number on
+        all of them (one done early would wait for the others' gradients for ever): a process that is
+        done goes on with more episodes until all are."""
+        done = self.env_steps - start >= self.steps_per_epoch
+        if self.attached() and self.trainer.world_size > 1:
+            done = self.trainer.strategy.reduce_boolean_decision(done, all=True)
+        return done
 
     # --- learning -------------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ from modules.gcn import GraphLayerStack, propagate
 def mean_adjacency(edge_index: torch.Tensor, num_nodes: int) -> torch.Tensor:
     """D⁻¹ A as a sparse (N, N) matrix: row i holds 1/|N(i)| at each neighbour j of i (edges into i)."""
     source, target = edge_index
-    degree = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, target, torch.ones(target.shape))
+    ones = torch.ones(target.shape, device=edge_index.device)
+    degree = torch.zeros(num_nodes, device=edge_index.device).index_add_(0, target, ones)
     weight = 1.0 / degree[target]
     # torch's default, said explicitly, as in modules.gcn.normalized_adjacency
     return torch.sparse_coo_tensor(torch.stack([target, source]), weight, (num_nodes, num_nodes),

@@ -193,6 +193,20 @@ class FamilyModule(L.LightningModule):
         )
         return optimizer if scheduler is None else {"optimizer": optimizer, "lr_scheduler": scheduler}
 
+    def optimizer_step(self, epoch, batch_idx, optimizer, optimizer_closure=None) -> None:
+        # L-BFGS's line search evaluates the loss as often as the loss values ask, each a backward
+        # whose gradients DDP averages over the processes: each process's own loss on its own share
+        # would make them decide differently, and one would wait for the others' gradients for ever.
+        # So under DDP it sees the loss averaged over the processes, as the gradient is.
+        if optimizer_closure is not None and self.optimizer_config.name == "lbfgs" and self.trainer.world_size > 1:
+            local_closure = optimizer_closure
+
+            def optimizer_closure():
+                loss = local_closure()  # None where training_step skipped the batch
+                return loss if loss is None else self.trainer.strategy.reduce(loss.detach().clone(), reduce_op="mean")
+
+        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+
     def work_done(self, epochs: int) -> tuple[float, str]:
         """What `epochs` epochs of this fit processed, for the run summary's throughput (runs/EXPERIMENT.json): (amount, unit)."""
         return epochs * len(self.trainer.datamodule.splits["train"]), "samples"

@@ -171,7 +171,7 @@ class ReinforcementModule(FamilyModule):
         if self.training_started and self.train_return.update_count:
             metrics["train/episode_return"] = self.train_return.compute().float()
         if self.training_started:
-            metrics["train/env_steps"] = torch.tensor(float(self.env_steps))
+            metrics["train/env_steps"] = torch.tensor(float(self.env_steps), device=self.device)  # NCCL reduces device tensors only
         self._val_mean_return = float(metrics["val/mean_return"])
         return metrics
 

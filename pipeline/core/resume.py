@@ -213,7 +213,7 @@ def _reopen_run(run, checkpoint: Path | None) -> None:
 
 class ResumeState(Callback):
     """What a checkpoint must hold, beyond Lightning's own state, for a resumed training to go on as an
-    uninterrupted one: the random generators (Python, NumPy, torch), so that dropout after a resume
+    uninterrupted one: the random generators (Python, NumPy, torch's, the GPU's), so that dropout after a resume
     draws what it would have drawn, and the position in the epoch, so that a mid-epoch checkpoint
     resumes with the very next batch (the DataModule's sampler skips the batches done).
 
@@ -259,6 +259,8 @@ class ResumeState(Callback):
             "torch": torch.get_rng_state(),
             "before_batch": self._before_batch,
         }
+        if torch.cuda.is_initialized():  # dropout and noise on a GPU draw from its generator, not the CPU's
+            state["cuda"] = torch.cuda.get_rng_state()  # this process's device
         if self._position is not None and self.trainer is not None and self.trainer.training:  # not while validating
             state["epoch"], state["batches_done"] = self._position
         try:
@@ -282,6 +284,8 @@ class ResumeState(Callback):
 def _set_random_state(state: dict) -> None:
     random.setstate((state["python_version"], tuple(state["python"]), state["python_gauss"]))
     torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
     if "numpy" in state:
         import numpy as np
 

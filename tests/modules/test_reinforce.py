@@ -3,6 +3,8 @@ and against autograd's score function, episodes through Lightning."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 from torch.distributions import Categorical
@@ -80,6 +82,23 @@ def test_episodes_reach_training_through_lightning():
     assert {"train/loss", "val/mean_return", "train/episode_return"} <= set(trainer.callback_metrics)
     assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters()))  # the policy and the baseline learn
 
+
+
+def test_under_ddp_an_epoch_ends_when_every_process_has_taken_its_steps():
+    # Whole episodes give each process its own number of batches; DDP needs one number for all.
+    torch.manual_seed(0)
+    model = make(num_envs=1, steps_per_epoch=1)  # this process is done after its first batch
+    asked = []
+
+    def all_done(done: bool, all: bool) -> bool:  # the others are done after three batches
+        asked.append((done, all))
+        return len(asked) > 3
+
+    model.trainer = SimpleNamespace(world_size=2, global_rank=0, strategy=SimpleNamespace(reduce_boolean_decision=all_done))
+    assert len(list(model.experience())) == 3
+    assert asked == [(False, True)] + [(True, True)] * 3
+    model.trainer = SimpleNamespace(world_size=1, global_rank=0)  # one process: its own steps alone decide
+    assert len(list(model.experience())) == 1
 
 @pytest.mark.parametrize(("change", "message"), [
     ({"gamma": 1.5}, r"^gamma: must be in \[0, 1\], got 1\.5$"),

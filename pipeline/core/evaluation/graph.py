@@ -44,7 +44,8 @@ class KeepBest(Callback):
 
 def refit(experiment, seed: int):
     """The experiment's config trained again from scratch with `seed` (initialization, dropout): its
-    optimizer, schedule, epochs, early stopping and choice of weights (best or last), no logging."""
+    optimizer, schedule, epochs, early stopping and choice of weights (best or last), on one device of
+    its accelerator, no logging. The model comes back on the CPU (Lightning moves it there after a fit)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # ten fits' device banners are noise
     L.seed_everything(seed, verbose=False)
     model = family_class(experiment.family)(
@@ -55,9 +56,10 @@ def refit(experiment, seed: int):
     best = KeepBest(stopping.monitor, stopping.mode)
     callbacks = [best] + ([EarlyStopping(stopping.monitor, mode=stopping.mode, patience=stopping.patience)]
                           if stopping.patience else [])
-    trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_epochs=experiment.max_epochs, precision=experiment.trainer.precision,
-        gradient_clip_val=experiment.trainer.gradient_clip_val or None, deterministic=experiment.trainer.deterministic,
+    trainer = L.Trainer(  # on the experiment's accelerator: its precision may be one the CPU lacks (16-mixed)
+        accelerator=experiment.trainer.accelerator, devices=1, max_epochs=experiment.max_epochs,
+        precision=experiment.trainer.precision, gradient_clip_val=experiment.trainer.gradient_clip_val or None,
+        deterministic=experiment.trainer.deterministic,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=callbacks,
     )

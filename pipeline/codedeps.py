@@ -17,12 +17,19 @@ evaluate stage depends on its own kind's evaluation only.
 The stage also checks all of params.yaml first, and writes codedeps/chapters.json, each family's
 chapter of the book (its CHAPTER): the report orders its sections by them without importing the
 families, whose code would then be a dependency of the report.
+
+It writes the params each stage reads too, under codedeps/params/ (an experiment's: its resolved config,
+`defaults` merged with the experiment and checked, in params/experiments/NAME.json), and the stages depend
+on those files instead of naming params. DVC parses params.yaml anew for every stage that names params in
+it, twice per experiment; this way only this stage does, and an edit of `defaults` reruns only the
+experiments whose resolved config it changes.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import functools
 import hashlib
 import json
@@ -33,6 +40,7 @@ from pipeline.base import ROOT, listed
 PACKAGES = ("pipeline", "modules")
 OUT = ROOT / "codedeps"
 CHAPTERS = "chapters.json"  # under OUT: each family's CHAPTER, for the report
+PARAMS = "params"  # under OUT: the params each stage reads (dvc.yaml names these files, not params)
 DISCOVERING = ("pipeline.datasets", "pipeline.references")  # packages that import each module of their folder not named with a leading _
 EVALUATIONS = "pipeline.core.evaluation"  # imports its module named by the kind (EVALUATION), no import statement shows which
 
@@ -135,22 +143,40 @@ def digest(*entries: str) -> str:
     return hashlib.sha256(json.dumps(files_of(*entries), sort_keys=True).encode()).hexdigest()
 
 
-def contents() -> dict[str, str]:
-    """Each stage's file under codedeps/ (its relative name) and the text it should hold now; and CHAPTERS."""
-    from pipeline.params import available_families, family_class
+def as_json(value) -> str:
+    return json.dumps(value, indent=1, sort_keys=True) + "\n"
 
+
+def stage_params(config) -> dict[str, object]:
+    """The params each stage's process reads from the checked `config`, by its file's name under PARAMS."""
+    return {
+        "prepare": dataclasses.asdict(config.data),
+        "scorer": {"download": config.data.download, "threads": config.threads},  # scikit-learn's BLAS threads
+        "baselines": {"threads": config.threads},
+        "report": {"targets": config.targets, "tracking_experiment": config.tracking_experiment,
+                   "experiments": {name: {"family": e.family, "dataset": e.dataset} for name, e in config.experiments.items()}},
+        **{f"experiments/{name}": dataclasses.asdict(experiment) for name, experiment in config.experiments.items()},
+    }
+
+
+def contents(config=None) -> dict[str, str]:
+    """Each stage's file under codedeps/ (its relative name) and the text it should hold now; CHAPTERS; and
+    the stages' params under PARAMS, from `config` (params.yaml's, checked, by default)."""
+    from pipeline.params import available_families, family_class, load
+
+    config = config or load()
     chapters = {family: family_class(family).CHAPTER for family in available_families()}
-    return {**{f"{name}.json": json.dumps(files_of(*entries), indent=1, sort_keys=True) + "\n"
-               for name, entries in stage_entries().items()},
-            CHAPTERS: json.dumps(chapters, indent=1, sort_keys=True) + "\n"}
+    return {**{f"{name}.json": as_json(files_of(*entries)) for name, entries in stage_entries().items()},
+            CHAPTERS: as_json(chapters),
+            **{f"{PARAMS}/{name}.json": as_json(params) for name, params in stage_params(config).items()}}
 
 
-def write_all(out: Path = OUT) -> list[str]:
-    """Write codedeps/NAME.json for every stage; a file whose content is unchanged is left alone (its
-    mtime too), one no stage needs any more is removed. Returns the names written."""
+def write_all(out: Path = OUT, config=None) -> list[str]:
+    """Write codedeps/NAME.json for every stage and experiment; a file whose content is unchanged is left
+    alone (its mtime too), one no stage needs any more is removed. Returns the names written."""
     from pipeline import files
 
-    wanted = contents()
+    wanted = contents(config)
     written = []
     for name, text in sorted(wanted.items()):
         path = out / name
@@ -170,9 +196,9 @@ def main(argv: list[str] | None = None) -> int:
     # The whole params file with every family's checks, as the first stage of every `dvc repro` (it depends
     # on params.yaml too): a mistake in any experiment stops the pipeline before any stage works, while
     # each later stage checks only the family it imports.
-    load()
-    written = write_all()
-    print(f"codedeps: {len(written)} of {len(stage_entries())} stage files changed" + (f" ({', '.join(written)})" if written else ""))
+    config = load()
+    written = write_all(config=config)
+    print(f"codedeps: {len(written)} of {len(contents(config))} files changed" + (f" ({', '.join(written)})" if written else ""))
     return 0
 
 

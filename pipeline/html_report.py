@@ -16,6 +16,11 @@ figures drawn here go to reports/figures/; evaluate's are linked where they are
 (../plots/figures/...), so the page opens inside the repository (or any copy holding reports/ and
 plots/ side by side). No script, stylesheet or font is fetched: the CSS is inline, there is no script.
 
+A section's overlay is drawn again only when what it shows changed: reports/figures/drawn.json keeps,
+for each figure, a hash of its curves, references and title and of this module's code (its closure,
+pipeline/codedeps.py). After one experiment's edit the report redraws that experiment's section only;
+drawing every section's figure is most of the report's time otherwise.
+
 The overlay is drawn here rather than in pipeline.core.figures: the train and evaluate stages import
 that module (their code dependencies, pipeline/codedeps.py), and a figure only the report draws should
 not rerun them.
@@ -24,11 +29,13 @@ not rerun them.
 from __future__ import annotations
 
 import csv
+import hashlib
 import html
 import io
+import json
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
@@ -125,8 +132,8 @@ def write(sections: list[Section], checks: list[Check], columns: list[str], *, p
     `sweeps`: pipeline.report.sweep_tables, shown last (mean ± standard deviation over seeds)."""
     figures_dir = out / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
-    for stale in figures_dir.glob("*.png"):
-        stale.unlink()
+    manifest = figures_dir / DRAWN
+    drawn = Drawn(previous=_read_json(manifest), code=_code_digest())
     by_experiment: dict[str, list[Check]] = {}
     for check in checks:
         by_experiment.setdefault(check.experiment, []).append(check)
@@ -156,7 +163,11 @@ def write(sections: list[Section], checks: list[Check], columns: list[str], *, p
         "</div></section>",
     ]
     for section in sections:
-        body += _section(section, by_experiment, columns, plots, out, target_std)
+        body += _section(section, by_experiment, columns, plots, out, target_std, drawn)
+    for stale in figures_dir.glob("*.png"):
+        if stale.name not in drawn.now:
+            stale.unlink()
+    _write(manifest, (json.dumps(drawn.now, indent=1, sort_keys=True) + "\n").encode())
     if sweeps:
         body += _sweeps(sweeps)
     page = "\n".join([
@@ -181,8 +192,44 @@ def _write(path: Path, content: bytes) -> None:
         handle.write(content)
 
 
+DRAWN = "drawn.json"  # under out/figures: each figure drawn here and the hash of what it shows
+
+
+@dataclass
+class Drawn:
+    """The figures of the last report (name -> hash) and of this one, and the drawing code's hash."""
+
+    previous: dict[str, str]
+    code: str
+    now: dict[str, str] = field(default_factory=dict)
+
+    def draw(self, png: Path, content, draw) -> None:
+        """Call draw() unless png holds this content drawn by this code already."""
+        key = hashlib.sha256(json.dumps([self.code, content]).encode()).hexdigest()
+        if self.previous.get(png.name) != key or not png.is_file():
+            draw()
+        self.now[png.name] = key
+
+
+def _read_json(path: Path) -> dict[str, str]:
+    try:
+        found = json.loads(path.read_text())
+    except (OSError, ValueError):  # none yet, or unreadable: every figure is drawn
+        return {}
+    return found if isinstance(found, dict) else {}
+
+
+def _code_digest() -> str:
+    """This module's code and matplotlib's version: either may change what the same curves look like."""
+    from importlib.metadata import version
+
+    from pipeline import codedeps
+
+    return f"{codedeps.digest(__name__)} matplotlib {version('matplotlib')}"
+
+
 def _section(section: Section, checks: dict[str, list[Check]], columns: list[str], plots: Path, out: Path,
-             target_std: dict[str, float]) -> list[str]:
+             target_std: dict[str, float], drawn: Drawn) -> list[str]:
     models = [row["name"] for row in section.rows if row["kind"] == "model"]
     shown = [c for c in columns if any(row.get(c) is not None for row in section.rows)]
     text = ("name", "kind", "family", "targets")
@@ -206,7 +253,9 @@ def _section(section: Section, checks: dict[str, list[Check]], columns: list[str
     panels = _panels(section, checks, plots, target_std)
     if panels:
         png = out / "figures" / f"curves_{section.anchor}.png"
-        draw_curves(panels, png, f"{section.title}: learning curves")
+        title = f"{section.title}: learning curves"
+        drawn.draw(png, [title, [[list(key), panel] for key, panel in panels.items()]],
+                   lambda: draw_curves(panels, png, title))
         in_units = {row["dataset"] for row in section.rows} & set(target_std)
         caption = ", ".join(f"{q} vs {x}" + (" (in the target's units)" if target_unit_power(q) and in_units else "")
                             for q, x in panels)

@@ -13,7 +13,7 @@ import yaml
 from pipeline import codedeps, references
 from pipeline.core import resume
 from pipeline.datasets import DATASETS
-from pipeline.params import ROOT, load_experiment
+from pipeline.params import ROOT, load, load_experiment
 
 
 def write(root: Path, files: dict[str, str]) -> None:
@@ -68,6 +68,47 @@ def test_dvc_yaml_names_no_code_file_but_the_derived_ones():
         else:
             assert code == [], f"{name}: code kept by hand: {code}"
             assert any(d.startswith("codedeps/") for d in deps), name
+
+
+def test_only_the_codedeps_stage_names_params_the_others_depend_on_its_params_files():
+    """DVC parses params.yaml anew for every stage that names params: only codedeps does, and every other
+    stage depends on the file under codedeps/params/ that holds what its process reads."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    written = {f"codedeps/{codedeps.PARAMS}/{name}.json" for name in codedeps.stage_params(load(family_checks=False))}
+    for name, stage in stages.items():
+        stage = stage.get("do") or stage
+        if name == "codedeps":
+            assert stage["params"] == [{"params.yaml": None}]
+            continue
+        assert "params" not in stage, f"{name}: names params, which makes DVC parse params.yaml again"
+        own = [d.replace("${key}", "softmax_digits") for d in stage["deps"] if d.startswith(f"codedeps/{codedeps.PARAMS}/")]
+        assert len(own) == 1 and own[0] in written, f"{name}: {own}"
+
+
+def test_an_experiments_params_file_is_its_resolved_config_and_changes_with_it_alone(tmp_path):
+    """Editing one experiment changes its file only; editing `defaults` changes the files of the experiments
+    whose resolved config it changes, not that of one which sets the key itself."""
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["experiments"] = {name: raw["experiments"][name] for name in ("softmax_digits", "mlp_digits", "cnn_digits")}
+    raw["targets"] = {}
+    for name in ("softmax_digits", "cnn_digits"):
+        raw["experiments"][name].pop("batch_size", None)  # from defaults
+    raw["experiments"]["mlp_digits"]["batch_size"] = 32  # its own
+
+    def files(params: dict) -> dict[str, str]:
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        config = load(tmp_path / "params.yaml", family_checks=False)
+        return {name: codedeps.as_json(value) for name, value in codedeps.stage_params(config).items()}
+
+    before = files(raw)
+    resolved = json.loads(before["experiments/cnn_digits"])
+    assert resolved["batch_size"] == raw["defaults"]["batch_size"] and resolved["model"] == raw["experiments"]["cnn_digits"]["model"]
+    raw["experiments"]["cnn_digits"]["optimizer"]["lr"] = 0.5
+    after = files(raw)
+    assert [name for name in before if before[name] != after[name]] == ["experiments/cnn_digits"]
+    raw["defaults"]["batch_size"] += 1
+    again = files(raw)
+    assert sorted(name for name in after if after[name] != again[name]) == ["experiments/cnn_digits", "experiments/softmax_digits"]
 
 
 def test_the_committed_codedeps_files_are_current():

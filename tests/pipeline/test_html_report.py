@@ -48,13 +48,13 @@ def _png(path: Path) -> None:
     plt.imsave(path, np.arange(64.0).reshape(8, 8), cmap="gray")
 
 
-def _build(root: Path) -> Path:
+def _build(root: Path, accuracy_step: float = 0.03) -> Path:
     """A classifier and an agent with the files their stages write, a baseline row, targets; the page."""
     plots = root / "plots"
     for name in ("clf", "agent"):
         _csv(plots / "learning_curves" / f"{name}.csv", ["epoch", "train/loss", "val/loss"],
              [[e, 1 / (e + 1), "" if name == "agent" else 1.2 / (e + 1)] for e in range(5)])
-    _csv(plots / "validation" / "clf.csv", ["epoch", "val/accuracy"], [[e, 0.8 + 0.03 * e] for e in range(5)])
+    _csv(plots / "validation" / "clf.csv", ["epoch", "val/accuracy"], [[e, 0.8 + accuracy_step * e] for e in range(5)])
     _csv(plots / "validation" / "agent.csv", ["epoch", "train/env_steps", "train/episode_return", "val/mean_return"],
          [[e, 1000 * (e + 1), 20 * e, 40 * e] for e in range(5)])
     for path in ("clf/confusion_matrix.png", "clf/learning_curve.png", "agent/test_returns.png"):
@@ -174,3 +174,39 @@ def test_markdown_code_spans_are_code_on_the_page_not_backticks(tmp_path):
                              sweeps=[sweep]).read_text()
     assert "`" not in page and "`" not in index.read_text()
     assert "<code>python -m pipeline.sweep NAME</code>" in page and "Sweep <code>lr</code>: clf" in page
+
+
+def test_a_figure_is_drawn_again_only_when_what_it_shows_changed(tmp_path, monkeypatch):
+    """The second report with nothing changed draws nothing; after one experiment's curves change, only its
+    section's figure is drawn, and every figure has the bytes a report drawing all of them writes."""
+    figures = tmp_path / "reports" / "figures"
+    _build(tmp_path)
+    first = {path.name: path.read_bytes() for path in figures.glob("*.png")}
+    assert sorted(first) == ["curves_gym.png", "curves_toy.png"]
+
+    drawn = []
+    draw = html_report.draw_curves
+    monkeypatch.setattr(html_report, "draw_curves", lambda panels, png, title: (drawn.append(png.name), draw(panels, png, title)))
+    _build(tmp_path)
+    assert drawn == []
+    assert {path.name: path.read_bytes() for path in figures.glob("*.png")} == first
+
+    _build(tmp_path, accuracy_step=0.04)  # the classifier's validation curve changed
+    assert drawn == ["curves_toy.png"]
+    cached = {path.name: path.read_bytes() for path in figures.glob("*.png")}
+    assert cached["curves_toy.png"] != first["curves_toy.png"]
+
+    (figures / html_report.DRAWN).unlink()  # no record: every figure is drawn anew, to the same bytes
+    drawn.clear()
+    _build(tmp_path, accuracy_step=0.04)
+    assert sorted(drawn) == ["curves_gym.png", "curves_toy.png"]
+    assert {path.name: path.read_bytes() for path in figures.glob("*.png")} == cached
+
+
+def test_a_figure_no_section_draws_any_more_is_removed(tmp_path):
+    figures = tmp_path / "reports" / "figures"
+    _build(tmp_path)
+    (figures / "curves_gone.png").write_bytes(b"stale")
+    _build(tmp_path)
+    assert sorted(path.name for path in figures.glob("*.png")) == ["curves_gym.png", "curves_toy.png"]
+    assert sorted(json.loads((figures / html_report.DRAWN).read_text())) == ["curves_gym.png", "curves_toy.png"]

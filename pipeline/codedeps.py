@@ -50,6 +50,7 @@ STAGES = {"prepare": "pipeline.prepare", "scorer": "pipeline.scorer", "baselines
           "report": "pipeline.report"}
 
 
+@functools.lru_cache(maxsize=None)  # the codedeps stage asks for each module once per closure, of 60 closures
 def module_path(name: str, root: Path = ROOT) -> Path | None:
     """The project file that defines module `name`, or None for a module outside the project."""
     if name.split(".")[0] not in PACKAGES:
@@ -171,12 +172,13 @@ def contents(config=None) -> dict[str, str]:
             **{f"{PARAMS}/{name}.json": as_json(params) for name, params in stage_params(config).items()}}
 
 
-def write_all(out: Path = OUT, config=None) -> list[str]:
-    """Write codedeps/NAME.json for every stage and experiment; a file whose content is unchanged is left
-    alone (its mtime too), one no stage needs any more is removed. Returns the names written."""
+def write_all(out: Path = OUT, config=None, wanted: dict[str, str] | None = None) -> list[str]:
+    """Write codedeps/NAME.json for every stage and experiment (`wanted`: contents(config), if computed
+    already); a file whose content is unchanged is left alone (its mtime too), one no stage needs any more
+    is removed. Returns the names written."""
     from pipeline import files
 
-    wanted = contents(config)
+    wanted = wanted or contents(config)
     written = []
     for name, text in sorted(wanted.items()):
         path = out / name
@@ -196,9 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     # The whole params file with every family's checks, as the first stage of every `dvc repro` (it depends
     # on params.yaml too): a mistake in any experiment stops the pipeline before any stage works, while
     # each later stage checks only the family it imports.
-    config = load()
-    written = write_all(config=config)
-    print(f"codedeps: {len(written)} of {len(contents(config))} files changed" + (f" ({', '.join(written)})" if written else ""))
+    wanted = contents(load())
+    written = write_all(wanted=wanted)
+    print(f"codedeps: {len(written)} of {len(wanted)} files changed" + (f" ({', '.join(written)})" if written else ""))
     return 0
 
 

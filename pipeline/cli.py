@@ -6,14 +6,13 @@ SQLite tracking store (mlflow.db). Each is one line naming the file and what to 
 
 from __future__ import annotations
 
-import atexit
+import gc
 import logging
 import os
 import re
 import shlex
 import sqlite3
 import sys
-import threading
 import warnings
 from typing import Callable, NoReturn
 
@@ -138,22 +137,15 @@ def store() -> str:
 
 
 def run_and_exit(main: Callable[[list[str] | None], int | None]) -> NoReturn:
-    """A stage's `__main__`: `sys.exit(run(main))` without the interpreter's teardown.
+    """A stage's `__main__`: `sys.exit(run(main))`, with the interpreter's garbage collections at exit
+    made cheap.
 
-    Freeing the thousands of modules torch, Lightning, torchmetrics and MLflow import takes a
-    noticeable share of a stage process's life after its work is done (BENCHMARKS.md), and a
-    default `dvc repro` runs dozens of stage processes. So once `main` has returned or reported a user error, this does what
-    the interpreter's shutdown does that can matter to anyone (join the threads that are not
-    daemons, run the atexit handlers, flush stdout and stderr) and leaves with `os._exit`. Every
-    file a stage writes is closed by then (written under `with`); an exception other than a user
-    error still leaves the normal way, with its traceback and exit code 1."""
+    At exit the interpreter collects garbage over every object the thousands of modules of torch,
+    Lightning, torchmetrics and MLflow made, a noticeable share of a stage process's life after its
+    work is done (BENCHMARKS.md), and a default `dvc repro` runs dozens of stage processes.
+    `gc.freeze()` moves every object alive now out of the collector's sight, so those collections skip
+    them. Nothing else changes: threads that are not daemons are joined, atexit handlers run, streams
+    are flushed and files closed by the interpreter, as in any exit."""
     code = run(main)
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    # What the interpreter would call next (stagestats' record, logging's flush). The standard library
-    # has no public way to run the atexit handlers early; this is the project's one use of a private name.
-    atexit._run_exitfuncs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
+    gc.freeze()
+    sys.exit(code)

@@ -195,9 +195,7 @@ def test_the_projects_modules_import_one_way_with_no_cycle():
 # that this project once reached into; each ties the code to one library version.
 INTERNALS = {"fit_loop", "epoch_loop", "batch_progress", "predict_loop", "_trainer", "_should_update",
              "_current_fx_name", "_run_exitfuncs"}
-# The one allowed: the fast exit runs the atexit handlers itself, and the standard library has no
-# public way to do that (tests/pipeline/test_cli.py checks it).
-ALLOWED = {("pipeline/cli.py", "_run_exitfuncs")}
+ALLOWED: set[tuple[str, str]] = set()  # (file, name) pairs allowed to reach in: none
 
 
 def test_no_project_code_or_test_reaches_into_library_internals():

@@ -1,5 +1,6 @@
 """Siamese network (ch. 6): the contrastive and triplet losses vs hand loops over the batch's pairs and
-triplets (and torch's TripletMarginLoss), the embedding's shape, config errors, toy training."""
+triplets (and torch's TripletMarginLoss), the spatial transformer's warp vs torch's grid_sample and
+pixel shifts, the embedding's shape, config errors, toy training."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import itertools
 import pytest
 import torch
 
-from modules.siamese import SiameseNetwork, contrastive_loss, same_class, triplet_loss
+from modules.siamese import SiameseNetwork, affine_warp, bounded_affine, contrastive_loss, same_class, triplet_loss
 from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.spec import DataSpec
 
@@ -17,7 +18,8 @@ from conftest import fit_batch
 ADAM = OptimizerConfig(name="adam", lr=1e-2, weight_decay=0.0, momentum=0.0, nesterov=False)
 NO_SCHEDULE = SchedulerConfig(name="none", step_size=1, gamma=1.0, warmup_epochs=0)
 ONESHOT = DataSpec("oneshot", (1, 8, 8), 5)
-VALID = {"channels": [4, 8], "embedding_dim": 6, "loss": "contrastive", "margin": 1.0}
+VALID = {"network": "conv", "channels": [4, 8], "embedding_dim": 6, "localization_width": 5, "warp_bound": 0.3,
+         "warp_side": 12, "loss": "contrastive", "margin": 1.0}
 
 
 def batch(seed: int = 0, n: int = 12, dim: int = 3, classes: int = 3):
@@ -69,6 +71,36 @@ def test_losses_vanish_when_classes_sit_on_points_the_margin_apart():
     assert contrastive_loss(z, y, 4.0).item() > 0 and triplet_loss(z, y, 4.0).item() > 0
 
 
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("side", [5, 8, 16])
+def test_affine_warp_equals_torch_grid_sample_with_border_padding(seed, side):
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.randn(4, 2, 8, 6, generator=generator, dtype=torch.float64)  # H != W, two channels
+    theta = bounded_affine(torch.randn(4, 6, generator=generator, dtype=torch.float64) * 3, 0.8)  # reaches past the edges
+    grid = torch.nn.functional.affine_grid(theta, [4, 2, side, side], align_corners=False)
+    expected = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    assert torch.allclose(affine_warp(x, theta, side), expected, atol=1e-12)
+
+
+def test_affine_warp_of_the_identity_is_the_image_and_a_translation_shifts_it_by_whole_pixels():
+    x = torch.randn(3, 1, 8, 8, dtype=torch.float64)
+    identity = torch.eye(2, 3, dtype=torch.float64).expand(3, 2, 3)
+    assert torch.allclose(affine_warp(x, identity, 8), x, atol=1e-12)
+    one_pixel = identity.clone()
+    one_pixel[:, 0, 2] = 2 / 8  # u runs over [-1, 1] across 8 pixels: one pixel is 2/8
+    warped = affine_warp(x, one_pixel, 8)
+    assert torch.allclose(warped[..., :-1], x[..., 1:], atol=1e-12)  # output column j reads input column j + 1
+    assert torch.allclose(warped[..., -1], x[..., -1], atol=1e-12)  # past the edge: the edge column
+
+
+def test_bounded_affine_stays_within_the_bound_of_the_identity():
+    t = torch.tensor([[0.0] * 6, [100.0, -100.0, 3.0, -0.5, 100.0, 0.2]])
+    theta = bounded_affine(t, 0.3)
+    assert torch.equal(theta[0], torch.eye(2, 3))
+    assert ((theta - torch.eye(2, 3)).abs() <= 0.3).all()
+    assert torch.allclose(theta[1], torch.eye(2, 3) + 0.3 * torch.tanh(t[1]).view(2, 3))
+
+
 def make_network(**overrides) -> SiameseNetwork:
     model = {**VALID, **overrides}
     SiameseNetwork.check_config(model, ONESHOT)
@@ -81,12 +113,27 @@ def test_embedding_shape(channels):
     assert network.embed(torch.randn(3, 1, 8, 8)).shape == (3, VALID["embedding_dim"])
 
 
+@pytest.mark.parametrize("side", [4, 8, 12])
+def test_the_spatial_transformer_starts_as_the_image_resampled(side):
+    """g's last layer starts at zero, so θ starts as the identity: f(x) is x read on the S × S grid."""
+    network = make_network(network="spatial_transformer", warp_side=side).eval()
+    x = torch.randn(3, 1, 8, 8)
+    z = network.embed(x)
+    assert z.shape == (3, side * side)
+    assert torch.allclose(z, affine_warp(x, torch.eye(2, 3).expand(3, 2, 3), side).flatten(1))
+    if side == 8:
+        assert torch.allclose(z, x.flatten(1), atol=1e-6)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
         ({"channels": []}, r"^channels: must be a non-empty list of positive integers, got \[\]$"),
         ({"channels": [4, 0]}, r"^channels: must be a non-empty list of positive integers, got \[4, 0\]$"),
         ({"embedding_dim": 0}, r"^embedding_dim: must be a positive integer, got 0$"),
+        ({"localization_width": 0}, r"^localization_width: must be a positive integer, got 0$"),
+        ({"warp_bound": 0.0}, r"^warp_bound: must be positive, got 0.0$"),
+        ({"warp_side": 0}, r"^warp_side: must be a positive integer, got 0$"),
         ({"margin": 0.0}, r"^margin: must be positive, got 0.0$"),
     ],
 )
@@ -114,3 +161,26 @@ def test_training_separates_the_classes(loss):
     nearest_other = distance.masked_fill(same, float("inf")).min(dim=1).values
     farthest_own = distance.masked_fill(~same, 0.0).max(dim=1).values
     assert (farthest_own < nearest_other).all()
+
+
+def test_the_spatial_transformer_learns_to_align_shifted_copies():
+    """Two patterns, each copy shifted by a random whole pixel: the loss can only fall by undoing the
+    shifts, so after training the images of a class lie nearer each other than at the start."""
+    torch.manual_seed(0)
+    patterns = torch.zeros(2, 1, 8, 8)
+    patterns[0, 0, 2:6, 3] = 2.0  # a vertical bar
+    patterns[1, 0, 3, 2:6] = 2.0  # a horizontal bar
+    y = torch.arange(2).repeat(16)
+    shifts = torch.randint(-1, 2, (32, 2))
+    x = torch.stack([torch.roll(patterns[c], tuple(s.tolist()), dims=(1, 2)) for c, s in zip(y, shifts)])
+    network = make_network(network="spatial_transformer", warp_side=16, localization_width=16, margin=8.0)
+
+    def within_class_distance() -> float:
+        with torch.no_grad():
+            distance = torch.cdist(network.embed(x), network.embed(x))
+        return distance[same_class(y)].mean().item()
+
+    before_loss, before_distance = network.training_step((x, y), 0).item(), within_class_distance()
+    fit_batch(network, x, y, steps=100)
+    assert network.training_step((x, y), 0).item() < before_loss / 2
+    assert within_class_distance() < before_distance / 2

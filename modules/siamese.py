@@ -32,6 +32,7 @@ from typing import Literal
 import torch
 from torch import nn
 
+from modules._feedforward import feedforward
 from pipeline.spec import DataSpec
 from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.embedding import EmbeddingModule
@@ -125,6 +126,11 @@ class EmbeddingNetwork(nn.Module):
         return self.projection(self.features(x))  # (B, C, H, W) -> (B, D)
 
 
+def zero(linear: nn.Linear) -> None:
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+
+
 class SpatialTransformer(nn.Module):
     """f: x (B, C, H, W) -> θ = bounded_affine(g(x), b), g an MLP [flatten -> affine -> ReLU -> affine to 6]
     -> affine_warp(x, θ, S) flattened, (B, C S²). g's last layer starts at zero: f starts as the image
@@ -132,10 +138,7 @@ class SpatialTransformer(nn.Module):
 
     def __init__(self, input_shape: tuple[int, ...], width: int, bound: float, side: int):
         super().__init__()
-        last = nn.Linear(width, 6)
-        nn.init.zeros_(last.weight)
-        nn.init.zeros_(last.bias)
-        self.localization = nn.Sequential(nn.Flatten(), nn.Linear(math.prod(input_shape), width), nn.ReLU(), last)
+        self.localization = feedforward([math.prod(input_shape), width, 6], "relu", output_init=zero, flatten=True)
         self.bound, self.side = bound, side
 
     def theta(self, x: torch.Tensor) -> torch.Tensor:

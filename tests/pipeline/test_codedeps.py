@@ -142,9 +142,9 @@ def test_editing_a_shared_file_touches_only_the_families_that_import_it():
                 if path in json.loads((ROOT / "codedeps" / f"{name}.json").read_text())}
 
     # every family stacking affine layers builds them with modules/_feedforward.py; GraphSAGE through the GCN;
-    # GAT takes its activations from it; the transformer encoder-decoder
+    # GAT takes its activations from it; the Siamese spatial transformer its localization network; the transformer encoder-decoder
     # through the transformer (its attention formula and positions)
-    stacks = {"mlp", "autoencoder", "vae", "gan", "dqn", "ppo", "transformer", "ddpm", "gcn", "sage", "gat", "reinforce", "seq2seq_transformer", "gin"}
+    stacks = {"mlp", "autoencoder", "vae", "gan", "dqn", "ppo", "transformer", "ddpm", "gcn", "sage", "gat", "reinforce", "seq2seq_transformer", "gin", "siamese"}
     assert users("modules/_feedforward.py") == {f"{kind}/{family}" for kind in ("train", "evaluate") for family in stacks}
     # the MLP family itself only by the families built on it or sharing its config checks; not by those that share its layers
     assert users("modules/mlp.py") == {f"{kind}/{family}" for kind in ("train", "evaluate") for family in ("mlp", "gcn", "sage", "gat")}

@@ -39,6 +39,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import files  # noqa: E402
 STATS_ENV = "MEDL_STAGE_STATS"
 GIB = 1024.0
 
@@ -213,7 +217,7 @@ def loop_rows(loops: dict) -> list[str]:
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "BENCHMARKS.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "BENCHMARKS.md")
     parser.add_argument("--noop-repeats", type=int, default=5)
     parser.add_argument("--loop-repeats", type=int, default=9, help="bench/train_loop.py --repeats")
     parser.add_argument("--iteration-repeats", type=int, default=3, help="bench/iteration.py --repeats")
@@ -249,7 +253,7 @@ def main(argv=None) -> int:
         log(f"2/5 no-op `dvc repro`, {args.noop_repeats} times")
         noops = [timed(["dvc", "repro"], clone_dir, env) for _ in range(args.noop_repeats)]
         status = subprocess.run(["dvc", "status"], cwd=clone_dir, env=env, capture_output=True, text=True).stdout.strip()
-        iteration_md = work / "iteration.md"  # in a copy of the clone: the clone stays as repro left it
+        iteration_md = clone_dir / "bench" / "results" / "iteration.md"  # the clone's: a report goes to its bench/results
         run_streaming([sys.executable, "bench/iteration.py", "--workspace", str(clone_dir), "--repeats",
                        str(args.iteration_repeats), "--out", str(iteration_md)], clone_dir, env, prefix="    ")
         iteration = iteration_md.read_text()
@@ -263,9 +267,10 @@ def main(argv=None) -> int:
         log("4/5 training loop against a plain PyTorch loop (bench/train_loop.py)")
         loops = {}
         for name in ("mlp_digits", "cnn_digits"):
-            out_json = work / f"loop-{name}.json"
+            out_json = clone_dir / "bench" / "results" / f"loop-{name}.json"
             run_streaming([sys.executable, "bench/train_loop.py", "--experiment", name, "--repeats", str(args.loop_repeats),
-                           "--profile-epochs", "6", "--floors", "--out", str(work / f"loop-{name}.md"), "--json", str(out_json)], clone_dir, env, prefix="    ")
+                           "--profile-epochs", "6", "--floors", "--out", str(out_json.with_suffix(".md")), "--json", str(out_json)],
+                          clone_dir, env, prefix="    ")
             loops[name] = json.loads(out_json.read_text())
 
         parallel = None
@@ -281,7 +286,7 @@ def main(argv=None) -> int:
                                     source=clone_dir, threads=threads)
 
         text = render(commit, full, records, held, total, noops, status, floors, loops, parallel, clone_dir, iteration)
-    args.out.write_text(text)
+    files.write_report(args.out, text)
     log(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
     return 0
 

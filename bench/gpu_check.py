@@ -15,7 +15,7 @@ max_epochs, which stays as configured, so its learning-rate schedule does too):
 2. DDP on every GPU, sync_batchnorm on (GPU only), for SUPERVISED and every experiment whose family leaves
    parameters without gradients (UNUSED_PARAMETERS: the GAN), each in a process of its own, as
    Lightning's DDP launcher starts the other ranks by running this command line again
-   (`--single EXPERIMENT --trainer JSON --out RESULT.json`); a hung collective ends at a timeout;
+   (`--single EXPERIMENT --trainer JSON --result RESULT.json`); a hung collective ends at a timeout;
 3. `compile: true` for COMPILED;
 4. determinism: the first experiment of each kind of family (its base class in pipeline.core:
    supervised, embedding, generative, reinforcement, graph, graph_level) and SUPERVISED, fitted
@@ -65,6 +65,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from pipeline import files  # noqa: E402
 
 SUPERVISED = "cnn_digits"  # 16-mixed, DDP, determinism: convolutions and batch norm, cuDNN's kernels
 COMPILED = "mlp_digits"  # compile: true: compiling a small network (train and eval, the last smaller batch) fits the budget
@@ -296,7 +298,7 @@ class Runner:
         more for each other rank; whatever is left of the group afterwards is killed."""
         out = self.workdir / f"single-{self.count + 1}.json"
         command = [sys.executable, str(Path(__file__).resolve()), "--single", row.experiment, "--trainer",
-                   json.dumps(row.change), "--epochs", str(row.epochs), "--out", str(out), "--workdir", str(self.workdir)]
+                   json.dumps(row.change), "--epochs", str(row.epochs), "--result", str(out), "--workdir", str(self.workdir)]
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         try:
             output, _ = process.communicate(timeout=SINGLE_TIMEOUT)
@@ -339,7 +341,7 @@ class Runner:
 
 def single(args) -> int:
     """`--single`: one row's fit in this process (and, under DDP, the ranks Lightning starts);
-    global rank 0 writes the result as JSON to --out."""
+    global rank 0 writes the result as JSON to --result, a file in --workdir (the parent's temporary folder)."""
     from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
     from pipeline.base import ConfigError
@@ -347,7 +349,7 @@ def single(args) -> int:
     raw = read_params()
     use_store(args.workdir)
     use_prepared(args.workdir)
-    runner = Runner(raw, args.workdir, args, prefix=f"{args.out.stem}-")  # the same folder on every rank
+    runner = Runner(raw, args.workdir, args, prefix=f"{args.result.stem}-")  # the same folder on every rank
     change = json.loads(args.trainer)
     try:
         experiment = configure(raw, args.single, change)
@@ -360,7 +362,7 @@ def single(args) -> int:
     except Exception as error:
         status = {"status": f"failed: {first_line(error)}"}
     if rank_zero_only.rank == 0:
-        args.out.write_text(json.dumps({**status, "warnings": runner.warnings}))
+        args.result.write_text(json.dumps({**status, "warnings": runner.warnings}))
     return 0
 
 
@@ -456,13 +458,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-cpu-baseline", action="store_true", help="leave out the CPU column")
     parser.add_argument("--accelerator", choices=("gpu", "cpu"), default="gpu",
                         help="cpu: the same plan on the CPU, a dry run of the script")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "gpu.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "bench" / "results" / "gpu.md")
     parser.add_argument("--single", metavar="EXPERIMENT", help=argparse.SUPPRESS)  # one DDP row's process
     parser.add_argument("--trainer", help=argparse.SUPPRESS)  # its trainer keys, as JSON
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)  # the parent's temporary folder
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)  # a --single row's JSON, in --workdir
     args = parser.parse_args(argv)
     if args.epochs < 1:
         parser.error("--epochs: must be at least 1")
+    if args.single and not (args.workdir and args.result and args.result.parent.resolve() == args.workdir.resolve()):
+        parser.error("--single: needs --workdir and a --result file directly inside it")
     return args
 
 
@@ -513,8 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         collected = runner.warnings
     lines = [*header(args, args.accelerator), *table(rows), *warning_lines(collected), "",
              f"(the whole check: {time.perf_counter() - start:.0f} s)", ""]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    files.write_report(args.out, "\n".join(lines))
     counts = {}
     for row in rows:
         counts[row.status.split(":")[0]] = counts.get(row.status.split(":")[0], 0) + 1

@@ -38,6 +38,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import files  # noqa: E402
 TARGETS = {"exp_run": 8.0, "repro": 4.0}  # seconds over the training's own; issue 24
 NOOP_TARGET = 1.5
 
@@ -127,7 +131,7 @@ def main() -> None:
     parser.add_argument("--workspace", type=Path, required=True, help="a checkout where `dvc repro` has run")
     parser.add_argument("--experiment", default="softmax_digits")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "iteration.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "bench" / "results" / "iteration.md")
     args = parser.parse_args()
     source = args.workspace.resolve()
     if not (source / "runs" / f"{args.experiment}.json").exists():
@@ -151,8 +155,7 @@ def main() -> None:
         *table(results, args.experiment),
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    files.write_report(args.out, "\n".join(lines))
     print("\n".join(lines))
     log(f"wrote {args.out}")
 

@@ -26,6 +26,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import files  # noqa: E402
 
 
 def timed(args: list[str], cwd: Path, env: dict) -> float:
@@ -44,7 +48,7 @@ def cpu_model() -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "pipeline_time.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "bench" / "results" / "pipeline_time.md")
     parser.add_argument("--targets", nargs="+", default=[], metavar="STAGE", help="dvc repro these stages only")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
@@ -73,8 +77,7 @@ def main() -> None:
         f"| {what}, nothing changed | {min(noop):.2f} | {statistics.median(noop):.2f} | {max(noop):.2f} |",
         "",
     ]
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text("\n".join(lines))
+    files.write_report(args.out, "\n".join(lines))
     print("\n".join(lines))
 
 

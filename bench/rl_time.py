@@ -30,13 +30,15 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pipeline import files  # noqa: E402
+
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--experiment", default="dqn_cartpole")
     parser.add_argument("--threshold", type=float, default=475.0)
     parser.add_argument("--window", type=int, default=100, help="episodes in the moving mean")
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "rl_time.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "bench" / "results" / "rl_time.md")
     args = parser.parse_args(argv)
 
     import lightning as L
@@ -115,8 +117,7 @@ def main(argv=None) -> dict:
                      f"{row.get('train/episode_return', float('nan')):.1f} | {int(row.get('train/env_steps', 0))} | {sec:.1f} |")
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    files.write_report(args.out, text)
     return reached
 
 

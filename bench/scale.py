@@ -25,6 +25,10 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from pipeline import files  # noqa: E402
 OUTPUTS = ("data", "models", "metrics", "plots", "reports", "dvc.lock", "mlflow.db", "dvc_plots", "bench")
 
 SETTINGS = {
@@ -59,7 +63,7 @@ def main() -> None:
     parser.add_argument("--experiment", default="mlp_digits")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "scale.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "bench" / "results" / "scale.md")
     args = parser.parse_args()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
     env["PYTHONWARNINGS"] = "ignore"
@@ -101,8 +105,7 @@ def main() -> None:
         lines.append(f"| {name} | {median:.0f} | {min(values):.0f} - {max(values):.0f} | {median / base:.2f}x |")
     text = "\n".join(lines) + "\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    files.write_report(args.out, text)
 
 
 if __name__ == "__main__":

@@ -48,6 +48,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from pipeline import files  # noqa: E402
+
 import torch  # noqa: E402
 
 from pipeline import data as datasets  # noqa: E402
@@ -483,12 +485,12 @@ def parse_args(argv=None):
         help="torch.set_num_threads for both paths (default 1: on a shared 2-core machine two intra-op threads "
         "per process turn other load into 10-30x slower steps)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "train_loop.md")
+    parser.add_argument("--out", type=files.bench_report, default=ROOT / "bench" / "results" / "train_loop.md")
     parser.add_argument("--profile-epochs", type=int, default=0,
                         help="also profile this many epochs of our path on the real split (where an epoch goes)")
     parser.add_argument("--floors", action="store_true",
                         help="also time the bare Trainer on Lightning's automatic optimization, and with the raw torch optimizer")
-    parser.add_argument("--json", type=Path, help="also write the summary (ratios, seconds per step) as JSON here")
+    parser.add_argument("--json", type=files.bench_report, help="also write the summary (ratios, seconds per step) as JSON here")
     return parser.parse_args(argv)
 
 
@@ -532,10 +534,9 @@ def main(argv=None, trainer_factory=None) -> dict:
             text += "\nNote: the Trainer left torch's deterministic flag different from the config.\n"
         text += f"\n(measured in {time.perf_counter() - start:.0f} s)\n"
     print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
+    files.write_report(args.out, text)
     if args.json:
-        args.json.write_text(json.dumps({**summary(runs), "epoch_profile": profile}, indent=2) + "\n")
+        files.write_report(args.json, json.dumps({**summary(runs), "epoch_profile": profile}, indent=2) + "\n")
     return summary(runs)
 
 

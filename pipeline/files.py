@@ -12,6 +12,7 @@ copy in place.) A folder is replaced the same way, as a whole.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import errno
 import os
@@ -25,6 +26,8 @@ from pipeline.base import ROOT, ConfigError
 # Relative to ROOT. A path strictly inside one of these may be written or deleted; the folder itself may not.
 OWNED = ("checkpoints", "models", "data/prepared", "data/raw", "scorers", "baselines", "plots", "metrics", "reports",
          "sweeps", "mlruns", "codedeps", "runs")
+# Where the benchmark scripts (bench/*.py --out) write their reports, which people read and commit.
+BENCH_REPORTS = ("BENCHMARKS.md", "bench/results")  # the file itself; any file strictly inside the folder
 FULL = (errno.ENOSPC, errno.EDQUOT)  # the errors of a full disk or an exhausted quota
 
 
@@ -71,6 +74,25 @@ def write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def bench_report(value: str | os.PathLike) -> Path:
+    """A bench script's --out, checked where it is read (an argparse `type`): BENCHMARKS.md or a file in
+    bench/results/, so a mistyped path can never overwrite a file of the user's."""
+    absolute = Path(os.path.abspath(value))
+    summary, folder = (ROOT / name for name in BENCH_REPORTS)
+    if absolute == summary or (absolute != folder and absolute.is_relative_to(folder)):
+        return absolute
+    raise argparse.ArgumentTypeError(f"{value}: a benchmark report goes to {shown(summary)} or into {shown(folder)}/")
+
+
+def write_report(path: str | os.PathLike, text: str) -> None:
+    """Replace a benchmark report (see bench_report) whole, creating its folder."""
+    path = bench_report(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = text.encode("utf-8")
+    with replacing(path, size=len(data)) as handle:
+        handle.write(data)
 
 
 @contextlib.contextmanager

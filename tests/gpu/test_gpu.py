@@ -134,7 +134,7 @@ def test_ddp_on_every_gpu_with_sync_batchnorm(name, workdir):
     out = workdir / f"ddp-{name}.json"
     change = {"accelerator": "gpu", "strategy": "ddp", "devices": devices, "sync_batchnorm": True}
     subprocess.run([sys.executable, str(gpu_check.ROOT / "bench" / "gpu_check.py"), "--single", name, "--trainer",
-                    json.dumps(change), "--epochs", "1", "--out", str(out), "--workdir", str(workdir)],
+                    json.dumps(change), "--epochs", "1", "--result", str(out), "--workdir", str(workdir)],
                    cwd=gpu_check.ROOT, check=True, timeout=gpu_check.SINGLE_TIMEOUT)
     result = json.loads(out.read_text())
     assert result["status"].startswith("ok"), result["status"]

@@ -140,3 +140,21 @@ def test_a_replacement_that_fails_puts_the_old_folder_back(root, monkeypatch):
 def test_sizes_read_as_people_write_them():
     assert [files.human_size(n) for n in (0, 1023, 1536, 5 << 20, 3 << 30)] == [
         "0 bytes", "1023 bytes", "1.5 KiB", "5.0 MiB", "3.0 GiB"]
+
+
+def test_a_benchmark_report_goes_to_benchmarks_md_or_into_bench_results_only(root, monkeypatch):
+    import argparse
+
+    assert files.bench_report(root / "BENCHMARKS.md") == root / "BENCHMARKS.md"
+    assert files.bench_report(root / "bench" / "results" / "gpu.md") == root / "bench" / "results" / "gpu.md"
+    monkeypatch.chdir(root)
+    assert files.bench_report("bench/results/x/loop.json") == root / "bench" / "results" / "x" / "loop.json"
+    for path in (root / "bench" / "results", root / "bench" / "gpu_check.py", root / "README.md", root / "params.yaml",
+                 root / "bench" / "results" / ".." / "iteration.py", "/etc/passwd", root / "BENCHMARKS.md" / "x"):
+        with pytest.raises(argparse.ArgumentTypeError, match=r": a benchmark report goes to BENCHMARKS.md or into bench/results/$"):
+            files.bench_report(path)
+    files.write_report(root / "bench" / "results" / "new" / "r.md", "table")  # creates its folder
+    assert (root / "bench" / "results" / "new" / "r.md").read_text() == "table"
+    with pytest.raises(argparse.ArgumentTypeError):
+        files.write_report(root / "notes.md", "table")
+    assert not (root / "notes.md").exists()

@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "bench" / "gpu_check.py"
@@ -28,8 +31,15 @@ def rows(table: str) -> dict[tuple[str, str], list[str]]:
     return found
 
 
-def test_the_dry_run_runs_the_plan_and_writes_its_table(tmp_path):
-    out = tmp_path / "gpu.md"
+@pytest.fixture
+def out():
+    """A report path where reports may go (bench/results/), unique to this test, removed afterwards."""
+    path = ROOT / "bench" / "results" / f"test-gpu-check-{uuid.uuid4().hex}.md"
+    yield path
+    path.unlink(missing_ok=True)
+
+
+def test_the_dry_run_runs_the_plan_and_writes_its_table(out):
     result = run("--accelerator", "cpu", "--only", "linear_diabetes,q_learning_cliff_walking", "--epochs", "1",
                  "--out", str(out))
     assert result.returncode == 0, result.stdout + result.stderr
@@ -61,3 +71,13 @@ def test_without_a_cuda_gpu_the_check_stops_with_one_line():
     assert result.stderr.strip().splitlines() == [
         "error: no CUDA GPU here (torch.cuda.is_available() is False): the GPU check needs one; "
         "`--accelerator cpu` runs its plan on the CPU as a dry run"]
+
+
+def test_out_outside_the_report_folders_is_refused_before_any_work(tmp_path):
+    elsewhere = tmp_path / "notes.md"
+    elsewhere.write_text("the user's")
+    result = run("--accelerator", "cpu", "--only", "linear_diabetes", "--out", str(elsewhere))
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.splitlines()[-1] == (f"gpu_check.py: error: argument --out: {elsewhere}: a benchmark report goes "
+                                              "to BENCHMARKS.md or into bench/results/")
+    assert elsewhere.read_text() == "the user's"

@@ -188,6 +188,11 @@ class SiameseNetwork(EmbeddingModule):
             raise ValueError(f"warp_bound: must be positive, got {model['warp_bound']}")
         if model["warp_side"] < 1:
             raise ValueError(f"warp_side: must be a positive integer, got {model['warp_side']}")
+        # Bilinear reads finer than half a pixel add nothing, while the warp's dense sampling matrix,
+        # S² x H W per image, grows with the square of S.
+        finest = 2 * max(data.input_shape[-2:]) if data is not None else None
+        if finest is not None and model["warp_side"] > finest:
+            raise ValueError(f"warp_side: at most twice the image's larger side ({finest}), got {model['warp_side']}")
         if not model["margin"] > 0:
             raise ValueError(f"margin: must be positive, got {model['margin']}")
 

@@ -125,6 +125,12 @@ def test_the_spatial_transformer_starts_as_the_image_resampled(side):
         assert torch.allclose(z, x.flatten(1), atol=1e-6)
 
 
+def test_warp_side_is_at_most_twice_the_images_side():
+    SiameseNetwork.check_config({**VALID, "warp_side": 16}, ONESHOT)
+    with pytest.raises(ValueError, match=r"^warp_side: at most twice the image's larger side \(16\), got 17$"):
+        SiameseNetwork.check_config({**VALID, "warp_side": 17}, ONESHOT)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -63,6 +63,8 @@ PER_RUN_NAMES = ("PWD", "OLDPWD", "SHLVL", "_", SWITCH, DIRECTORY, IDLE, "MEDL_S
 PRELOAD = (
     "numpy", "scipy", "scipy.signal", "torch", "lightning", "lightning.pytorch", "torchmetrics", "mlflow",
     "sklearn", "matplotlib", "matplotlib.pyplot", "networkx", "gymnasium", "torch_geometric",
+    # MLflow imports its SQL stores (SQLAlchemy, alembic) at a run's first client call: train and evaluate pay it
+    "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
 )
 FORWARDED = ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1", "SIGUSR2", "SIGQUIT", "SIGWINCH")
 HEADER = struct.Struct("!I")

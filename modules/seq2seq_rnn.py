@@ -146,14 +146,5 @@ class Seq2SeqRNN(SupervisedModule):
         """α (B, L, S): row t is target position t's weights over the source positions."""
         return self.decode(x)[1]
 
-    @torch.no_grad()
-    def generate(self, x: torch.Tensor) -> torch.Tensor:
-        """Greedy decoding (B, L): each step reads the previous step's most probable token, not the true one."""
-        tokens = x.clone()
-        start = tokens.shape[1] - self.target_length
-        for t in range(self.target_length - 1):
-            tokens[:, start + t + 1] = self(tokens)[:, t].argmax(dim=-1)
-        return self(tokens).argmax(dim=-1)
-
 
 MODEL = Seq2SeqRNN

@@ -139,14 +139,5 @@ class Seq2SeqTransformer(SupervisedModule):
         query = last.norm2(y)
         return last.multihead_attn(query, z, z, key_padding_mask=~mask, need_weights=True)[1]
 
-    @torch.no_grad()
-    def generate(self, x: torch.Tensor) -> torch.Tensor:
-        """Greedy decoding (B, L): each step reads the previous step's most probable token, not the true one."""
-        tokens = x.clone()
-        start = tokens.shape[1] - self.target_length
-        for t in range(self.target_length - 1):
-            tokens[:, start + t + 1] = self(tokens)[:, t].argmax(dim=-1)
-        return self(tokens).argmax(dim=-1)
-
 
 MODEL = Seq2SeqTransformer

@@ -56,9 +56,9 @@ def baseline_training_set(x_train, y_train) -> tuple:
     return x_train, y_train
 
 
-def baseline_rows(dataset: str) -> list[dict]:
-    """Each baseline's test metrics: the dataset's own references (pipeline/references/), then the
-    scikit-learn models'. On a dataset of graphs they see each graph's node and edge counts
+def baseline_rows(dataset: str, reference_params: dict | None = None) -> list[dict]:
+    """Each baseline's test metrics: the dataset's own references (pipeline/references/, given what they read
+    from the params, `reference_params`), then the scikit-learn models'. On a dataset of graphs they see each graph's node and edge counts
     and sorted degrees (pipeline.data.graph_invariants). On a graph dataset the baselines see the node
     features alone (not the edges), fitted on the labelled training nodes, and each is fitted again with random_state 0-9 (as
     the graph families are re-fitted, pipeline.core.evaluation.graph.SEEDS) for test/accuracy_mean and test/accuracy_std.
@@ -69,7 +69,7 @@ def baseline_rows(dataset: str) -> list[dict]:
     from pipeline.core import metrics
 
     spec = data.DATASETS[dataset].spec
-    rows = [{**row, "kind": "baseline", "dataset": dataset} for row in references.reference_rows(dataset)]
+    rows = [{**row, "kind": "baseline", "dataset": dataset} for row in references.reference_rows(dataset, reference_params)]
     if data.DATASETS[dataset].is_environment:  # no split to fit a scikit-learn model on
         return rows
     meta = data.load_meta(dataset)
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     written = {}  # every dataset is fitted before baselines/ changes: a failure leaves the old files
     for index, dataset in enumerate(datasets, 1):
         print(f"[{index}/{len(datasets)}] fitting the baselines of {dataset}", flush=True)
-        rows = baseline_rows(dataset)
+        rows = baseline_rows(dataset, references.reference_params(dataset, config))
         if (scoring.SCORERS / f"{dataset}.pt").exists():
             rows += generative_rows(dataset)
         written[f"{dataset}.json"] = json.dumps(rows, indent=1, ensure_ascii=False) + "\n"

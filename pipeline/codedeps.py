@@ -148,12 +148,20 @@ def as_json(value) -> str:
     return json.dumps(value, indent=1, sort_keys=True) + "\n"
 
 
+def reference_params(config) -> dict[str, dict]:
+    """What each dataset's reference reads from the params (pipeline.references), for the datasets that have any."""
+    from pipeline import references
+
+    datasets = sorted({experiment.dataset for experiment in config.experiments.values()})
+    return {dataset: found for dataset in datasets if (found := references.reference_params(dataset, config))}
+
+
 def stage_params(config) -> dict[str, object]:
     """The params each stage's process reads from the checked `config`, by its file's name under PARAMS."""
     return {
         "prepare": dataclasses.asdict(config.data),
         "scorer": {"download": config.data.download, "threads": config.threads},  # scikit-learn's BLAS threads
-        "baselines": {"threads": config.threads},
+        "baselines": {"threads": config.threads, "references": reference_params(config)},
         "report": {"targets": config.targets, "tracking_experiment": config.tracking_experiment,
                    "experiments": {name: {"family": e.family, "dataset": e.dataset} for name, e in config.experiments.items()}},
         **{f"experiments/{name}": dataclasses.asdict(experiment) for name, experiment in config.experiments.items()},

@@ -3,6 +3,7 @@ brute force; the TD update by hand; learning through Lightning with no optimizer
 
 from __future__ import annotations
 
+import copy
 import itertools
 
 import numpy as np
@@ -165,7 +166,39 @@ def test_check_config_names_the_key(change, message):
 def test_the_reference_row_is_value_iterations_optimum_and_its_returns():
     from pipeline.references import reference_rows
 
-    [row] = reference_rows("cliff_walking")
-    assert row["name"] == "value_iteration"
+    [row] = reference_rows("cliff_walking", {"gamma": 0.99})
+    assert row["name"] == "value_iteration" and row["family"].endswith("γ = 0.99")
     assert row["test/policy_value"] == pytest.approx(-sum(0.99 ** t for t in range(13)), abs=1e-6)
     assert row["test/mean_return"] == row["test/min_return"] == -13  # the optimal path on every test episode
+    [row] = reference_rows("cliff_walking", {"gamma": 0.9})  # V* at the discount it is given
+    assert row["test/policy_value"] == pytest.approx(-sum(0.9 ** t for t in range(13)), abs=1e-6)
+    assert reference_rows("cliff_walking") == []  # no experiment with a discount on it: no optimum to give
+
+
+def test_the_reference_discount_is_the_experiments_own(tmp_path):
+    """The value_iteration row is V* at the discount of the experiments on its environment, read from the
+    params (it was a constant kept beside them by hand); two experiments that disagree are refused."""
+    import yaml
+
+    from pipeline import codedeps
+    from pipeline.params import PARAMS_FILE, load
+    from pipeline.references import reference_params
+
+    raw = yaml.safe_load(PARAMS_FILE.read_text())
+    raw["targets"] = {}
+
+    def loaded():
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+        return load(tmp_path / "params.yaml", family_checks=False)
+
+    assert reference_params("cliff_walking", loaded()) == {"gamma": raw["experiments"]["q_learning_cliff_walking"]["model"]["gamma"]}
+    raw["experiments"]["q_learning_cliff_walking"]["model"]["gamma"] = 0.9
+    config = loaded()
+    assert reference_params("cliff_walking", config) == {"gamma": 0.9}
+    assert codedeps.stage_params(config)["baselines"]["references"]["cliff_walking"] == {"gamma": 0.9}  # reruns the baselines
+    assert reference_params("digits", config) == {}
+    raw["experiments"]["second_cliff"] = copy.deepcopy(raw["experiments"]["q_learning_cliff_walking"])
+    raw["experiments"]["second_cliff"]["model"]["gamma"] = 0.95
+    with pytest.raises(ConfigError, match=r"^experiments on cliff_walking: model.gamma is 0.9, 0.95; the value_iteration "
+                                          r"reference is the optimum at one discount: give them the same gamma$"):
+        reference_params("cliff_walking", loaded())

@@ -32,6 +32,7 @@ import ast
 import dataclasses
 import functools
 import hashlib
+import importlib
 import json
 from pathlib import Path
 
@@ -150,8 +151,10 @@ def as_json(value) -> str:
 
 def reference_params(config) -> dict[str, dict]:
     """What each dataset's reference reads from the params (pipeline.references), for the datasets that have any."""
-    from pipeline import references
-
+    # By name, not an import statement: the train stage imports this module for the resume fingerprint, and an
+    # import here would put the references, and the evaluation code they call, in every train stage's closure.
+    # This runs in the codedeps stage alone, which depends on all of pipeline/ and modules/.
+    references = importlib.import_module("pipeline.references")
     datasets = sorted({experiment.dataset for experiment in config.experiments.values()})
     return {dataset: found for dataset in datasets if (found := references.reference_params(dataset, config))}
 

@@ -210,6 +210,8 @@ class Transformer(SupervisedModule):
         pooling: Literal["cls", "mean"],  # encoder: a learned [CLS] vector's final state, or the mean over the steps
         positions: Positions,  # sinusoidal, or a learned embedding of each position
         init: Literal["default", "scaled"],  # PyTorch's initialization, or GPT-2's (module docstring)
+        window_offsets: Literal["fixed", "random"],  # decoder over a text: training windows as prepared, or moved
+        # by random offsets each epoch (pipeline.datamodules.OffsetWindows)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.causal = data.task == "sequence"
@@ -225,6 +227,7 @@ class Transformer(SupervisedModule):
         self.head = nn.Linear(width, data.num_outputs)
         if init == "scaled":
             gpt2_init(self, layers)
+        self.random_window_offsets = window_offsets == "random"
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
@@ -238,6 +241,9 @@ class Transformer(SupervisedModule):
         if model["positions"] == "alibi" and data is not None and data.task != "sequence":
             raise ValueError(f"positions: alibi biases a causal decoder's attention (task sequence), not an encoder "
                              f"of {data.task} samples; allowed here: sinusoidal, learned")
+        if model["window_offsets"] == "random" and data is not None and data.task != "sequence":
+            raise ValueError(f"window_offsets: random moves the windows of a text (task sequence), not {data.task} "
+                             "samples; allowed here: fixed")
 
     @staticmethod
     def small_config(model: dict) -> dict:

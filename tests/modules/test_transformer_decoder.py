@@ -24,7 +24,7 @@ SPEC = DataSpec("sequence", (2 * LENGTH,), 10, vocab_size=11, target_length=LENG
 
 def make_decoder(**overrides) -> Transformer:
     model = {"width": 32, "heads": 4, "layers": 2, "ff_size": 64, "dropout": 0.0, "norm": "pre", "pooling": "mean",
-             "positions": "sinusoidal", "init": "default", **overrides}
+             "positions": "sinusoidal", "init": "default", "window_offsets": "fixed", **overrides}
     Transformer.check_config(model)
     return Transformer(data=SPEC, optimizer=ADAM, scheduler=NO_SCHEDULE, **model)
 
@@ -178,19 +178,27 @@ def test_learned_positions_are_a_parameter_that_training_moves_and_the_decoder_s
     assert not any("positions" in name for name, _ in make_decoder().named_parameters())  # sinusoidal: a fixed buffer
 
 
+def test_random_window_offsets_are_the_families_request_to_the_datamodule():
+    assert make_decoder(window_offsets="random").random_window_offsets
+    assert not make_decoder().random_window_offsets
+
+
 @pytest.mark.parametrize(("change", "spec", "message"), [
     ({"positions": "rotary"}, SPEC, r"^model\.positions: unknown value 'rotary'; allowed: sinusoidal, learned, alibi$"),
     ({"positions": "alibi"}, DataSpec("multiclass", (8, 8), 10),
      r"^model\.positions: alibi biases a causal decoder's attention \(task sequence\), not an encoder of multiclass "
      r"samples; allowed here: sinusoidal, learned$"),
     ({"init": "xavier"}, SPEC, r"^model\.init: unknown value 'xavier'; allowed: default, scaled$"),
+    ({"window_offsets": "shuffled"}, SPEC, r"^model\.window_offsets: unknown value 'shuffled'; allowed: fixed, random$"),
+    ({"window_offsets": "random"}, DataSpec("multiclass", (8, 8), 10),
+     r"^model\.window_offsets: random moves the windows of a text \(task sequence\), not multiclass samples; allowed here: fixed$"),
 ])
 def test_the_new_options_are_checked_with_one_line_naming_the_key(change, spec, message):
     from pipeline.base import ConfigError
     from pipeline.params import model_kwargs
 
     model = {"width": 32, "heads": 4, "layers": 2, "ff_size": 64, "dropout": 0.0, "norm": "pre", "pooling": "mean",
-             "positions": "sinusoidal", "init": "default"}
+             "positions": "sinusoidal", "init": "default", "window_offsets": "fixed"}
     with pytest.raises(ConfigError, match=message):
         model_kwargs(Transformer, {**model, **change}, "model", spec)
 

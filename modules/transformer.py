@@ -8,7 +8,17 @@ sequence X (T × d) to Q = X W_Q, K = X W_K, V = X W_V, splits them into h heads
 d_k = d / h, attends in each head and maps the concatenated heads back with W_O.
 
 Positions. Attention alone ignores order, so the inputs get the sinusoidal embedding
-    P[t, 2i] = sin(t / 10000^{2i/d}),   P[t, 2i+1] = cos(t / 10000^{2i/d}).
+    P[t, 2i] = sin(t / 10000^{2i/d}),   P[t, 2i+1] = cos(t / 10000^{2i/d}),
+or a learned one: P a parameter (T × d), one row per position (`positions: learned`). Or none, and
+instead ALiBi's linear biases on the causal decoder's attention scores (Press et al. 2022; `positions:
+alibi`): head h of H adds −m_h (t − s) to the score of query t for key s ≤ t, m_h = 2^{−8h/H}, so
+each head starts out looking at the recent characters, over a range of its own.
+
+Initialization. PyTorch's default, or GPT-2's (`init: scaled`; Radford et al. 2019): every weight
+matrix and embedding drawn from N(0, 0.02²), biases 0, and the two matrices that write into the
+residual stream in each block (W_O and the feedforward's W₂) from N(0, (0.02 / √(2N))²) for N
+blocks, so the 2N sublayer outputs added to a position's vector sum to about the variance of one
+and the stack starts near the identity.
 
 A block adds attention and a position-wise feedforward layer FF(x) = W₂ GELU(W₁ x) to its input,
 with layer normalization after each sum (post-norm, the original transformer) or before each
@@ -36,6 +46,8 @@ from pipeline.config import OptimizerConfig, SchedulerConfig
 from pipeline.core.supervised import SupervisedModule, sequence_examples
 
 Norm = Literal["pre", "post"]
+Positions = Literal["sinusoidal", "learned", "alibi"]
+INIT_STD = 0.02  # GPT-2's standard deviation of the weights (init: scaled)
 
 
 def sinusoidal_positions(steps: int, width: int) -> torch.Tensor:
@@ -46,6 +58,19 @@ def sinusoidal_positions(steps: int, width: int) -> torch.Tensor:
     positions[:, 0::2] = torch.sin(t * frequencies)
     positions[:, 1::2] = torch.cos(t * frequencies[: width // 2])
     return positions
+
+
+def alibi_bias(heads: int, steps: int) -> torch.Tensor:
+    """B (heads, steps, steps): B[h, t, s] = −m_h (t − s) for s ≤ t and −∞ for s > t, m_h = 2^{−8(h+1)/heads}
+    (h counted from 0): ALiBi's biases, causal mask included, added to the attention scores."""
+    slopes = 2.0 ** (-8.0 * torch.arange(1, heads + 1, dtype=torch.float32) / heads)
+    distance = (torch.arange(steps)[:, None] - torch.arange(steps)[None, :]).float()  # t − s
+    return (-slopes[:, None, None] * distance).masked_fill(distance < 0, float("-inf"))
+
+
+def residual_init_std(layers: int, std: float = INIT_STD) -> float:
+    """GPT-2's standard deviation of the matrices that write into the residual stream: std / √(2 N), N blocks."""
+    return std / math.sqrt(2 * layers)
 
 
 def explicit_attention(q, k, v, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
@@ -62,7 +87,8 @@ def explicit_attention(q, k, v, mask: torch.Tensor | None = None, causal: bool =
 
 
 class MultiHeadSelfAttention(nn.Module):
-    """Q, K, V = X W_Q, X W_K, X W_V in h heads, attention in each (fused kernel), heads joined by W_O."""
+    """Q, K, V = X W_Q, X W_K, X W_V in h heads, attention in each (fused kernel), heads joined by W_O. The
+    mask is boolean (True where a query may look) or float, added to the scores (ALiBi's biases)."""
 
     def __init__(self, width: int, heads: int, dropout: float):
         super().__init__()
@@ -107,20 +133,46 @@ class Block(nn.Module):
 
 
 class Stack(nn.Module):
-    """Positions added to the embedded inputs, dropout, the blocks, and a final layer norm under pre-norm."""
+    """Positions (sinusoidal, or learned) added to the embedded inputs, dropout, the blocks, and a final
+    layer norm under pre-norm; under ALiBi no positions are added and the causal blocks get alibi_bias."""
 
-    def __init__(self, steps: int, width: int, heads: int, layers: int, ff_size: int, dropout: float, norm: Norm):
+    def __init__(self, steps: int, width: int, heads: int, layers: int, ff_size: int, dropout: float, norm: Norm,
+                 positions: Positions = "sinusoidal"):
         super().__init__()
-        self.register_buffer("positions", sinusoidal_positions(steps, width), persistent=False)
+        self.alibi = positions == "alibi"
+        if positions == "learned":
+            self.positions = nn.Parameter(torch.randn(steps, width) * INIT_STD)
+        elif self.alibi:
+            self.register_buffer("bias", alibi_bias(heads, steps), persistent=False)
+        else:
+            self.register_buffer("positions", sinusoidal_positions(steps, width), persistent=False)
         self.drop = nn.Dropout(dropout)
         self.blocks = nn.ModuleList(Block(width, heads, ff_size, dropout, norm) for _ in range(layers))
         self.final_norm = nn.LayerNorm(width) if norm == "pre" else nn.Identity()
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None, causal: bool = False) -> torch.Tensor:
-        h = self.drop(h + self.positions[: h.shape[1]])
+        if self.alibi:  # the decoder's (check_config): the biases hold the causal mask
+            mask, causal = self.bias[:, : h.shape[1], : h.shape[1]], False
+            h = self.drop(h)
+        else:
+            h = self.drop(h + self.positions[: h.shape[1]])
         for block in self.blocks:
             h = block(h, mask, causal)
         return self.final_norm(h)
+
+
+def gpt2_init(model: nn.Module, layers: int) -> None:
+    """GPT-2's initialization in place: weights and embeddings N(0, 0.02²), biases 0, each block's W_O and
+    W₂ N(0, residual_init_std(layers)²); layer norms and learned positions kept."""
+    for module in model.modules():
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, std=INIT_STD)
+        if isinstance(module, nn.Linear):
+            nn.init.zeros_(module.bias)
+    for block in model.modules():
+        if isinstance(block, Block):
+            for linear in (block.attention.out, block.feedforward[-1]):
+                nn.init.normal_(linear.weight, std=residual_init_std(layers))
 
 
 class Transformer(SupervisedModule):
@@ -156,6 +208,10 @@ class Transformer(SupervisedModule):
         dropout: float,  # on attention weights, sublayer outputs and embeddings, in [0, 1)
         norm: Norm,  # pre- or post-norm blocks
         pooling: Literal["cls", "mean"],  # encoder: a learned [CLS] vector's final state, or the mean over the steps
+        positions: Positions,  # sinusoidal, or a learned embedding of each position
+        init: Literal["default", "scaled"],  # PyTorch's initialization, or GPT-2's (module docstring)
+        window_offsets: Literal["fixed", "random"],  # decoder over a text: training windows as prepared, or moved
+        # by random offsets each epoch (pipeline.datamodules.OffsetWindows)
     ):
         super().__init__(data=data, optimizer=optimizer, scheduler=scheduler)
         self.causal = data.task == "sequence"
@@ -167,8 +223,11 @@ class Transformer(SupervisedModule):
         else:
             self.embed = nn.Linear(data.input_shape[1], width)
             self.cls = nn.Parameter(torch.zeros(1, 1, width)) if pooling == "cls" else None
-        self.stack = Stack(steps + 1, width, heads, layers, ff_size, dropout, norm)  # + 1: [CLS], or generation's last step
+        self.stack = Stack(steps + 1, width, heads, layers, ff_size, dropout, norm, positions)  # + 1: [CLS], or generation's last step
         self.head = nn.Linear(width, data.num_outputs)
+        if init == "scaled":
+            gpt2_init(self, layers)
+        self.random_window_offsets = window_offsets == "random"
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:
@@ -179,6 +238,12 @@ class Transformer(SupervisedModule):
                 raise ValueError(f"{key}: must be a positive integer, got {model[key]}")
         if model["width"] % model["heads"] or model["width"] % 2:
             raise ValueError(f"width: must be even and a multiple of heads ({model['heads']}), got {model['width']}")
+        if model["positions"] == "alibi" and data is not None and data.task != "sequence":
+            raise ValueError(f"positions: alibi biases a causal decoder's attention (task sequence), not an encoder "
+                             f"of {data.task} samples; allowed here: sinusoidal, learned")
+        if model["window_offsets"] == "random" and data is not None and data.task != "sequence":
+            raise ValueError(f"window_offsets: random moves the windows of a text (task sequence), not {data.task} "
+                             "samples; allowed here: fixed")
 
     @staticmethod
     def small_config(model: dict) -> dict:

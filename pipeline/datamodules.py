@@ -105,8 +105,56 @@ class TrainBatches:
 
     def __iter__(self):
         dataset = self.dataset
+        if isinstance(dataset, OffsetWindows):  # this epoch's offsets, a function of (seed, epoch) as the order is
+            dataset.set_epoch(self.sampler.epoch)
         for indices in self.sampler:
             yield dataset[indices]
+
+
+def window_stream(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The text that windows of T tokens at stride L tile, for x (n, T) and y (n, L), y[i] the next token of
+    x[i]'s last L positions: c_0 … c_{(n-1)L+T}, x[i] = c_{iL} … c_{iL+T-1}. A ValueError if they do not
+    tile it (consecutive windows not overlapping in T - L tokens, or targets not the inputs shifted)."""
+    steps, targets = x.shape[1], y.shape[1]
+    stream = torch.cat([x[0], x[1:, steps - targets :].flatten(), y[-1, -1:]])
+    starts = targets * torch.arange(len(x))[:, None]
+    if not (torch.equal(stream[starts + torch.arange(steps)], x)
+            and torch.equal(stream[starts + torch.arange(steps - targets + 1, steps + 1)], y)):
+        raise ValueError(f"the training windows do not tile one text at stride {targets} (the target length)")
+    return stream
+
+
+def window_offsets(n: int, stride: int, seed: int, epoch: int) -> torch.Tensor:
+    """Each of n windows' offset in an epoch, uniform in 0 … stride - 1 (0 for the last window, which
+    ends at the text's end), drawn from a generator seeded by (seed, epoch) alone, as EpochBatches' order is."""
+    import numpy as np
+
+    offsets = torch.from_numpy(np.random.default_rng([seed, epoch]).integers(0, stride, n))
+    offsets[-1] = 0
+    return offsets
+
+
+class OffsetWindows:
+    """The training windows of a text (window_stream), each moved by an offset: window i of epoch e
+    starts at i L + o_i, o_i from window_offsets(seed, e), so every epoch shows the model other windows
+    of the same training text (its characters at other positions, after other contexts), each
+    character a target about once an epoch, as in the fixed windows."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor, seed: int):
+        self.stream, self.n, self.seed = window_stream(x, y), len(x), seed
+        self.steps, self.targets = x.shape[1], y.shape[1]
+        self.set_epoch(0)
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.offsets = window_offsets(self.n, self.targets, self.seed, epoch)
+
+    def __getitem__(self, indices):
+        starts = (self.targets * indices + self.offsets[indices])[:, None]
+        x = self.stream[starts + torch.arange(self.steps)]
+        return x, self.stream[starts + torch.arange(self.steps - self.targets + 1, self.steps + 1)]
 
 
 class OneBatch:
@@ -166,11 +214,13 @@ class InMemoryDataModule(L.LightningDataModule):
     order seeded by `seed` and the epoch, each process its share under DDP: EpochBatches); validate
     and test on each whole split in one batch. A training resumed from a mid-epoch checkpoint goes on
     with the very next batch: pipeline.core.resume.ResumeState keeps the position and tells the
-    sampler (`EpochBatches.skip`)."""
+    sampler (`EpochBatches.skip`). With `random_offsets` (a sequence dataset whose training windows
+    tile one text: a family's `random_window_offsets`) each epoch's training windows start at random
+    offsets in that text (OffsetWindows)."""
 
-    def __init__(self, dataset: str, batch_size: int, seed: int):
+    def __init__(self, dataset: str, batch_size: int, seed: int, random_offsets: bool = False):
         super().__init__()
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.dataset, self.batch_size, self.seed, self.random_offsets = dataset, batch_size, seed, random_offsets
 
     INDEXED = BatchIndexDataset  # (x, y) -> a split indexed by whole batches
 
@@ -190,6 +240,8 @@ class InMemoryDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TrainBatches:
         data, trainer = self.splits["train"], self.trainer
+        if self.random_offsets:
+            data = OffsetWindows(data.x, data.y, self.seed)
         rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
         return TrainBatches(data, EpochBatches(len(data), self.batch_size, self.seed, rank, world))
 
@@ -208,13 +260,14 @@ class GraphsDataModule(InMemoryDataModule):
     INDEXED = GraphBatches
 
 
-def make_datamodule(dataset: str, batch_size: int, seed: int) -> L.LightningDataModule | None:
+def make_datamodule(dataset: str, batch_size: int, seed: int, random_offsets: bool = False) -> L.LightningDataModule | None:
     """The DataModule of a dataset's kind: batches of samples or of graphs, or the one graph (full batch); None for
-    an environment, whose family module makes its own training data (rollouts) and validation episodes."""
+    an environment, whose family module makes its own training data (rollouts) and validation episodes.
+    `random_offsets`: training windows at random offsets in their text, each epoch (OffsetWindows)."""
     if DATASETS[dataset].is_environment:
         return None
     if DATASETS[dataset].kind == "graph":
         return GraphDataModule(dataset)
     if DATASETS[dataset].kind == "graphs":
         return GraphsDataModule(dataset, batch_size, seed)
-    return InMemoryDataModule(dataset, batch_size, seed)
+    return InMemoryDataModule(dataset, batch_size, seed, random_offsets)

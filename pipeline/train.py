@@ -123,7 +123,7 @@ def _fit(experiment, model_cls, decision, stop, leader: bool, system_metrics: bo
         scheduler=experiment.scheduler,
         **experiment.model,
     )
-    datamodule = make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed)
+    datamodule = make_datamodule(experiment.dataset, experiment.batch_size, experiment.seed, model.random_window_offsets)
     fitted = torch.compile(model) if experiment.trainer.compile else model
 
     out_dir = ROOT / "models" / experiment.name

@@ -73,6 +73,9 @@ class FamilyModule(L.LightningModule):
     # Operations its training needs that have no deterministic CUDA kernel (PyTorch's
     # torch.use_deterministic_algorithms list), with what they are for; empty when there are none.
     NONDETERMINISTIC_ON_CUDA = ""
+    # An instance's choice (from its params): True moves each epoch's training windows of a text by random
+    # offsets (pipeline.datamodules.OffsetWindows); the train stage builds the DataModule accordingly.
+    random_window_offsets = False
 
     @staticmethod
     def check_config(model: dict, data: DataSpec | None = None) -> None:

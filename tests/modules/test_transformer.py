@@ -25,7 +25,8 @@ from conftest import fit_batch
 ADAM = OptimizerConfig(name="adam", lr=3e-3, weight_decay=0.0, momentum=0.0, nesterov=False)
 NO_SCHEDULE = SchedulerConfig(name="none", step_size=1, gamma=1.0, warmup_epochs=0)
 ROWS = DataSpec("multiclass", (8, 8), 10)
-MODEL = {"width": 16, "heads": 4, "layers": 2, "ff_size": 32, "dropout": 0.0, "norm": "pre", "pooling": "cls"}
+MODEL = {"width": 16, "heads": 4, "layers": 2, "ff_size": 32, "dropout": 0.0, "norm": "pre", "pooling": "cls",
+         "positions": "sinusoidal", "init": "default", "window_offsets": "fixed"}
 
 
 def make_encoder(spec: DataSpec = ROWS, **overrides) -> Transformer:

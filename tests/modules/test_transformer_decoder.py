@@ -23,7 +23,8 @@ SPEC = DataSpec("sequence", (2 * LENGTH,), 10, vocab_size=11, target_length=LENG
 
 
 def make_decoder(**overrides) -> Transformer:
-    model = {"width": 32, "heads": 4, "layers": 2, "ff_size": 64, "dropout": 0.0, "norm": "pre", "pooling": "mean", **overrides}
+    model = {"width": 32, "heads": 4, "layers": 2, "ff_size": 64, "dropout": 0.0, "norm": "pre", "pooling": "mean",
+             "positions": "sinusoidal", "init": "default", "window_offsets": "fixed", **overrides}
     Transformer.check_config(model)
     return Transformer(data=SPEC, optimizer=ADAM, scheduler=NO_SCHEDULE, **model)
 
@@ -140,3 +141,99 @@ def test_examples_show_prompt_target_greedy_and_sampled_outputs():
     assert prompt.split() == [str(t) for t in x[0, : LENGTH + 1].tolist()]
     assert target.split() == [str(t) for t in y[0].tolist()]
     assert greedy.split() == [str(t) for t in decoder.generate(x[:1, : LENGTH + 1], LENGTH)[0].tolist()]
+
+
+def test_scaled_init_draws_gpt2s_standard_deviations():
+    """init: scaled: weights and embeddings N(0, 0.02²), biases 0, each block's W_O and W₂ with standard
+    deviation 0.02 / √(2N) (N = 4 blocks: 0.02 / √8), layer norms as PyTorch makes them."""
+    from modules.transformer import residual_init_std
+
+    assert residual_init_std(4) == pytest.approx(0.02 / 8**0.5)
+    torch.manual_seed(0)
+    decoder = make_decoder(width=64, layers=4, ff_size=256, init="scaled")
+    blocks = decoder.stack.blocks
+    residual = torch.cat([w.flatten() for b in blocks for w in (b.attention.out.weight, b.feedforward[-1].weight)])
+    others = torch.cat([decoder.embed.weight.flatten(), decoder.head.weight.flatten()]
+                       + [w.flatten() for b in blocks for w in (b.attention.qkv.weight, b.feedforward[0].weight)])
+    assert residual.std().item() == pytest.approx(0.02 / 8**0.5, rel=0.03)
+    assert others.std().item() == pytest.approx(0.02, rel=0.03)
+    assert all((b.attention.out.bias == 0).all() and (b.feedforward[-1].bias == 0).all() for b in blocks)
+    assert all((b.norm1.weight == 1).all() and (b.norm1.bias == 0).all() for b in blocks)
+
+
+def test_learned_positions_are_a_parameter_that_training_moves_and_the_decoder_stays_causal():
+    torch.manual_seed(4)
+    decoder = make_decoder(positions="learned")
+    assert isinstance(decoder.stack.positions, torch.nn.Parameter)
+    assert decoder.stack.positions.shape == (2 * LENGTH + 1, 32)
+    before = decoder.stack.positions.detach().clone()
+    x, y = reverse_batch(16, 4)
+    fit_batch(decoder, x, y, steps=3)
+    assert not torch.equal(before, decoder.stack.positions.detach())
+    decoder.eval()
+    changed = x.clone()
+    changed[:, 3] = (changed[:, 3] + 1) % 11
+    with torch.no_grad():
+        torch.testing.assert_close(decoder.scores(x)[:, :3], decoder.scores(changed)[:, :3])
+    assert not any("positions" in name for name, _ in make_decoder().named_parameters())  # sinusoidal: a fixed buffer
+
+
+def test_random_window_offsets_are_the_families_request_to_the_datamodule():
+    assert make_decoder(window_offsets="random").random_window_offsets
+    assert not make_decoder().random_window_offsets
+
+
+@pytest.mark.parametrize(("change", "spec", "message"), [
+    ({"positions": "rotary"}, SPEC, r"^model\.positions: unknown value 'rotary'; allowed: sinusoidal, learned, alibi$"),
+    ({"positions": "alibi"}, DataSpec("multiclass", (8, 8), 10),
+     r"^model\.positions: alibi biases a causal decoder's attention \(task sequence\), not an encoder of multiclass "
+     r"samples; allowed here: sinusoidal, learned$"),
+    ({"init": "xavier"}, SPEC, r"^model\.init: unknown value 'xavier'; allowed: default, scaled$"),
+    ({"window_offsets": "shuffled"}, SPEC, r"^model\.window_offsets: unknown value 'shuffled'; allowed: fixed, random$"),
+    ({"window_offsets": "random"}, DataSpec("multiclass", (8, 8), 10),
+     r"^model\.window_offsets: random moves the windows of a text \(task sequence\), not multiclass samples; allowed here: fixed$"),
+])
+def test_the_new_options_are_checked_with_one_line_naming_the_key(change, spec, message):
+    from pipeline.base import ConfigError
+    from pipeline.params import model_kwargs
+
+    model = {"width": 32, "heads": 4, "layers": 2, "ff_size": 64, "dropout": 0.0, "norm": "pre", "pooling": "mean",
+             "positions": "sinusoidal", "init": "default", "window_offsets": "fixed"}
+    with pytest.raises(ConfigError, match=message):
+        model_kwargs(Transformer, {**model, **change}, "model", spec)
+
+
+def test_alibi_bias_follows_the_formula_entry_by_entry():
+    from modules.transformer import alibi_bias
+
+    heads, steps = 4, 6
+    bias = alibi_bias(heads, steps)
+    for h in range(heads):
+        slope = 2.0 ** (-8.0 * (h + 1) / heads)  # 1/4, 1/16, 1/64, 1/256
+        for t in range(steps):
+            for s in range(steps):
+                expected = -slope * (t - s) if s <= t else float("-inf")
+                assert bias[h, t, s].item() == pytest.approx(expected), (h, t, s)
+
+
+def test_alibi_decoder_attends_with_softmax_of_scores_plus_the_biases():
+    """One pre-norm block under ALiBi equals attention written out: softmax(Q Kᵀ / √d_k + B_h) V per head, the
+    embedded tokens with no positions added; and the decoder stays causal."""
+    from modules.transformer import alibi_bias
+
+    torch.manual_seed(5)
+    decoder = make_decoder(positions="alibi").eval()
+    tokens, _ = reverse_batch(3, 5)
+    block = decoder.stack.blocks[0]
+    h = decoder.embed(tokens)
+    q, k, v = block.attention.project(block.norm1(h))
+    scores = q @ k.transpose(-2, -1) / (32 / 4) ** 0.5 + alibi_bias(4, tokens.shape[1])
+    heads = scores.softmax(-1) @ v
+    expected = h + block.attention.out(heads.transpose(1, 2).flatten(2))
+    expected = expected + block.feedforward(block.norm2(expected))
+    with torch.no_grad():
+        torch.testing.assert_close(block(h, decoder.stack.bias[:, :10, :10]), expected)
+        changed = tokens.clone()
+        changed[:, 4] = (changed[:, 4] + 1) % 11
+        torch.testing.assert_close(decoder.scores(tokens)[:, :4], decoder.scores(changed)[:, :4])
+    assert not any("positions" in name for name, _ in decoder.named_buffers())

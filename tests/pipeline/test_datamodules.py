@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import pytest
 import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
@@ -102,3 +103,88 @@ def test_batches_stay_as_they_are_on_the_cpu_and_move_to_another_device():
     assert x.device.type == y.device.type == "meta" and x.shape == (4, 3)
 
 
+
+
+def tiled_text(length: int, window: int, targets: int, seed: int = 0) -> tuple[torch.Tensor, tuple[np.ndarray, np.ndarray]]:
+    """A random text and its windows of `window` tokens whose last `targets` are targets (docstrings.windows)."""
+    from pipeline.datasets.docstrings import windows
+
+    text = np.random.default_rng(seed).integers(0, 97, length)
+    return torch.from_numpy(text), windows(text, window, targets)
+
+
+def test_window_stream_is_the_text_the_windows_were_cut_from():
+    text, (x, y) = tiled_text(1000, 16, 12)
+    stream = datamodules.window_stream(torch.from_numpy(x), torch.from_numpy(y))
+    assert torch.equal(stream, text[: 12 * (len(x) - 1) + 16 + 1])
+    _, (x, y) = tiled_text(100, 8, 8)  # windows that are all targets (docstrings'): stride T, no overlap
+    assert torch.equal(datamodules.window_stream(torch.from_numpy(x), torch.from_numpy(y))[:8], torch.from_numpy(x[0]))
+
+
+def test_window_stream_refuses_windows_that_do_not_tile_a_text():
+    _, (x, y) = tiled_text(1000, 16, 12)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    with pytest.raises(ValueError, match="do not tile one text at stride 12"):
+        datamodules.window_stream(x[torch.randperm(len(x), generator=torch.Generator().manual_seed(0))], y)
+    with pytest.raises(ValueError, match="do not tile"):
+        datamodules.window_stream(x, torch.roll(y, 1, dims=1))
+
+
+def test_window_offsets_depend_on_seed_and_epoch_alone_and_keep_the_last_window_in_the_text():
+    offsets = datamodules.window_offsets(500, 12, seed=3, epoch=2)
+    assert torch.equal(offsets, datamodules.window_offsets(500, 12, seed=3, epoch=2))
+    assert not torch.equal(offsets, datamodules.window_offsets(500, 12, seed=3, epoch=1))
+    assert not torch.equal(offsets, datamodules.window_offsets(500, 12, seed=4, epoch=2))
+    assert offsets.min() == 0 and offsets.max() == 11 and offsets[-1] == 0
+    assert set(offsets[:-1].tolist()) == set(range(12))
+
+
+def test_offset_windows_are_the_windows_of_the_text_at_the_moved_starts():
+    """Window i at offset o: inputs c_s … c_{s+T-1} and targets c_{s+T-L+1} … c_{s+T}, s = iL + o, cut from
+    the text itself (not from the stored windows)."""
+    text, (x, y) = tiled_text(1000, 16, 12)
+    windows = datamodules.OffsetWindows(torch.from_numpy(x), torch.from_numpy(y), seed=1)
+    windows.set_epoch(4)
+    offsets = datamodules.window_offsets(len(x), 12, seed=1, epoch=4)
+    indices = torch.tensor([0, 5, len(x) - 1, 17])
+    xb, yb = windows[indices]
+    for row, i in enumerate(indices.tolist()):
+        s = 12 * i + int(offsets[i])
+        assert torch.equal(xb[row], text[s : s + 16]) and torch.equal(yb[row], text[s + 5 : s + 17])
+    assert torch.equal(xb[:, 1:][:, -11:], yb[:, :-1])  # the targets are the inputs' next tokens
+
+
+def test_a_lightning_fit_with_random_offsets_sees_each_epochs_offsets(monkeypatch):
+    """Through make_datamodule and a fit, as the train stage builds them: epoch e's batches are the
+    windows of EpochBatches' order for e moved by window_offsets(seed, e); the validation split stays fixed."""
+    import lightning as L
+
+    _, (x, y) = tiled_text(2000, 16, 12)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
+    monkeypatch.setattr(datamodules, "load_split", lambda dataset, name: (x, y))
+
+    class Recorder(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.weight = torch.nn.Parameter(torch.zeros(()))
+            self.seen: dict[int, list[torch.Tensor]] = {}
+
+        def training_step(self, batch, batch_idx):
+            self.seen.setdefault(self.current_epoch, []).append(batch[0].clone())
+            return (self.weight * batch[0].sum()) ** 2
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    model = Recorder()
+    datamodule = make_datamodule("docstrings_long", 32, seed=5, random_offsets=True)
+    quiet_trainer(max_epochs=2, limit_val_batches=0).fit(model, datamodule=datamodule)
+    windows, sampler = datamodules.OffsetWindows(x, y, seed=5), datamodules.EpochBatches(len(x), 32, seed=5)
+    for epoch in range(2):
+        sampler.set_epoch(epoch)
+        windows.set_epoch(epoch)
+        expected = [windows[indices][0] for indices in sampler]
+        assert all(torch.equal(a, b) for a, b in zip(model.seen[epoch], expected, strict=True)), epoch
+    assert not any(torch.equal(a, x[indices]) for a, indices in zip(model.seen[0], sampler))  # moved, not as stored
+    ((x_val, _),) = list(datamodule.val_dataloader())
+    assert torch.equal(x_val, x)

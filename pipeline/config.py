@@ -100,9 +100,15 @@ class TrainerConfig:
     compile: bool
     deterministic: Deterministic
     threads: int  # intra-op CPU threads (torch.set_num_threads): results depend on it, so it is a param
+    ema_decay: float  # 0 = off; else the weights kept are an exponential moving average of the iterates
 
     def check(self, path: str) -> None:
         _positive(self.threads, f"{path}.threads")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"{path}.ema_decay: must be in [0, 1) (0 = off), got {self.ema_decay}")
+        if self.ema_decay and self.strategy in ("fsdp", "deepspeed"):  # Lightning's WeightAveraging: no sharded models
+            raise ConfigError(f"{path}.ema_decay: Lightning averages whole models only, not {self.strategy}'s shards; "
+                              "allowed with ema_decay: auto, ddp, ddp_spawn")
         _at_most(self.threads, MAX_THREADS, f"{path}.threads", str(MAX_THREADS))
         _positive(self.devices, f"{path}.devices")
         _positive(self.num_nodes, f"{path}.num_nodes")

@@ -12,14 +12,14 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint, TQDMProgressBar
+from lightning.pytorch.callbacks import Callback, EarlyStopping, EMAWeightAveraging, ModelCheckpoint, TQDMProgressBar
 from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from pipeline import files
-from pipeline.config import ExperimentConfig
+from pipeline.config import ExperimentConfig, TrainerConfig
 from pipeline.params import family_class
 
 SYSTEM_METRICS_SECONDS = 2.0  # between two samples of MLflow's system metrics: a training of seconds gets some
@@ -187,6 +187,12 @@ class SystemMetrics(Callback):
             warnings.warn(f"MLflow system metrics: the last sample was not logged ({type(error).__name__}: {error})")
 
 
+def weight_averaging(trainer: TrainerConfig) -> list[Callback]:
+    """Lightning's exponential moving average of the weights where params ask for it (trainer.ema_decay):
+    validation, checkpoints and the model left after the fit then use the average."""
+    return [EMAWeightAveraging(decay=trainer.ema_decay)] if trainer.ema_decay else []
+
+
 def build_trainer(
     experiment: ExperimentConfig,
     checkpoint_dir: Path,
@@ -207,6 +213,7 @@ def build_trainer(
                  curve, EpochProgressBar(), *extra_callbacks]  # the learning rate: train/lr, logged by the module
     if stopping.patience:
         callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
+    callbacks += weight_averaging(experiment.trainer)
     if system_metrics and run_id is not None:
         callbacks.append(SystemMetrics(run_id, tracking_uri))
     t = experiment.trainer

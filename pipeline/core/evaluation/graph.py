@@ -8,11 +8,12 @@ import logging
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.callbacks import Callback, EarlyStopping, WeightAveraging
 
 from pipeline import data
 from pipeline.core.evaluation import Context, supervised
 from pipeline.datamodules import make_datamodule
+from pipeline.core.trainer import weight_averaging
 from pipeline.params import family_class
 
 SEEDS = tuple(range(10))  # a graph experiment's re-fits behind test/accuracy_mean and test/accuracy_std
@@ -30,7 +31,7 @@ def evaluate(model, context: Context) -> dict[str, float] | None:
 
 class KeepBest(Callback):
     """Keeps, in memory, the weights of the best epoch by `monitor` (the first, on ties), as the train
-    stage's best checkpoint does."""
+    stage's best checkpoint does: under weight averaging, the average, which the checkpoint holds."""
 
     def __init__(self, monitor: str, mode: str):
         self.monitor, self.mode = monitor, mode
@@ -39,7 +40,11 @@ class KeepBest(Callback):
     def on_validation_end(self, trainer, module) -> None:
         value = float(trainer.callback_metrics[self.monitor])
         if self.best is None or (value < self.best if self.mode == "min" else value > self.best):
-            self.best, self.state = value, copy.deepcopy(module.state_dict())
+            checkpoint = {"state_dict": module.state_dict()}
+            for callback in trainer.callbacks:  # the averaging callback's own hook puts its average in a checkpoint
+                if isinstance(callback, WeightAveraging):
+                    callback.on_save_checkpoint(trainer, module, checkpoint)
+            self.best, self.state = value, copy.deepcopy(checkpoint["state_dict"])
 
 
 def refit(experiment, seed: int):
@@ -61,7 +66,7 @@ def refit(experiment, seed: int):
         precision=experiment.trainer.precision, gradient_clip_val=experiment.trainer.gradient_clip_val or None,
         deterministic=experiment.trainer.deterministic,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=callbacks,
+        num_sanity_val_steps=0, callbacks=callbacks + weight_averaging(experiment.trainer),
     )
     trainer.fit(model, datamodule=make_datamodule(experiment.dataset, experiment.batch_size, seed))
     if experiment.checkpoint == "best":

@@ -67,7 +67,7 @@ def test_enable_appends_several_in_the_order_given_and_keeps_the_rest_valid(para
     config = params.load(params_file)
     assert list(config.experiments)[-2:] == ["mnist_softmax", "mnist_least_squares"]
     assert list(config.examples) == ["mnist_least_squares_ovo", "mnist_logistic_ovr", "mnist_logistic_ovo", "mnist_mlp", "mnist_cnn",
-                                     "gru_docstrings_large", "gru_attention_reverse_large"]
+                                     "gru_docstrings_large", "transformer_docstrings_large", "gru_attention_reverse_large"]
     examples.enable(list(config.examples), params_file)
     assert params.load(params_file).examples == {}
 
@@ -86,7 +86,7 @@ def test_enable_opts_a_downloaded_dataset_in_and_keeps_the_download_line_as_writ
 
 
 @pytest.mark.parametrize(("names", "message"), [
-    (["nope"], r"^unknown example 'nope'; params.yaml's examples: mnist_least_squares, mnist_least_squares_ovo, mnist_logistic_ovr, mnist_logistic_ovo, mnist_softmax, mnist_mlp, mnist_cnn, gru_docstrings_large, gru_attention_reverse_large$"),
+    (["nope"], r"^unknown example 'nope'; params.yaml's examples: mnist_least_squares, mnist_least_squares_ovo, mnist_logistic_ovr, mnist_logistic_ovo, mnist_softmax, mnist_mlp, mnist_cnn, gru_docstrings_large, transformer_docstrings_large, gru_attention_reverse_large$"),
     (["mnist_mlp", "mlp_digits"], r"^mlp_digits: already an experiment \(enabled\)$"),
 ])
 def test_enable_rejects_a_name_that_is_not_an_example_and_writes_nothing(params_file, names, message):
@@ -105,7 +105,7 @@ def test_the_command_reports_an_unknown_name_in_one_line_with_exit_code_2(params
     assert cli.run(examples.main, ["--params", str(params_file), "enable", "nope"]) == 2
     assert capsys.readouterr().err == (
         "error: unknown example 'nope'; params.yaml's examples: "
-        "mnist_least_squares, mnist_least_squares_ovo, mnist_logistic_ovr, mnist_logistic_ovo, mnist_softmax, mnist_mlp, mnist_cnn, gru_docstrings_large, gru_attention_reverse_large\n")
+        "mnist_least_squares, mnist_least_squares_ovo, mnist_logistic_ovr, mnist_logistic_ovo, mnist_softmax, mnist_mlp, mnist_cnn, gru_docstrings_large, transformer_docstrings_large, gru_attention_reverse_large\n")
     assert cli.run(examples.main, ["--params", str(params_file), "list"]) == 0
     listed = capsys.readouterr().out.splitlines()
     assert listed[0].split() == ["example", "mnist_least_squares", "least_squares_classifier", "mnist", "(downloaded)"]

@@ -70,10 +70,10 @@ def test_examples_are_validated_but_are_not_experiments():
     config = params.load()
     assert list(config.examples) == ["mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr",
                                      "mnist_logistic_ovo", "mnist_softmax", "mnist_mlp", "mnist_cnn",
-                                     "gru_docstrings_large", "gru_attention_reverse_large"]
+                                     "gru_docstrings_large", "transformer_docstrings_large", "gru_attention_reverse_large"]
     assert not set(config.examples) & set(config.experiments)
     assert [config.examples[name].family for name in config.examples] == [
-        "least_squares_classifier", "least_squares_ovo", "logistic_ovr", "logistic_ovo", "softmax_regression", "mlp", "cnn", "rnn", "seq2seq_rnn"]
+        "least_squares_classifier", "least_squares_ovo", "logistic_ovr", "logistic_ovo", "softmax_regression", "mlp", "cnn", "rnn", "transformer", "seq2seq_rnn"]
     assert config.examples["mnist_mlp"].optimizer.lr == pytest.approx(2e-3)  # merged over defaults, typed
     with pytest.raises(ConfigError, match=r"^'mnist_cnn' is an example, disabled; enable it first: python -m pipeline\.examples enable mnist_cnn$"):
         params.load_experiment("mnist_cnn")
@@ -85,7 +85,7 @@ def test_an_examples_targets_are_validated_and_wait_until_it_is_enabled():
     config = params.load()
     assert set(config.targets) - set(config.experiments) == {
         "mnist_least_squares", "mnist_least_squares_ovo", "mnist_logistic_ovr", "mnist_logistic_ovo", "mnist_softmax",
-        "gru_docstrings_large", "gru_attention_reverse_large"}
+        "gru_docstrings_large", "transformer_docstrings_large", "gru_attention_reverse_large"}
     assert config.targets["mnist_least_squares_ovo"] == [{"metric": "test/accuracy", "book": 0.9297, "at_least_delta": -0.01}]
 
 

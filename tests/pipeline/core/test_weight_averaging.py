@@ -105,3 +105,11 @@ def test_ema_decay_outside_zero_to_one_is_refused(decay):
     trainer = dataclasses.replace(CONFIG.experiments["mlp_digits"].trainer, ema_decay=decay)
     with pytest.raises(ConfigError, match=r"^experiments\.mlp_digits\.trainer\.ema_decay: must be in \[0, 1\) \(0 = off\)"):
         trainer.check("experiments.mlp_digits.trainer")
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "deepspeed"])
+def test_ema_decay_with_a_sharding_strategy_is_refused(strategy):
+    trainer = dataclasses.replace(CONFIG.experiments["mlp_digits"].trainer, ema_decay=0.99, strategy=strategy)
+    with pytest.raises(ConfigError, match=rf"^experiments\.mlp_digits\.trainer\.ema_decay: Lightning averages whole "
+                                          rf"models only, not {strategy}'s shards; allowed with ema_decay: auto, ddp, ddp_spawn$"):
+        trainer.check("experiments.mlp_digits.trainer")

@@ -55,26 +55,32 @@ def test_train_loader_covers_the_training_split_once_per_epoch(prepared_toy):
     assert not torch.equal(torch.cat(batches), x_train)  # shuffled
 
 
-def test_a_lightning_fit_trains_each_epoch_in_that_epochs_seeded_order(prepared_toy):
-    """Lightning sets the epoch on the training batches (an iterable, not a DataLoader) through their
-    `sampler`: each epoch of a fit sees the order EpochBatches gives for that epoch, and epochs differ."""
+def batch_recorder():
+    """A LightningModule that learns nothing (lr 0) and records the inputs of each epoch's batches."""
     import lightning as L
 
-    class Recorder(L.LightningModule):
+    class BatchRecorder(L.LightningModule):
         def __init__(self):
             super().__init__()
             self.weight = torch.nn.Parameter(torch.zeros(()))
             self.seen: dict[int, list[torch.Tensor]] = {}
 
         def training_step(self, batch, batch_idx):
-            x, _ = batch
-            self.seen.setdefault(self.current_epoch, []).append(x.clone())
-            return (self.weight * x.sum()) ** 2
+            self.seen.setdefault(self.current_epoch, []).append(batch[0].clone())
+            return (self.weight * batch[0].sum()) ** 2
 
         def configure_optimizers(self):
             return torch.optim.SGD(self.parameters(), lr=0.0)
 
-    model = Recorder()
+    return BatchRecorder()
+
+
+def test_a_lightning_fit_trains_each_epoch_in_that_epochs_seeded_order(prepared_toy):
+    """Lightning sets the epoch on the training batches (an iterable, not a DataLoader) through their
+    `sampler`: each epoch of a fit sees the order EpochBatches gives for that epoch, and epochs differ."""
+    import lightning as L
+
+    model = batch_recorder()
     quiet_trainer(max_epochs=3, limit_val_batches=0).fit(model, datamodule=make_datamodule(prepared_toy, 32, seed=5))
     x_train, _ = data.load_split(prepared_toy, "train")
     sampler = datamodules.EpochBatches(len(x_train), 32, seed=5)
@@ -163,20 +169,7 @@ def test_a_lightning_fit_with_random_offsets_sees_each_epochs_offsets(monkeypatc
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     monkeypatch.setattr(datamodules, "load_split", lambda dataset, name: (x, y))
 
-    class Recorder(L.LightningModule):
-        def __init__(self):
-            super().__init__()
-            self.weight = torch.nn.Parameter(torch.zeros(()))
-            self.seen: dict[int, list[torch.Tensor]] = {}
-
-        def training_step(self, batch, batch_idx):
-            self.seen.setdefault(self.current_epoch, []).append(batch[0].clone())
-            return (self.weight * batch[0].sum()) ** 2
-
-        def configure_optimizers(self):
-            return torch.optim.SGD(self.parameters(), lr=0.0)
-
-    model = Recorder()
+    model = batch_recorder()
     datamodule = make_datamodule("docstrings_long", 32, seed=5, random_offsets=True)
     quiet_trainer(max_epochs=2, limit_val_batches=0).fit(model, datamodule=datamodule)
     windows, sampler = datamodules.OffsetWindows(x, y, seed=5), datamodules.EpochBatches(len(x), 32, seed=5)

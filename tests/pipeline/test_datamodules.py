@@ -78,8 +78,6 @@ def batch_recorder():
 def test_a_lightning_fit_trains_each_epoch_in_that_epochs_seeded_order(prepared_toy):
     """Lightning sets the epoch on the training batches (an iterable, not a DataLoader) through their
     `sampler`: each epoch of a fit sees the order EpochBatches gives for that epoch, and epochs differ."""
-    import lightning as L
-
     model = batch_recorder()
     quiet_trainer(max_epochs=3, limit_val_batches=0).fit(model, datamodule=make_datamodule(prepared_toy, 32, seed=5))
     x_train, _ = data.load_split(prepared_toy, "train")
@@ -163,8 +161,6 @@ def test_offset_windows_are_the_windows_of_the_text_at_the_moved_starts():
 def test_a_lightning_fit_with_random_offsets_sees_each_epochs_offsets(monkeypatch):
     """Through make_datamodule and a fit, as the train stage builds them: epoch e's batches are the
     windows of EpochBatches' order for e moved by window_offsets(seed, e); the validation split stays fixed."""
-    import lightning as L
-
     _, (x, y) = tiled_text(2000, 16, 12)
     x, y = torch.from_numpy(x), torch.from_numpy(y)
     monkeypatch.setattr(datamodules, "load_split", lambda dataset, name: (x, y))

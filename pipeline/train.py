@@ -159,7 +159,7 @@ def _fit(experiment, model_cls, decision, stop, leader: bool, system_metrics: bo
     staging.mkdir(parents=True)
     # Only what params, data and code determine goes into models/EXPERIMENT (DVC hashes it): the slim
     # checkpoint and the config. What varies run to run goes to the MLflow run and runs/EXPERIMENT.json.
-    files.write_bytes(staging / "best.ckpt", served.slim_checkpoint(checkpoints / "best.ckpt"))
+    files.write_bytes(staging / "best.ckpt", served.slim_checkpoint(resume.kept(experiment)))
     files.write_text(staging / "config.json", json.dumps(experiment.flat(), indent=2) + "\n")
     mlflow_client.log_artifact(run_id, str(staging / "best.ckpt"), "checkpoint")
     mlflow_client.log_artifact(run_id, str(staging / "config.json"))

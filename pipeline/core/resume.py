@@ -4,15 +4,15 @@ checkpoints/EXPERIMENT/ lies outside every DVC output, so DVC's deletion of a st
 it reruns does not touch it. While an experiment trains it holds:
 
     resume.json    the MLflow run id and a fingerprint of what the training depends on
-    last.ckpt      the whole training state at the end of every epoch (Lightning's save_last)
+    last.ckpt      the whole training state at the end of every epoch
     requeue.ckpt   the state when SLURM asked the job to make room (SIGUSR1, `--signal=SIGUSR1@90`)
     interrupt.ckpt the state when the training was stopped by SIGTERM or SIGINT
-    best.ckpt      the weights kept so far (`checkpoint: last` or `best`)
+    best.ckpt      the best epoch's state so far, under `checkpoint: best` (under `last`, last.ckpt's are kept)
 
 and beside it checkpoints/EXPERIMENT.lock, which the training holds while it runs (one training of an
 experiment at a time).
 
-A training that finishes moves best.ckpt into models/EXPERIMENT/ and deletes the folder. A training
+A training that finishes moves the kept weights into models/EXPERIMENT/best.ckpt and deletes the folder. A training
 that starts and finds the folder with the same fingerprint (same params, family code and prepared
 data) resumes from the newest checkpoint in it, into the same MLflow run; with another fingerprint it
 starts afresh and says why. The decision is made once, in the process DVC started, and handed to
@@ -86,6 +86,11 @@ def fingerprint(experiment: ExperimentConfig) -> str:
     meta = ROOT / "data" / "prepared" / experiment.dataset / "meta.json"
     digest.update(meta.read_bytes() if meta.exists() else b"")
     return digest.hexdigest()
+
+
+def kept(experiment: ExperimentConfig) -> Path:
+    """The checkpoint whose weights a finished training keeps: the best epoch's, or the last's."""
+    return folder(experiment) / ("best.ckpt" if experiment.checkpoint == "best" else "last.ckpt")
 
 
 def newest_checkpoint(where: Path) -> Path | None:

@@ -205,7 +205,7 @@ def build_trainer(
     """The Trainer of one experiment. `run_id` is None on processes other than global rank 0, whose
     logger then logs nothing (Lightning's loggers log from rank 0 only), and which record no system
     metrics (`system_metrics`: params.yaml's tracking.system_metrics). Checkpoints are written at
-    each epoch's end into `checkpoint_dir`: best.ckpt (the weights kept) and last.ckpt (to resume).
+    each epoch's end into `checkpoint_dir`: last.ckpt (to resume), and best.ckpt under `checkpoint: best`.
     Each process takes its own share of the training data (pipeline.datamodules.EpochBatches), so
     Lightning's DistributedSampler is off."""
     stopping = experiment.early_stopping
@@ -255,8 +255,9 @@ def strategy(name: str, world_size: int, unused_parameters: bool) -> str:
 
 
 def checkpoints(folder: Path, monitor: str | None, mode: str) -> list[ModelCheckpoint]:
-    """best.ckpt, the weights kept (of the best epoch by `monitor`, or of the last epoch when it is None),
-    and last.ckpt, the whole state at every epoch's end, a file of its own.
+    """last.ckpt, the whole state at every epoch's end, and with a `monitor`, best.ckpt, the best epoch's
+    by it, a file of its own. Without a monitor the weights kept are last.ckpt's (resume.kept): a second
+    file would hold the same state, serialized and synced once more every epoch.
 
     Not Lightning's save_last: it writes last.ckpt only in an epoch that also wrote best.ckpt
     (save_last="link" links it to that file), so once the monitored value stops improving the
@@ -264,7 +265,7 @@ def checkpoints(folder: Path, monitor: str | None, mode: str) -> list[ModelCheck
     epoch's end, after the epoch's curve row is in the callbacks' state."""
     common = dict(dirpath=folder, save_top_k=1, auto_insert_metric_name=False, enable_version_counter=False,
                   save_on_train_epoch_end=True)
-    if monitor is None:  # best.ckpt is this epoch's too, last.ckpt a copy (two without a monitor: one Lightning state key)
-        return [ModelCheckpoint(filename="best", save_last=True, **common)]
-    return [ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **common),
-            ModelCheckpoint(filename="last", **common)]
+    last = ModelCheckpoint(filename="last", **common)
+    if monitor is None:
+        return [last]
+    return [ModelCheckpoint(filename="best", monitor=monitor, mode=mode, **common), last]

@@ -28,6 +28,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
 from pipeline import cli, files
+from pipeline.core import resume
 from pipeline.core.trainer import LearningCurve, build_trainer
 from pipeline.params import load_experiment
 
@@ -91,11 +92,11 @@ class Toy(L.LightningModule):
         checkpoint["padding"] = torch.zeros(self.padding, dtype=torch.uint8)
 
 
-def fit_like_the_pipeline(folder: Path, model, epochs: int):
+def fit_like_the_pipeline(folder: Path, model, epochs: int, checkpoint: str = "best"):
     """`model` fitted by a Trainer with the pipeline's checkpoint callbacks and checkpoint writer
-    (pipeline.core.trainer.build_trainer's), checkpoint: best by val/loss; no logger, no progress bar."""
+    (pipeline.core.trainer.build_trainer's), `checkpoint` best by val/loss or last; no logger, no progress bar."""
     _, experiment = load_experiment("mlp_digits")
-    experiment = dataclasses.replace(experiment, checkpoint="best", max_epochs=epochs, early_stopping=dataclasses.replace(
+    experiment = dataclasses.replace(experiment, checkpoint=checkpoint, max_epochs=epochs, early_stopping=dataclasses.replace(
         experiment.early_stopping, monitor="val/loss", mode="min", patience=0))
     built = build_trainer(experiment, folder, "http://127.0.0.1:9", None, LearningCurve())  # never asked: no logger below
     trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
@@ -125,6 +126,30 @@ def test_last_ckpt_holds_the_latest_epoch_after_one_that_did_not_improve(tmp_pat
     assert not (folder / "last.ckpt").is_symlink()
     assert epoch_of(folder / "last.ckpt") == 3
     assert epoch_of(folder / "best.ckpt") == 1
+
+
+def test_checkpoint_last_writes_one_file_an_epoch_and_keeps_it(tmp_path, monkeypatch):
+    # Without a monitor the kept weights are the last epoch's: a second file of the same state would be
+    # serialized and synced again every epoch.
+    folder = tmp_path / "checkpoints"
+    saved = []
+    monkeypatch.setattr(files, "replacing", recording(files.replacing, saved))
+    fit_like_the_pipeline(folder, Toy([3.0, 1.0, 2.0]), epochs=3, checkpoint="last")
+    assert sorted(os.listdir(folder)) == ["last.ckpt"]
+    assert [path.name for path in saved] == ["last.ckpt"] * 3
+    assert epoch_of(folder / "last.ckpt") == 2
+    _, experiment = load_experiment("mlp_digits")
+    monkeypatch.setattr(resume, "CHECKPOINTS", tmp_path / "checkpoints")
+    assert resume.kept(dataclasses.replace(experiment, checkpoint="last")) == tmp_path / "checkpoints" / "mlp_digits" / "last.ckpt"
+    assert resume.kept(dataclasses.replace(experiment, checkpoint="best")) == tmp_path / "checkpoints" / "mlp_digits" / "best.ckpt"
+
+
+def recording(replacing, saved: list):
+    """files.replacing, noting each path it writes."""
+    def record(path, size=None):
+        saved.append(Path(path))
+        return replacing(path, size)
+    return record
 
 
 def test_a_checkpoint_save_that_finds_the_disk_full_keeps_the_previous_one_whole(disk, tmp_path):

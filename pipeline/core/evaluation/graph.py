@@ -64,7 +64,7 @@ def refit(experiment, seed: int):
     trainer = L.Trainer(  # on the experiment's accelerator: its precision may be one the CPU lacks (16-mixed)
         accelerator=experiment.trainer.accelerator, devices=1, max_epochs=experiment.max_epochs,
         precision=experiment.trainer.precision, gradient_clip_val=experiment.trainer.gradient_clip_val or None,
-        deterministic=experiment.trainer.deterministic,
+        accumulate_grad_batches=experiment.trainer.accumulate_grad_batches, deterministic=experiment.trainer.deterministic,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=callbacks + weight_averaging(experiment.trainer),
     )

@@ -128,3 +128,25 @@ def test_refit_keeps_the_best_epoch_when_the_experiment_says_so(prepared):
         keep.on_validation_end(Trainer, module)
     assert keep.best == 1.0 and float(keep.state["weight"]) == 1.0
     assert graph_evaluation.refit(best, 0).training is False
+
+
+def test_a_refit_accumulates_gradients_as_the_train_stage_does(prepared, monkeypatch):
+    import dataclasses
+
+    import lightning as L
+
+    # One batch (the graph) an epoch, so Lightning steps every epoch, with the loss divided by the accumulation:
+    # the re-fit trains the train stage's model only if it accumulates as params say.
+    experiment = load().experiments["gcn_karate"]
+    experiment = dataclasses.replace(experiment, max_epochs=4, trainer=dataclasses.replace(experiment.trainer,
+                                                                                            accumulate_grad_batches=2))
+    built = []
+
+    class Recording(L.Trainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            built.append(self)
+
+    monkeypatch.setattr(graph_evaluation.L, "Trainer", Recording)
+    graph_evaluation.refit(experiment, 0)
+    assert [trainer.accumulate_grad_batches for trainer in built] == [2]

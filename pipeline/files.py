@@ -86,10 +86,18 @@ def bench_report(value: str | os.PathLike) -> Path:
     raise argparse.ArgumentTypeError(f"{value}: a benchmark report goes to {shown(summary)} or into {shown(folder)}/")
 
 
+# In a benchmark report, the line after which people write by hand: a script's rewrite keeps it and what follows.
+KEPT_BELOW = "<!-- Written by hand from here on: the bench scripts keep it when they rewrite what is above. -->"
+
+
 def write_report(path: str | os.PathLike, text: str) -> None:
-    """Replace a benchmark report (see bench_report) whole, creating its folder."""
+    """Replace a benchmark report (see bench_report), creating its folder: whole, but for what follows
+    its KEPT_BELOW line, if it has one (the measurements written by hand that sit beside the tables)."""
     path = bench_report(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    old = path.read_text(encoding="utf-8") if path.is_file() else ""
+    if KEPT_BELOW in old:
+        text = f"{text.rstrip()}\n\n{old[old.index(KEPT_BELOW):]}"
     data = text.encode("utf-8")
     with replacing(path, size=len(data)) as handle:
         handle.write(data)

@@ -158,3 +158,14 @@ def test_a_benchmark_report_goes_to_benchmarks_md_or_into_bench_results_only(roo
     with pytest.raises(argparse.ArgumentTypeError):
         files.write_report(root / "notes.md", "table")
     assert not (root / "notes.md").exists()
+
+
+def test_a_rewritten_benchmark_report_keeps_what_is_written_by_hand_below_its_marker(root):
+    report = root / "BENCHMARKS.md"
+    hand = f"{files.KEPT_BELOW}\n## Issue 24\n\nmeasured by hand\n"
+    report.write_text(f"# Benchmarks\n\nold table\n\n{hand}")
+    files.write_report(report, "# Benchmarks\n\nnew table\n")
+    assert report.read_text() == f"# Benchmarks\n\nnew table\n\n{hand}"
+    files.write_report(root / "bench" / "results" / "r.md", "table")  # no marker: replaced whole
+    files.write_report(root / "bench" / "results" / "r.md", "other")
+    assert (root / "bench" / "results" / "r.md").read_text() == "other"

@@ -44,7 +44,11 @@ def test_dvc_experiment_commands_work_on_our_params_metrics_and_plots(repro):
     project, params, _ = repro
     dvc("exp", "run", "-S", "experiments.gcn_sbm.max_epochs=3", cwd=project)
     shown = json.loads(dvc("exp", "show", "--json", cwd=project).stdout)
-    assert "gcn_sbm" in json.dumps(shown)
+    workspace = next(row for row in shown if row["rev"] == "workspace")
+    # params.yaml is dvc.yaml's top-level params file: no stage names params, yet every param is shown
+    assert workspace["data"]["params"]["params.yaml"]["data"]["experiments"]["gcn_sbm"]["max_epochs"] == 3
+    changed = json.loads(dvc("params", "diff", "--json", cwd=project).stdout)
+    assert changed["params.yaml"]["experiments.gcn_sbm.max_epochs"]["new"] == 3, changed
     metrics = json.loads(dvc("metrics", "show", "--json", cwd=project).stdout)
     assert "metrics/dqn_cartpole.json" in json.dumps(metrics)
     diff = dvc("metrics", "diff", "HEAD", "--json", cwd=project)

@@ -70,17 +70,20 @@ def test_dvc_yaml_names_no_code_file_but_the_derived_ones():
             assert any(d.startswith("codedeps/") for d in deps), name
 
 
-def test_only_the_codedeps_stage_names_params_the_others_depend_on_its_params_files():
-    """DVC parses params.yaml anew for every stage that names params: only codedeps does, and every other
-    stage depends on the file under codedeps/params/ that holds what its process reads."""
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+def test_no_stage_names_params_each_depends_on_its_params_file():
+    """DVC parses params.yaml anew for every stage that names params, and copies every value it names into
+    dvc.lock, which it parses and rewrites after each stage: no stage names params. codedeps depends on the
+    whole file; every other stage on the file under codedeps/params/ that holds what its process reads.
+    params.yaml is a top-level params file, so `dvc exp show` and `dvc params diff` still show every param."""
+    dvc_yaml = yaml.safe_load((ROOT / "dvc.yaml").read_text())
+    assert dvc_yaml["params"] == ["params.yaml"]
     written = {f"codedeps/{codedeps.PARAMS}/{name}.json" for name in codedeps.stage_params(load(family_checks=False))}
-    for name, stage in stages.items():
+    for name, stage in dvc_yaml["stages"].items():
         stage = stage.get("do") or stage
-        if name == "codedeps":
-            assert stage["params"] == [{"params.yaml": None}]
-            continue
         assert "params" not in stage, f"{name}: names params, which makes DVC parse params.yaml again"
+        if name == "codedeps":
+            assert "params.yaml" in stage["deps"]
+            continue
         own = [d.replace("${key}", "softmax_digits") for d in stage["deps"] if d.startswith(f"codedeps/{codedeps.PARAMS}/")]
         assert len(own) == 1 and own[0] in written, f"{name}: {own}"
 

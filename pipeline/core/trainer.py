@@ -193,6 +193,18 @@ def weight_averaging(trainer: TrainerConfig) -> list[Callback]:
     return [EMAWeightAveraging(decay=trainer.ema_decay)] if trainer.ema_decay else []
 
 
+def fit_settings(experiment: ExperimentConfig) -> tuple[dict, list[Callback]]:
+    """The Trainer arguments and callbacks that decide what a fit of `experiment` learns. The train stage's
+    Trainer and an evaluation's re-fit (pipeline.core.evaluation.graph) both take them from here, so a
+    re-fit cannot leave one out and train another model."""
+    t, stopping = experiment.trainer, experiment.early_stopping
+    arguments = dict(accelerator=t.accelerator, precision=t.precision, max_epochs=experiment.max_epochs,
+                     gradient_clip_val=t.gradient_clip_val or None, accumulate_grad_batches=t.accumulate_grad_batches,
+                     deterministic=t.deterministic)
+    callbacks = [EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience)] if stopping.patience else []
+    return arguments, callbacks + weight_averaging(t)
+
+
 def build_trainer(
     experiment: ExperimentConfig,
     checkpoint_dir: Path,
@@ -209,26 +221,20 @@ def build_trainer(
     Each process takes its own share of the training data (pipeline.datamodules.EpochBatches), so
     Lightning's DistributedSampler is off."""
     stopping = experiment.early_stopping
+    learning, learning_callbacks = fit_settings(experiment)
     callbacks = [*checkpoints(checkpoint_dir, stopping.monitor if experiment.checkpoint == "best" else None, stopping.mode),
-                 curve, EpochProgressBar(), *extra_callbacks]  # the learning rate: train/lr, logged by the module
-    if stopping.patience:
-        callbacks.append(EarlyStopping(monitor=stopping.monitor, mode=stopping.mode, patience=stopping.patience))
-    callbacks += weight_averaging(experiment.trainer)
+                 curve, EpochProgressBar(), *extra_callbacks,  # the learning rate: train/lr, logged by the module
+                 *learning_callbacks]
     if system_metrics and run_id is not None:
         callbacks.append(SystemMetrics(run_id, tracking_uri))
     t = experiment.trainer
     family = family_class(experiment.family)
     trainer = L.Trainer(
-        accelerator=t.accelerator,
+        **learning,
         devices=t.devices,
         num_nodes=t.num_nodes,
         strategy=strategy(t.strategy, t.world_size, family.UNUSED_PARAMETERS),
         sync_batchnorm=t.sync_batchnorm,
-        precision=t.precision,
-        max_epochs=experiment.max_epochs,
-        gradient_clip_val=t.gradient_clip_val or None,
-        accumulate_grad_batches=t.accumulate_grad_batches,
-        deterministic=t.deterministic,
         use_distributed_sampler=False,
         logger=EpochStepLogger(tracking_uri=tracking_uri, run_id=run_id, step_metric=family.STEP_METRIC),
         callbacks=callbacks,

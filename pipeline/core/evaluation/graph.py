@@ -8,12 +8,12 @@ import logging
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, EarlyStopping, WeightAveraging
+from lightning.pytorch.callbacks import Callback, WeightAveraging
 
 from pipeline import data
 from pipeline.core.evaluation import Context, supervised
 from pipeline.datamodules import make_datamodule
-from pipeline.core.trainer import weight_averaging
+from pipeline.core.trainer import fit_settings
 from pipeline.params import family_class
 
 SEEDS = tuple(range(10))  # a graph experiment's re-fits behind test/accuracy_mean and test/accuracy_std
@@ -57,16 +57,12 @@ def refit(experiment, seed: int):
         data=data.DATASETS[experiment.dataset].spec, optimizer=experiment.optimizer,
         scheduler=experiment.scheduler, **experiment.model,
     )
-    stopping = experiment.early_stopping
-    best = KeepBest(stopping.monitor, stopping.mode)
-    callbacks = [best] + ([EarlyStopping(stopping.monitor, mode=stopping.mode, patience=stopping.patience)]
-                          if stopping.patience else [])
+    best = KeepBest(experiment.early_stopping.monitor, experiment.early_stopping.mode)
+    learning, learning_callbacks = fit_settings(experiment)
     trainer = L.Trainer(  # on the experiment's accelerator: its precision may be one the CPU lacks (16-mixed)
-        accelerator=experiment.trainer.accelerator, devices=1, max_epochs=experiment.max_epochs,
-        precision=experiment.trainer.precision, gradient_clip_val=experiment.trainer.gradient_clip_val or None,
-        accumulate_grad_batches=experiment.trainer.accumulate_grad_batches, deterministic=experiment.trainer.deterministic,
+        **learning, devices=1,
         logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=callbacks + weight_averaging(experiment.trainer),
+        num_sanity_val_steps=0, callbacks=[best, *learning_callbacks],
     )
     trainer.fit(model, datamodule=make_datamodule(experiment.dataset, experiment.batch_size, seed))
     if experiment.checkpoint == "best":

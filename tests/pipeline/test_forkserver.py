@@ -79,11 +79,19 @@ def wait_for(condition, seconds: float = 240) -> bool:
     return False
 
 
+def server_env() -> dict[str, str]:
+    """The stage commands' environment with the server switched on: these tests are of the server, and
+    the rest of the suite runs cold under MEDL_FORKSERVER=0 (the issue asks that it pass both ways)."""
+    environ = env()
+    environ.pop("MEDL_FORKSERVER", None)
+    return environ
+
+
 class Probe:
     def __init__(self, root: Path, where: Path):
         self.root, self.where = root, where
         self.out = root / "probe.json"
-        self.env = {**env(), "MEDL_FORKSERVER_DIR": str(where), "MEDL_FORKSERVER_IDLE": "300",
+        self.env = {**server_env(), "MEDL_FORKSERVER_DIR": str(where), "MEDL_FORKSERVER_IDLE": "300",
                     "MEDL_PROBE_OUT": str(self.out)}
 
     def start(self, *args: str, ignore: signal.Signals | None = None, **extra) -> subprocess.Popen:
@@ -254,7 +262,7 @@ def test_metrics_are_byte_identical_with_and_without_the_server(tmp_path):
     prepared = copy_project(tmp_path / "prepared")
     shrink_params(prepared / "params.yaml", keep=("softmax_digits",))
     where = Path(tempfile.mkdtemp(prefix="fs-", dir="/tmp")) / "s"
-    environ = {**env(), "MEDL_FORKSERVER_DIR": str(where), "MEDL_FORKSERVER_IDLE": "300"}
+    environ = {**server_env(), "MEDL_FORKSERVER_DIR": str(where), "MEDL_FORKSERVER_IDLE": "300"}
 
     def stage(project: Path, *command: str, **extra) -> bool:
         """Run the stage; whether a server's child ran it (a grandchild of the server, seen while it runs)."""

@@ -57,7 +57,8 @@ MAX_SERVERS = 4  # per user: each holds the libraries' memory; more keys than th
 # A launcher or a distributed run: its processes are started and watched by something else.
 LAUNCHED = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "SLURM_PROCID", "TORCHELASTIC_RUN_ID", "MASTER_ADDR")
 # Variables that differ from one stage run to the next and that nothing reads at start-up or import
-# (the project's own code reads them when it runs); every other variable is in the key.
+# (the project's own code reads them when it runs); every other variable is in the key. MLflow reads
+# PYTEST_CURRENT_TEST at import, only to turn its telemetry off, which pipeline/__init__.py turns off.
 PER_RUN = ("DVC_", "MLFLOW_TRACKING_", "MLFLOW_EXPERIMENT_", "MLFLOW_RUN_ID", "PYTEST_CURRENT_TEST")
 PER_RUN_NAMES = ("PWD", "OLDPWD", "SHLVL", "_", SWITCH, DIRECTORY, IDLE, "MEDL_STAGE_STATS", "MEDL_WATCHED_PARENT")
 PRELOAD = (

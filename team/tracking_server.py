@@ -293,6 +293,7 @@ def server_environment(folder: Path, socket_folder: Path) -> dict[str, str]:
     if not key_file.exists():
         write_private(key_file, secrets.token_hex(32) + "\n")
     environment = {**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config)}
+    environment.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")  # no network at run time by default (pipeline/__init__.py)
     environment.setdefault("MLFLOW_FLASK_SERVER_SECRET_KEY", key_file.read_text().strip())
     return environment
 

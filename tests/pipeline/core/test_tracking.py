@@ -7,6 +7,7 @@ URI is shown without its credentials; a test metric is logged once per run."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import time
 
@@ -146,3 +147,22 @@ def test_each_test_metric_is_logged_once_per_run_unless_its_value_changed(tmp_pa
     accuracy = [m.value for m in client.get_metric_history(run_id, "test/accuracy")]
     assert accuracy == [0.9583333333333334, 0.9611111111111111]
     assert len(client.get_metric_history(run_id, "test/nll")) == 1
+
+
+def test_a_stage_process_runs_no_mlflow_telemetry_unless_the_user_asks():
+    """MLflow's telemetry fetches its settings from the network and, where that fails, removes a variable from
+    os.environ in its thread while a request to a tracking server may be reading it (which then fails). The
+    pipeline package turns it off before MLflow is imported; a user's own setting wins. A bare environment:
+    MLflow also turns it off under pytest or a CI's variables."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    bare = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
+    code = "import pipeline, mlflow.telemetry; print(mlflow.telemetry.get_telemetry_client() is None)"
+    for extra, off in (({}, "True"), ({"MLFLOW_DISABLE_TELEMETRY": "false"}, "False")):
+        result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**bare, **extra}, capture_output=True,
+                                text=True, timeout=120)
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert result.stdout.strip().splitlines()[-1] == off, (extra, result.stdout)

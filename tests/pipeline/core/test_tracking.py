@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 import time
 
 import pytest
+from conftest import ROOT
 from mlflow import MlflowClient
 
 from pipeline.core import tracking
@@ -154,11 +157,6 @@ def test_a_stage_process_runs_no_mlflow_telemetry_unless_the_user_asks():
     os.environ in its thread while a request to a tracking server may be reading it (which then fails). The
     pipeline package turns it off before MLflow is imported; a user's own setting wins. A bare environment:
     MLflow also turns it off under pytest or a CI's variables."""
-    import subprocess
-    import sys
-
-    from conftest import ROOT
-
     bare = {"PATH": os.environ["PATH"], "HOME": os.environ.get("HOME", "/tmp")}
     code = "import pipeline, mlflow.telemetry; print(mlflow.telemetry.get_telemetry_client() is None)"
     for extra, off in (({}, "True"), ({"MLFLOW_DISABLE_TELEMETRY": "false"}, "False")):
